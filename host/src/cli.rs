@@ -1,0 +1,266 @@
+//! Command-line flags as typed, then validated into plans by the commands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sparkhost",
+    version,
+    about = "Timing-accurate benchmarks of OpenAI-compatible LLM endpoints, with workloads as WebAssembly components",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, global = true, env = "SPARKHOST_LOG", default_value = "warn")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a workload against an endpoint and write a run directory.
+    Run(Box<RunArgs>),
+    /// Show what a workload component is: name, version, params, WIT version, digest.
+    Inspect(InspectArgs),
+    /// Wait until the endpoint lists a model.
+    WaitReady(WaitReadyArgs),
+    /// Send one request of each kind (completions/chat, unary/streamed) and report.
+    Smoke(SmokeArgs),
+}
+
+/// Accepts `180s`, `500ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(format!("{s:?} is not a non-negative duration"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 30s, 500ms or 2m: {e}"))
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EndpointArgs {
+    /// Base URL of the OpenAI-compatible server.
+    #[arg(long, alias = "base-url", default_value = "http://127.0.0.1:8000")]
+    pub endpoint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArrivalKind {
+    Constant,
+    Poisson,
+    Gamma,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum KvMode {
+    Off,
+    CpuOnly,
+    CpuDisk,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The workload component (.wasm).
+    pub workload: PathBuf,
+    /// Workload parameter NAME=VALUE (repeatable; `sparkhost inspect` lists them).
+    #[arg(long = "param", short = 'p', value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+    /// Model id, or `auto` for the first one `/v1/models` lists.
+    #[arg(long, alias = "model-id", default_value = "auto")]
+    pub model: String,
+    /// How long to wait for the model to be listed.
+    #[arg(long, default_value = "180s", value_parser = parse_duration)]
+    pub model_resolve_timeout: Duration,
+    /// Poll interval while waiting for the model.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub model_resolve_poll: Duration,
+
+    /// Closed loop: requests in flight at most (phases may override).
+    #[arg(long, short = 'c', default_value_t = 1)]
+    pub concurrency: u32,
+    /// Open loop: requests per second (replaces closed-loop concurrency).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Open-loop inter-arrival distribution.
+    #[arg(long, value_enum, default_value_t = ArrivalKind::Poisson, requires = "rate")]
+    pub arrival: ArrivalKind,
+    /// Shape of gamma inter-arrivals (1 = Poisson, <1 burstier).
+    #[arg(long, default_value_t = 1.0)]
+    pub gamma_shape: f64,
+
+    /// Shorthand for `--param requests=N`.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Shorthand for `--param warmup=N`.
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Shorthand for `--param max-tokens=N`.
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Shorthand for `--param temperature=X`.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Shorthand for `--param top-p=X`.
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Shorthand for `--param request-seed=N` (sent to the server as `seed`).
+    #[arg(long)]
+    pub request_seed: Option<u64>,
+
+    /// Stream responses (SSE) and measure every token.
+    #[arg(long)]
+    pub stream: bool,
+    /// Do not ask for `stream_options.include_usage` (for servers that reject it).
+    #[arg(long)]
+    pub no_stream_usage: bool,
+    /// Per-request limit, from send to the last byte.
+    #[arg(long, alias = "timeout-s", default_value = "600s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Seed handed to the workload and the open-loop schedule.
+    #[arg(long, default_value_t = 1337)]
+    pub seed: u64,
+    /// Hugging Face tokenizer.json for token counting and fitting (default: heuristic).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+
+    /// Where run directories are created.
+    #[arg(long, default_value = "bench/results")]
+    pub results_root: PathBuf,
+    /// Run directory name (default: UTC time, YYYYMMDDTHHMMSSZ).
+    #[arg(long)]
+    pub run_id: Option<String>,
+
+    /// KV offload mode label recorded with the run.
+    #[arg(long, value_enum, default_value_t = KvMode::CpuDisk)]
+    pub kv_mode: KvMode,
+    /// Tier label B0|B1|B2 (overrides --kv-mode: B0=off, B1=cpu_only, B2=cpu_disk).
+    #[arg(long)]
+    pub tier_mode: Option<String>,
+    /// CPU KV cache size label (default 8 for B1/B2).
+    #[arg(long)]
+    pub kv_cpu_cache_gb: Option<f64>,
+    /// Disk KV cache size label (default 32 for B2).
+    #[arg(long)]
+    pub kv_disk_cache_gb: Option<f64>,
+    /// Free tag recorded with the run (repeatable).
+    #[arg(long = "variant-tag")]
+    pub variant_tags: Vec<String>,
+
+    /// Requests planned ahead of their send time.
+    #[arg(long, default_value_t = 256)]
+    pub lookahead: usize,
+    /// Open loop: most requests in flight before sends wait (and show as lateness).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// Print nothing but errors.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SandboxArgs {
+    /// Longest a single workload call may run.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub workload_call_timeout: Duration,
+    /// Memory cap of a workload instance, MiB.
+    #[arg(long, default_value_t = 512)]
+    pub workload_memory_mib: u64,
+    /// Cache for compiled components (default: $SPARKHOST_CACHE_DIR, $XDG_CACHE_HOME/sparkhost or ~/.cache/sparkhost).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    pub workload: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitReadyArgs {
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+    /// Give up after this long.
+    #[arg(long, default_value = "180s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub poll: Duration,
+    /// Successful polls in a row required (a registering worker can flap).
+    #[arg(long, default_value_t = 2)]
+    pub consecutive: u32,
+    /// Wait for this model id instead of any.
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SmokeArgs {
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+    #[arg(long, default_value = "auto")]
+    pub model: String,
+    #[arg(long, default_value_t = 16)]
+    pub max_tokens: u32,
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(parse_duration("180s").unwrap(), Duration::from_secs(180));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("-1").is_err());
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+    }
+
+    #[test]
+    fn params_are_name_value() {
+        assert_eq!(
+            parse_param("set=mixed").unwrap(),
+            ("set".into(), "mixed".into())
+        );
+        assert_eq!(
+            parse_param("stop=a=b").unwrap(),
+            ("stop".into(), "a=b".into())
+        );
+        assert!(parse_param("novalue").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

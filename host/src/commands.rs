@@ -1,0 +1,17 @@
+//! One module per subcommand; each returns the process exit status.
+
+pub mod inspect;
+pub mod run;
+pub mod smoke;
+pub mod wait_ready;
+
+/// The process exit contract (same as the seed harness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The run is valid (or the command succeeded).
+    Ok = 0,
+    /// The command failed before producing results.
+    Crashed = 1,
+    /// The run is invalid; its artifacts were written.
+    Invalid = 2,
+}

@@ -1,0 +1,70 @@
+//! `sparkhost inspect`: what a workload component is, without running it.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::Exit;
+use crate::cli::InspectArgs;
+use crate::sandbox::{Limits, Sandbox, WorkloadInfo};
+use crate::tokenize::TokenCounter;
+
+#[derive(Serialize)]
+struct Inspection<'a> {
+    path: String,
+    sha256: &'a str,
+    size_bytes: usize,
+    wit: String,
+    compiled_from_cache: bool,
+    #[serde(flatten)]
+    info: &'a WorkloadInfo,
+}
+
+pub fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
+    let sandbox = Sandbox::new(args.sandbox.cache_dir.clone(), limits(&args.sandbox))?;
+    let loaded = sandbox.load(&args.workload)?;
+    let inst = sandbox
+        .instantiate(&loaded, Arc::new(TokenCounter::Heuristic), 0)
+        .with_context(|| format!("starting {}", args.workload.display()))?;
+    let mut inst = inst;
+    let info = inst.describe()?;
+    let out = Inspection {
+        path: args.workload.display().to_string(),
+        sha256: &loaded.digest,
+        size_bytes: loaded.size_bytes,
+        wit: format!("sparkhost:workload@{}", loaded.wit_version),
+        compiled_from_cache: loaded.from_cache,
+        info: &info,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(Exit::Ok);
+    }
+    println!("name:        {}", info.name);
+    println!("version:     {}", info.version);
+    println!("description: {}", info.description);
+    println!("wit:         {}", out.wit);
+    println!("sha256:      {}", loaded.digest);
+    println!("size:        {} bytes", loaded.size_bytes);
+    if info.params.is_empty() {
+        println!("params:      none");
+    } else {
+        println!("params:");
+        let width = info.params.iter().map(|p| p.name.len()).max().unwrap_or(0);
+        for p in &info.params {
+            println!(
+                "  {:width$}  default {:?}\n  {:width$}  {}",
+                p.name, p.default_value, "", p.description
+            );
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+pub fn limits(a: &crate::cli::SandboxArgs) -> Limits {
+    Limits {
+        call_timeout: a.workload_call_timeout,
+        memory_bytes: a.workload_memory_mib << 20,
+    }
+}

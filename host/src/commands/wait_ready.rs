@@ -1,0 +1,31 @@
+//! `sparkhost wait-ready`: blocks until the endpoint serves a model.
+
+use super::Exit;
+use crate::cli::WaitReadyArgs;
+use crate::dispatch::client::Client;
+use crate::dispatch::models;
+
+pub async fn wait_ready(args: WaitReadyArgs) -> anyhow::Result<Exit> {
+    let client = Client::new(
+        &args.endpoint.endpoint,
+        args.poll.max(std::time::Duration::from_secs(5)),
+    );
+    match models::wait_for_model(
+        &client,
+        args.model.as_deref(),
+        args.timeout,
+        args.poll,
+        args.consecutive.max(1),
+    )
+    .await
+    {
+        Ok(model) => {
+            println!("ready: {} serves {model}", client.base());
+            Ok(Exit::Ok)
+        }
+        Err(e) => {
+            eprintln!("not ready: {e}");
+            Ok(Exit::Crashed)
+        }
+    }
+}

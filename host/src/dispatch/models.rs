@@ -1,0 +1,84 @@
+//! Model discovery: the serving stack registers models asynchronously, so a
+//! run waits for `/v1/models` instead of failing on the first empty answer.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::client::Client;
+
+#[derive(Deserialize)]
+struct ModelList {
+    #[serde(default)]
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Deserialize)]
+struct ModelEntry {
+    id: String,
+}
+
+/// The model ids the endpoint lists now.
+pub async fn list(client: &Client) -> Result<Vec<String>, String> {
+    let (status, body) = client.get("/v1/models").await?;
+    if !status.is_success() {
+        return Err(format!(
+            "GET /v1/models answered HTTP {}: {}",
+            status.as_u16(),
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        ));
+    }
+    let list: ModelList = serde_json::from_slice(&body)
+        .map_err(|e| format!("GET /v1/models returned something that is not a model list: {e}"))?;
+    Ok(list.data.into_iter().map(|m| m.id).collect())
+}
+
+/// Polls until a model is listed (the first one, or `wanted` when given).
+/// Needs `consecutive` successful polls in a row, because a registering
+/// worker can appear and vanish again.
+pub async fn wait_for_model(
+    client: &Client,
+    wanted: Option<&str>,
+    timeout: Duration,
+    poll: Duration,
+    consecutive: u32,
+) -> Result<String, String> {
+    let start = Instant::now();
+    let mut streak = 0;
+    let mut last = String::from("no answer yet");
+    loop {
+        match list(client).await {
+            Ok(models) => {
+                let found = match wanted {
+                    Some(w) => models.iter().find(|m| *m == w).cloned(),
+                    None => models.first().cloned(),
+                };
+                match found {
+                    Some(m) => {
+                        streak += 1;
+                        if streak >= consecutive {
+                            return Ok(m);
+                        }
+                    }
+                    None => {
+                        streak = 0;
+                        last = format!("models listed: {models:?}");
+                    }
+                }
+            }
+            Err(e) => {
+                streak = 0;
+                last = e;
+            }
+        }
+        if start.elapsed() >= timeout {
+            let what = wanted.map_or("any model".to_owned(), |w| format!("model {w:?}"));
+            return Err(format!(
+                "{} did not list {what} within {:.0?} (last: {last})",
+                client.base(),
+                timeout
+            ));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}

@@ -1,0 +1,216 @@
+//! Incremental Server-Sent Events parser.
+//!
+//! Bytes arrive in arbitrary pieces: an event may be split across reads and
+//! one read may hold many events. The parser keeps only the unfinished line
+//! and the data of the event being built, and reuses both buffers, so a long
+//! stream costs no allocation per chunk.
+
+/// A complete event as seen by the consumer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SseEvent<'a> {
+    /// The joined `data:` lines of one event (without the `[DONE]` sentinel).
+    Data {
+        event: Option<&'a str>,
+        data: &'a [u8],
+    },
+    /// The OpenAI end-of-stream sentinel `data: [DONE]`.
+    Done,
+}
+
+#[derive(Debug, Default)]
+pub struct SseParser {
+    line: Vec<u8>,
+    data: Vec<u8>,
+    event: String,
+    has_data: bool,
+    /// A `\r` ended the previous read; a `\n` starting the next one belongs to it.
+    pending_cr: bool,
+    /// Lines that are neither fields nor comments (kept for diagnostics).
+    invalid_lines: u32,
+}
+
+impl SseParser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lines that did not follow the SSE grammar so far.
+    pub fn invalid_lines(&self) -> u32 {
+        self.invalid_lines
+    }
+
+    /// True when bytes of an unfinished event are buffered (a stream that ends
+    /// here was cut short).
+    pub fn has_partial(&self) -> bool {
+        !self.line.is_empty() || self.has_data
+    }
+
+    /// Feeds bytes; calls `on_event` for every event completed by them.
+    pub fn push(&mut self, mut bytes: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
+        if self.pending_cr {
+            self.pending_cr = false;
+            if let Some(rest) = bytes.strip_prefix(b"\n") {
+                bytes = rest;
+            }
+        }
+        while let Some(pos) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let (head, tail) = bytes.split_at(pos);
+            let was_cr = tail[0] == b'\r';
+            bytes = &tail[1..];
+            if was_cr {
+                match bytes.first() {
+                    Some(b'\n') => bytes = &bytes[1..],
+                    None => self.pending_cr = true,
+                    _ => {}
+                }
+            }
+            if self.line.is_empty() {
+                self.process_line(head, &mut on_event);
+            } else {
+                self.line.extend_from_slice(head);
+                let line = std::mem::take(&mut self.line);
+                self.process_line(&line, &mut on_event);
+                self.line = line;
+                self.line.clear();
+            }
+        }
+        self.line.extend_from_slice(bytes);
+    }
+
+    fn process_line(&mut self, line: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) {
+        if line.is_empty() {
+            self.dispatch(on_event);
+            return;
+        }
+        if line[0] == b':' {
+            return; // comment / keep-alive
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        match field {
+            b"data" => {
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(value);
+                self.has_data = true;
+            }
+            b"event" => {
+                self.event.clear();
+                self.event.push_str(&String::from_utf8_lossy(value));
+            }
+            b"id" | b"retry" => {}
+            _ => self.invalid_lines += 1,
+        }
+    }
+
+    fn dispatch(&mut self, on_event: &mut impl FnMut(SseEvent<'_>)) {
+        if self.has_data {
+            if self.data.as_slice() == b"[DONE]" {
+                on_event(SseEvent::Done);
+            } else {
+                let event = (!self.event.is_empty()).then_some(self.event.as_str());
+                on_event(SseEvent::Data {
+                    event,
+                    data: &self.data,
+                });
+            }
+        }
+        self.data.clear();
+        self.event.clear();
+        self.has_data = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    enum Owned {
+        Data(Option<String>, String),
+        Done,
+    }
+
+    fn collect(parser: &mut SseParser, pieces: &[&[u8]]) -> Vec<Owned> {
+        let mut out = Vec::new();
+        for p in pieces {
+            parser.push(p, |e| {
+                out.push(match e {
+                    SseEvent::Data { event, data } => Owned::Data(
+                        event.map(str::to_owned),
+                        String::from_utf8(data.to_vec()).unwrap(),
+                    ),
+                    SseEvent::Done => Owned::Done,
+                })
+            });
+        }
+        out
+    }
+
+    fn d(s: &str) -> Owned {
+        Owned::Data(None, s.to_owned())
+    }
+
+    const STREAM: &[u8] = b"data: {\"a\":1}\n\n: keep-alive\n\ndata: {\"a\":2}\n\ndata: [DONE]\n\n";
+
+    #[test]
+    fn many_events_in_one_read() {
+        let mut p = SseParser::new();
+        let got = collect(&mut p, &[STREAM]);
+        assert_eq!(got, vec![d("{\"a\":1}"), d("{\"a\":2}"), Owned::Done]);
+        assert!(!p.has_partial());
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_events() {
+        let expected = collect(&mut SseParser::new(), &[STREAM]);
+        for cut in 0..=STREAM.len() {
+            let mut p = SseParser::new();
+            let got = collect(&mut p, &[&STREAM[..cut], &STREAM[cut..]]);
+            assert_eq!(got, expected, "split at byte {cut}");
+        }
+        let bytes: Vec<&[u8]> = STREAM.chunks(1).collect();
+        assert_eq!(collect(&mut SseParser::new(), &bytes), expected);
+    }
+
+    #[test]
+    fn crlf_and_cr_line_endings_split_anywhere() {
+        let crlf = b"data: x\r\n\r\ndata: y\r\rdata: [DONE]\r\n\r\n";
+        for cut in 0..=crlf.len() {
+            let got = collect(&mut SseParser::new(), &[&crlf[..cut], &crlf[cut..]]);
+            assert_eq!(got, vec![d("x"), d("y"), Owned::Done], "split at {cut}");
+        }
+    }
+
+    #[test]
+    fn multi_line_data_named_events_and_unknown_fields() {
+        let s = b"event: error\ndata: {\"error\":\ndata: 1}\nid: 7\nbogus line\n\n";
+        let mut p = SseParser::new();
+        let got = collect(&mut p, &[s]);
+        assert_eq!(
+            got,
+            vec![Owned::Data(Some("error".into()), "{\"error\":\n1}".into())]
+        );
+        assert_eq!(p.invalid_lines(), 1);
+    }
+
+    #[test]
+    fn data_without_space_and_empty_events_are_handled() {
+        let got = collect(&mut SseParser::new(), &[b"data:x\n\n\n\ndata\n\n"]);
+        assert_eq!(got, vec![d("x"), d("")]);
+    }
+
+    #[test]
+    fn unterminated_event_is_reported_as_partial() {
+        let mut p = SseParser::new();
+        let got = collect(&mut p, &[b"data: {\"a\":1}\n\ndata: {\"a\""]);
+        assert_eq!(got, vec![d("{\"a\":1}")]);
+        assert!(p.has_partial());
+    }
+}

@@ -1,0 +1,76 @@
+//! Whether a run can be trusted, and why not.
+//!
+//! Reasons keep the seed harness's names where it had them; a run gets the
+//! first reason found, and every detail is kept.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidReason {
+    /// The endpoint never listed the model.
+    ModelUnavailable,
+    /// The model disappeared mid-run (a 404/5xx, then `/v1/models` no longer listed it).
+    ModelDropped,
+    /// The server refused a prompt as longer than its engine allows.
+    EnginePromptLimitExceeded,
+    /// The workload failed (trap, deadline, memory cap, invalid output).
+    WorkloadFailed,
+    /// The user interrupted the run.
+    Interrupted,
+    /// Results could not be written completely.
+    ResultsWriteFailed,
+    /// Nothing was sent.
+    NoRequests,
+}
+
+impl InvalidReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidReason::ModelUnavailable => "model_unavailable",
+            InvalidReason::ModelDropped => "model_dropped",
+            InvalidReason::EnginePromptLimitExceeded => "engine_prompt_limit_exceeded",
+            InvalidReason::WorkloadFailed => "workload_failed",
+            InvalidReason::Interrupted => "interrupted",
+            InvalidReason::ResultsWriteFailed => "results_write_failed",
+            InvalidReason::NoRequests => "no_requests",
+        }
+    }
+}
+
+/// Accumulates reasons as the run goes.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Validity {
+    pub invalid_reason: Option<InvalidReason>,
+    pub invalid_details: Vec<String>,
+}
+
+impl Validity {
+    pub fn invalidate(&mut self, reason: InvalidReason, detail: impl Into<String>) {
+        self.invalid_reason.get_or_insert(reason);
+        self.invalid_details.push(detail.into());
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.invalid_reason.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_reason_wins_and_details_accumulate() {
+        let mut v = Validity::default();
+        assert!(v.is_valid());
+        v.invalidate(InvalidReason::ModelDropped, "a");
+        v.invalidate(InvalidReason::Interrupted, "b");
+        assert_eq!(v.invalid_reason, Some(InvalidReason::ModelDropped));
+        assert_eq!(v.invalid_details, vec!["a", "b"]);
+        assert_eq!(
+            serde_json::to_value(InvalidReason::EnginePromptLimitExceeded).unwrap(),
+            InvalidReason::EnginePromptLimitExceeded.as_str()
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! The host's own model of a workload plan.
+//!
+//! These types mirror the WIT records but belong to the host, so the dispatch
+//! path never sees wasmtime types and other plan sources (tests, future trace
+//! readers) can feed the dispatcher directly.
+
+use serde::Serialize;
+
+/// One chat turn.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// Text goes to `/v1/completions`, messages to `/v1/chat/completions`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum Prompt {
+    Text(String),
+    Chat(Vec<ChatMessage>),
+}
+
+impl Prompt {
+    /// The bytes that identify the prompt: the text, or the canonical JSON of the messages.
+    pub fn identity_bytes(&self) -> Vec<u8> {
+        match self {
+            Prompt::Text(t) => t.as_bytes().to_vec(),
+            Prompt::Chat(m) => crate::results::identity::canonical_json(
+                &serde_json::to_value(m).unwrap_or_default(),
+            )
+            .into_bytes(),
+        }
+    }
+
+    /// Characters of user-visible prompt text (all message contents for chat).
+    pub fn char_len(&self) -> usize {
+        match self {
+            Prompt::Text(t) => t.chars().count(),
+            Prompt::Chat(m) => m.iter().map(|m| m.content.chars().count()).sum(),
+        }
+    }
+
+    pub fn api(&self) -> Api {
+        match self {
+            Prompt::Text(_) => Api::Completions,
+            Prompt::Chat(_) => Api::ChatCompletions,
+        }
+    }
+}
+
+/// Which OpenAI-compatible route a request uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    Completions,
+    ChatCompletions,
+}
+
+impl Api {
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::Completions => "/v1/completions",
+            Api::ChatCompletions => "/v1/chat/completions",
+        }
+    }
+}
+
+/// Generation parameters; `None` leaves a field out of the payload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generation {
+    pub max_tokens: u32,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub stop: Vec<String>,
+    pub seed: Option<u64>,
+    pub ignore_eos: bool,
+}
+
+/// When a request may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "ms")]
+pub enum Arrival {
+    /// When the phase's load model allows.
+    Asap,
+    /// Not before this offset from the phase start.
+    AtOffsetMs(f64),
+    /// After the session's previous request finished, plus think time.
+    AfterPreviousTurn(f64),
+}
+
+/// One planned request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestPlan {
+    pub id: String,
+    pub phase: String,
+    pub session_id: Option<String>,
+    pub prefix_hash: Option<String>,
+    pub prompt: Prompt,
+    pub generation: Generation,
+    pub arrival: Arrival,
+    pub labels: Vec<(String, String)>,
+}
+
+/// How a phase offers load.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum LoadModel {
+    /// At most this many requests in flight.
+    Closed { concurrency: u32 },
+    /// Open loop at a fixed interval.
+    Constant { rate: f64 },
+    /// Open loop, exponential inter-arrival times.
+    Poisson { rate: f64 },
+    /// Open loop, gamma inter-arrival times with the given shape.
+    Gamma { rate: f64, shape: f64 },
+}
+
+impl LoadModel {
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = |r: f64| r.is_finite() && r > 0.0;
+        match *self {
+            LoadModel::Closed { concurrency } if concurrency == 0 => {
+                Err("closed-loop concurrency must be at least 1".into())
+            }
+            LoadModel::Constant { rate } | LoadModel::Poisson { rate } if !ok(rate) => Err(
+                format!("arrival rate must be a positive number of requests/s, got {rate}"),
+            ),
+            LoadModel::Gamma { rate, shape } if !ok(rate) || !ok(shape) => Err(format!(
+                "gamma arrivals need positive rate and shape, got rate {rate} shape {shape}"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A phase as declared by the workload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhasePlan {
+    pub name: String,
+    pub include_in_summary: bool,
+    /// `None` uses the command line's load model.
+    pub load: Option<LoadModel>,
+}
+
+/// What a request ended as, handed back to the workload for follow-ups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseSummary {
+    pub id: String,
+    pub phase: String,
+    pub session_id: Option<String>,
+    pub ok: bool,
+    pub status: u16,
+    pub error_kind: Option<String>,
+    pub text: String,
+    pub prompt_tokens: Option<u32>,
+    pub completion_tokens: Option<u32>,
+    pub cached_tokens: Option<u32>,
+    pub ttft_ms: Option<f64>,
+    pub e2e_ms: f64,
+}
+
+/// A batch from a planner: `done` means nothing will follow; an empty,
+/// not-done batch means the planner waits for responses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanBatch {
+    pub requests: Vec<RequestPlan>,
+    pub done: bool,
+}
+
+/// Anything that plans requests: a sandboxed workload, or a test double.
+/// Calls happen on a dedicated thread, never on the dispatch path.
+pub trait Planner: Send {
+    fn phases(&mut self) -> Result<Vec<PhasePlan>, String>;
+    fn next_batch(&mut self, max: u32) -> Result<PlanBatch, String>;
+    fn on_response(&mut self, summary: ResponseSummary) -> Result<(), String>;
+}

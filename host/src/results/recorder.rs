@@ -1,0 +1,252 @@
+//! Turns finished requests into `requests.jsonl` rows, histogram samples and
+//! response summaries for the workload. Runs on its own task, off the
+//! scheduler's path.
+
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::sync::mpsc;
+
+use super::records::RequestRow;
+use super::rundir::JsonlWriter;
+use super::summary::{Accumulator, Metric};
+use super::tokens::{token_times, tokens_per_chunk};
+use crate::dispatch::ErrorKind;
+use crate::dispatch::runner::{Event, Finished};
+use crate::plan::ResponseSummary;
+use crate::tokenize::TokenCounter;
+
+/// One phase's accumulated results.
+#[derive(Debug, Clone)]
+pub struct PhaseResult {
+    pub name: String,
+    pub include_in_summary: bool,
+    pub start: Option<Instant>,
+    pub end: Option<Instant>,
+    pub acc: Accumulator,
+}
+
+pub struct Recorder {
+    rows: JsonlWriter,
+    base: Instant,
+    wall_base: DateTime<Utc>,
+    tokens: Arc<TokenCounter>,
+    to_planner: Option<std_mpsc::Sender<ResponseSummary>>,
+    /// Told about 404/5xx answers, which may mean the model went away.
+    model_alarm: Option<mpsc::UnboundedSender<()>>,
+    pub phases: Vec<PhaseResult>,
+    pub write_error: Option<String>,
+    pub prompt_limit_hits: u64,
+    pub recorded: u64,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_nanos() as f64 / 1e6 * 1000.0).round() / 1000.0
+}
+
+fn ms_between(later: Instant, earlier: Instant) -> f64 {
+    if later >= earlier {
+        ms(later - earlier)
+    } else {
+        -ms(earlier - later)
+    }
+}
+
+impl Recorder {
+    pub fn new(
+        rows: JsonlWriter,
+        base: Instant,
+        wall_base: DateTime<Utc>,
+        tokens: Arc<TokenCounter>,
+        phases: Vec<(String, bool)>,
+        to_planner: Option<std_mpsc::Sender<ResponseSummary>>,
+        model_alarm: Option<mpsc::UnboundedSender<()>>,
+    ) -> Self {
+        Recorder {
+            rows,
+            base,
+            wall_base,
+            tokens,
+            to_planner,
+            model_alarm,
+            phases: phases
+                .into_iter()
+                .map(|(name, include_in_summary)| PhaseResult {
+                    name,
+                    include_in_summary,
+                    start: None,
+                    end: None,
+                    acc: Accumulator::default(),
+                })
+                .collect(),
+            write_error: None,
+            prompt_limit_hits: 0,
+            recorded: 0,
+        }
+    }
+
+    /// Consumes events until the dispatcher hangs up.
+    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) -> Self {
+        while let Some(ev) = events.recv().await {
+            self.handle(ev);
+        }
+        self.to_planner = None;
+        self
+    }
+
+    fn wall(&self, t: Instant) -> String {
+        let off = t.saturating_duration_since(self.base);
+        let ts = self.wall_base + chrono::Duration::from_std(off).unwrap_or_default();
+        ts.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
+    pub fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::PhaseStart { index, at } => self.phases[index].start = Some(at),
+            Event::PhaseEnd { index, at } => {
+                let p = &mut self.phases[index];
+                p.end = Some(at);
+                p.acc.duration = at.saturating_duration_since(p.start.unwrap_or(at));
+            }
+            Event::Finished(f) => self.finished(*f),
+        }
+    }
+
+    fn finished(&mut self, f: Finished) {
+        let Finished {
+            phase_index,
+            request,
+            outcome: o,
+        } = f;
+        let meta = &request.meta;
+        let counter = |s: &str| self.tokens.count(s);
+        let completion = o.usage.and_then(|u| u.completion_tokens);
+        let (chunk_tokens, token_source) =
+            tokens_per_chunk(&o.chunks, &o.text, completion, &counter);
+        let tt = token_times(&o.chunks, &chunk_tokens);
+        let ok = o.error.is_none() && (200..400).contains(&o.status);
+        let since_sent = |t: Option<Instant>| t.map(|t| ms_between(t, o.sent));
+        let ttft = since_sent(o.first_token);
+        let acc = &mut self.phases[phase_index].acc;
+        acc.requests += 1;
+        let error_kind = o.error.as_ref().map(|e| e.kind);
+        match error_kind {
+            None if ok => acc.ok += 1,
+            None => *acc.errors.entry(format!("http_{}", o.status)).or_default() += 1,
+            Some(k) => *acc.errors.entry(k.as_str().to_owned()).or_default() += 1,
+        }
+        if error_kind == Some(ErrorKind::PromptLimit) {
+            self.prompt_limit_hits += 1;
+        }
+        let lateness = o.sent.saturating_duration_since(o.intended);
+        acc.record_ns(Metric::ScheduleLateness, lateness.as_nanos() as u64);
+        if ok {
+            let ns = |a: Instant, b: Instant| a.saturating_duration_since(b).as_nanos() as u64;
+            acc.record_ns(Metric::E2e, ns(o.end, o.sent));
+            acc.record_ns(Metric::E2eFromIntended, ns(o.end, o.intended));
+            if let Some(t) = o.first_token {
+                acc.record_ns(Metric::Ttft, ns(t, o.sent));
+                acc.record_ns(Metric::TtftFromIntended, ns(t, o.intended));
+            }
+            if let Some(t) = o.first_chunk {
+                acc.record_ns(Metric::Ttfc, ns(t, o.sent));
+            }
+            for &v in &tt.itl_ns {
+                acc.record_ns(Metric::Itl, v);
+            }
+            if let Some(v) = tt.tpot_ns {
+                acc.record_ns(Metric::Tpot, v);
+            }
+            acc.output_tokens_counted += u64::from(tt.tokens);
+        }
+        match o.usage {
+            Some(u) => {
+                acc.prompt_tokens += u64::from(u.prompt_tokens.unwrap_or(0));
+                acc.output_tokens += u64::from(u.completion_tokens.unwrap_or(0));
+                let cached = u.cached_tokens.unwrap_or(0);
+                acc.cached_tokens += u64::from(cached);
+                if cached > 0 {
+                    acc.requests_with_cache_hit += 1;
+                }
+            }
+            None => acc.requests_without_usage += 1,
+        }
+        if matches!(o.status, 404 | 500..=599) {
+            if let Some(a) = &self.model_alarm {
+                let _ = a.send(());
+            }
+        }
+
+        let itl_ms: Vec<f64> = tt.itl_ns.iter().map(|&n| n as f64 / 1e6).collect();
+        let row = RequestRow {
+            meta,
+            start_ts: self.wall(o.sent),
+            end_ts: self.wall(o.end),
+            intended_offset_ms: ms_between(o.intended, self.base),
+            sent_offset_ms: ms_between(o.sent, self.base),
+            schedule_lateness_ms: ms_between(o.sent, o.intended),
+            headers_ms: since_sent(o.headers),
+            first_byte_ms: since_sent(o.first_byte),
+            ttfc_ms: since_sent(o.first_chunk),
+            ttft_ms: ttft,
+            ttft_from_intended_ms: o.first_token.map(|t| ms_between(t, o.intended)),
+            latency_ms: ms_between(o.end, o.sent),
+            latency_from_intended_ms: ms_between(o.end, o.intended),
+            tpot_ms: tt.tpot_ns.map(|n| (n as f64 / 1e3).round() / 1e3),
+            itl_mean_ms: (!itl_ms.is_empty())
+                .then(|| (itl_ms.iter().sum::<f64>() / itl_ms.len() as f64 * 1e3).round() / 1e3),
+            itl_max_ms: itl_ms
+                .iter()
+                .copied()
+                .reduce(f64::max)
+                .map(|v| (v * 1e3).round() / 1e3),
+            chunk_offsets_ms: o.chunks.iter().map(|c| ms_between(c.at, o.sent)).collect(),
+            chunk_tokens: chunk_tokens.clone(),
+            token_source,
+            status_code: o.status,
+            ok,
+            error_kind: error_kind.map(ErrorKind::as_str),
+            error: o.error.as_ref().map(|e| e.message.clone()),
+            request_id: o.server_request_id.clone(),
+            response_id: o.response_id.clone(),
+            finish_reason: o.finish_reason.clone(),
+            done_seen: o.done_seen,
+            usage: o.usage,
+            prompt_tokens: o.usage.and_then(|u| u.prompt_tokens),
+            output_tokens: completion,
+            cached_tokens: o.usage.and_then(|u| u.cached_tokens),
+            output_len_chars: o.text.chars().count(),
+            output_tokens_est: tt.tokens,
+            max_tokens_effective: meta.generation_params.max_tokens,
+        };
+        if let Err(e) = self.rows.append(&row) {
+            // Keep measuring; the run is marked invalid at the end.
+            self.write_error.get_or_insert(e.to_string());
+        }
+        self.recorded += 1;
+
+        if let Some(tx) = &self.to_planner {
+            let summary = ResponseSummary {
+                id: meta.id.clone(),
+                phase: meta.phase.clone(),
+                session_id: meta.session_id.clone(),
+                ok,
+                status: o.status,
+                error_kind: error_kind
+                    .map(|k| k.as_str().to_owned())
+                    .or_else(|| (!ok).then(|| format!("http_{}", o.status))),
+                text: o.text,
+                prompt_tokens: o.usage.and_then(|u| u.prompt_tokens),
+                completion_tokens: completion,
+                cached_tokens: o.usage.and_then(|u| u.cached_tokens),
+                ttft_ms: ttft,
+                e2e_ms: ms_between(o.end, o.sent),
+            };
+            if tx.send(summary).is_err() {
+                self.to_planner = None;
+            }
+        }
+    }
+}

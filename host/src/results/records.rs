@@ -1,0 +1,89 @@
+//! Row types of `request_manifest.jsonl` (planned) and `requests.jsonl`
+//! (finished). Field names follow the seed harness where it had them, so
+//! existing scripts keep working; everything new is additive.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::identity::RequestIdentity;
+use super::tokens::TokenSource;
+use crate::dispatch::openai::Usage;
+use crate::plan::{Api, Arrival, Generation};
+
+/// Everything known about a request when it is planned.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestMeta {
+    /// Run-wide index in planning order (the seed's `request_index`).
+    pub request_index: u64,
+    pub phase: String,
+    /// 1-based position within the phase.
+    pub phase_request_index: u64,
+    /// The workload's request id (the seed's `prompt_id`).
+    #[serde(rename = "prompt_id")]
+    pub id: String,
+    pub prompt_set: Option<String>,
+    pub prompt_target_tokens: Option<u32>,
+    pub prompt_tokens_est: u32,
+    pub prompt_chars: usize,
+    #[serde(flatten)]
+    pub identity: RequestIdentity,
+    pub generation_params: Generation,
+    pub api: Api,
+    pub stream: bool,
+    pub arrival: Arrival,
+    pub prefix_hash: Option<String>,
+    pub session_id: Option<String>,
+    /// The workload's free labels.
+    pub prompt_metadata: BTreeMap<String, String>,
+    /// Planned only after the run had started (session follow-ups).
+    pub planned_after_start: bool,
+}
+
+/// One line of `requests.jsonl`. Times are milliseconds; `*_offset_ms` are
+/// from the run's start, the others from the actual send unless named
+/// `*_from_intended_ms`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRow<'a> {
+    #[serde(flatten)]
+    pub meta: &'a RequestMeta,
+    pub start_ts: String,
+    pub end_ts: String,
+    pub intended_offset_ms: f64,
+    pub sent_offset_ms: f64,
+    /// Actual minus intended send time: the harness's own scheduling error.
+    pub schedule_lateness_ms: f64,
+    pub headers_ms: Option<f64>,
+    pub first_byte_ms: Option<f64>,
+    /// First SSE event with data.
+    pub ttfc_ms: Option<f64>,
+    /// First generated text; null for unary requests (not measurable).
+    pub ttft_ms: Option<f64>,
+    pub ttft_from_intended_ms: Option<f64>,
+    /// End-to-end from the actual send (the seed's `latency_ms`).
+    pub latency_ms: f64,
+    pub latency_from_intended_ms: f64,
+    pub tpot_ms: Option<f64>,
+    pub itl_mean_ms: Option<f64>,
+    pub itl_max_ms: Option<f64>,
+    /// Arrival of each content chunk, ms from the actual send.
+    pub chunk_offsets_ms: Vec<f64>,
+    pub chunk_tokens: Vec<u32>,
+    pub token_source: TokenSource,
+    pub status_code: u16,
+    pub ok: bool,
+    pub error_kind: Option<&'static str>,
+    pub error: Option<String>,
+    pub request_id: Option<String>,
+    pub response_id: Option<String>,
+    pub finish_reason: Option<String>,
+    pub done_seen: bool,
+    pub usage: Option<Usage>,
+    pub prompt_tokens: Option<u32>,
+    pub output_tokens: Option<u32>,
+    pub cached_tokens: Option<u32>,
+    pub output_len_chars: usize,
+    /// Tokens counted by the host (the seed's estimate, now tokenizer-backed).
+    pub output_tokens_est: u32,
+    pub max_tokens_effective: u32,
+}

@@ -1,0 +1,357 @@
+//! Per-phase and overall statistics from HdrHistograms.
+//!
+//! Values are recorded in microseconds (3 significant digits, so 0.1 % error
+//! at any magnitude); histograms merge losslessly, which is how the overall
+//! summary is built and why they are also written as a V2 interval log.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use serde::Serialize;
+
+/// Latency metrics kept per phase, in the order they are reported.
+pub const METRICS: [&str; 8] = [
+    "ttft",
+    "ttfc",
+    "itl",
+    "tpot",
+    "e2e",
+    "ttft_from_intended",
+    "e2e_from_intended",
+    "schedule_lateness",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    Ttft = 0,
+    Ttfc,
+    Itl,
+    Tpot,
+    E2e,
+    TtftFromIntended,
+    E2eFromIntended,
+    ScheduleLateness,
+}
+
+fn new_hist() -> Histogram<u64> {
+    // 1 µs .. 1 h; auto-resize protects against anything longer.
+    let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid");
+    h.auto(true);
+    h
+}
+
+/// Counts and histograms of one phase (or the merged overall).
+#[derive(Debug, Clone)]
+pub struct Accumulator {
+    hists: Vec<Histogram<u64>>,
+    pub requests: u64,
+    pub ok: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub prompt_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub requests_with_cache_hit: u64,
+    pub requests_without_usage: u64,
+    /// Output tokens of successful requests counted by the host.
+    pub output_tokens_counted: u64,
+    pub duration: Duration,
+}
+
+impl Default for Accumulator {
+    fn default() -> Self {
+        Accumulator {
+            hists: (0..METRICS.len()).map(|_| new_hist()).collect(),
+            requests: 0,
+            ok: 0,
+            errors: BTreeMap::new(),
+            prompt_tokens: 0,
+            output_tokens: 0,
+            cached_tokens: 0,
+            requests_with_cache_hit: 0,
+            requests_without_usage: 0,
+            output_tokens_counted: 0,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+impl Accumulator {
+    pub fn record_ns(&mut self, m: Metric, ns: u64) {
+        // Sub-microsecond values round up to 1 µs rather than vanish.
+        let us = ns.div_ceil(1000).max(1);
+        let _ = self.hists[m as usize].record(us);
+    }
+
+    pub fn hist(&self, m: Metric) -> &Histogram<u64> {
+        &self.hists[m as usize]
+    }
+
+    pub fn merge(&mut self, o: &Accumulator) {
+        for (a, b) in self.hists.iter_mut().zip(&o.hists) {
+            let _ = a.add(b);
+        }
+        self.requests += o.requests;
+        self.ok += o.ok;
+        for (k, v) in &o.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+        self.prompt_tokens += o.prompt_tokens;
+        self.output_tokens += o.output_tokens;
+        self.cached_tokens += o.cached_tokens;
+        self.requests_with_cache_hit += o.requests_with_cache_hit;
+        self.requests_without_usage += o.requests_without_usage;
+        self.output_tokens_counted += o.output_tokens_counted;
+        self.duration += o.duration;
+    }
+
+    pub fn summarize(&self, phase: &str, include_in_summary: bool) -> PhaseSummary {
+        let secs = self.duration.as_secs_f64();
+        let rate = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+        let errors: u64 = self.errors.values().sum();
+        let latency = METRICS
+            .iter()
+            .zip(&self.hists)
+            .map(|(name, h)| ((*name).to_owned(), Stats::from_hist(h)))
+            .collect();
+        PhaseSummary {
+            phase: phase.to_owned(),
+            include_in_summary,
+            duration_s: round3(secs),
+            total_requests: self.requests,
+            ok_requests: self.ok,
+            error_requests: errors,
+            error_rate: if self.requests > 0 {
+                round6(errors as f64 / self.requests as f64)
+            } else {
+                0.0
+            },
+            errors_by_kind: self.errors.clone(),
+            req_per_s: round3(rate(self.requests)),
+            input_tokens_per_s: round3(rate(self.prompt_tokens)),
+            output_tokens_per_s: round3(rate(self.output_tokens)),
+            output_tokens_per_s_counted: round3(rate(self.output_tokens_counted)),
+            prompt_tokens_total: self.prompt_tokens,
+            output_tokens_total: self.output_tokens,
+            cached_tokens_total: self.cached_tokens,
+            requests_with_cache_hit: self.requests_with_cache_hit,
+            requests_without_usage: self.requests_without_usage,
+            latency_ms: latency,
+            timing_error_budget: TimingBudget {
+                schedule_lateness_ms: Stats::from_hist(self.hist(Metric::ScheduleLateness)),
+            },
+        }
+    }
+}
+
+/// Distribution statistics in milliseconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Stats {
+    pub count: u64,
+    pub min: Option<f64>,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    #[serde(rename = "p99.9")]
+    pub p99_9: Option<f64>,
+    pub max: Option<f64>,
+    pub mean: Option<f64>,
+}
+
+impl Stats {
+    pub fn from_hist(h: &Histogram<u64>) -> Stats {
+        let n = h.len();
+        let ms = |us: u64| Some(round3(us as f64 / 1000.0));
+        if n == 0 {
+            return Stats {
+                count: 0,
+                min: None,
+                p50: None,
+                p90: None,
+                p95: None,
+                p99: None,
+                p99_9: None,
+                max: None,
+                mean: None,
+            };
+        }
+        let q = |p: f64| ms(h.value_at_quantile(p));
+        Stats {
+            count: n,
+            min: ms(h.min()),
+            p50: q(0.5),
+            p90: q(0.9),
+            p95: q(0.95),
+            p99: q(0.99),
+            p99_9: q(0.999),
+            max: ms(h.max()),
+            mean: Some(round3(h.mean() / 1000.0)),
+        }
+    }
+}
+
+/// The harness's own timing error for the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimingBudget {
+    /// Actual minus intended send time over all requests.
+    pub schedule_lateness_ms: Stats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseSummary {
+    pub phase: String,
+    pub include_in_summary: bool,
+    pub duration_s: f64,
+    pub total_requests: u64,
+    pub ok_requests: u64,
+    pub error_requests: u64,
+    pub error_rate: f64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// All requests (including failed ones) per second of phase time.
+    pub req_per_s: f64,
+    /// From the server's `usage.prompt_tokens`.
+    pub input_tokens_per_s: f64,
+    /// From the server's `usage.completion_tokens`.
+    pub output_tokens_per_s: f64,
+    /// From the host's own token counting, for servers without usage.
+    pub output_tokens_per_s_counted: f64,
+    pub prompt_tokens_total: u64,
+    pub output_tokens_total: u64,
+    pub cached_tokens_total: u64,
+    pub requests_with_cache_hit: u64,
+    pub requests_without_usage: u64,
+    pub latency_ms: BTreeMap<String, Stats>,
+    pub timing_error_budget: TimingBudget,
+}
+
+pub fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+fn round6(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
+}
+
+/// One histogram destined for the interval log.
+pub struct LogEntry<'a> {
+    pub phase: &'a str,
+    pub start: Duration,
+    pub acc: &'a Accumulator,
+}
+
+/// HdrHistogram V2 interval log (`histograms.hlog`): one interval per phase
+/// and metric, tagged `<phase>.<metric>`, values in microseconds.
+pub fn interval_log(start_time: SystemTime, entries: &[LogEntry<'_>]) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    let mut ser = V2DeflateSerializer::new();
+    {
+        let mut w = IntervalLogWriterBuilder::new()
+            .add_comment("sparkhost latency histograms; values in microseconds")
+            .with_start_time(start_time)
+            .with_base_time(start_time)
+            .with_max_value_divisor(1000.0)
+            .begin_log_with(&mut buf, &mut ser)
+            .map_err(|e| e.to_string())?;
+        for e in entries {
+            for (i, name) in METRICS.iter().enumerate() {
+                let tag_text = format!("{}.{}", sanitize_tag(e.phase), name);
+                let tag = Tag::new(&tag_text);
+                w.write_histogram(&e.acc.hists[i], e.start, e.acc.duration, tag)
+                    .map_err(|e| format!("{e:?}"))?;
+            }
+        }
+    }
+    Ok(buf)
+}
+
+/// Interval-log tags may not contain separators or whitespace.
+fn sanitize_tag(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use hdrhistogram::serialization::Deserializer;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry as HLogEntry};
+
+    fn acc_with(values_ms: &[u64]) -> Accumulator {
+        let mut a = Accumulator::default();
+        for &v in values_ms {
+            a.record_ns(Metric::Ttft, v * 1_000_000);
+            a.requests += 1;
+            a.ok += 1;
+        }
+        a.duration = Duration::from_secs(2);
+        a
+    }
+
+    #[test]
+    fn stats_match_known_distribution() {
+        let a = acc_with(&(1..=1000).collect::<Vec<_>>());
+        let s = a.summarize("main", true);
+        let t = &s.latency_ms["ttft"];
+        assert_eq!(t.count, 1000);
+        assert_eq!(t.min, Some(1.0));
+        assert!((t.p50.unwrap() - 500.0).abs() <= 0.5, "{t:?}");
+        assert!((t.p99.unwrap() - 990.0).abs() <= 1.0, "{t:?}");
+        assert!((t.max.unwrap() - 1000.0).abs() <= 0.5, "{t:?}");
+        assert!((t.mean.unwrap() - 500.5).abs() <= 0.5, "{t:?}");
+        assert_eq!(s.req_per_s, 500.0);
+        assert_eq!(s.latency_ms["itl"].count, 0);
+        assert_eq!(s.latency_ms["itl"].p50, None);
+    }
+
+    #[test]
+    fn merge_is_lossless() {
+        let mut a = acc_with(&[1, 2, 3]);
+        let b = acc_with(&[4, 5]);
+        a.merge(&b);
+        let all = acc_with(&[1, 2, 3, 4, 5]);
+        assert_eq!(a.hist(Metric::Ttft), all.hist(Metric::Ttft));
+        assert_eq!(a.requests, 5);
+        assert_eq!(a.duration, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn interval_log_round_trips() {
+        let a = acc_with(&[10, 20, 30]);
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let log = interval_log(
+            start,
+            &[LogEntry {
+                phase: "warm up",
+                start: Duration::ZERO,
+                acc: &a,
+            }],
+        )
+        .unwrap();
+        let mut found = 0;
+        for entry in IntervalLogIterator::new(&log) {
+            if let Ok(HLogEntry::Interval(i)) = entry {
+                if i.tag().map(|t| t.as_str()) == Some("warm_up.ttft") {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(i.encoded_histogram())
+                        .unwrap();
+                    let h: Histogram<u64> =
+                        Deserializer::new().deserialize(&mut &bytes[..]).unwrap();
+                    assert_eq!(h.len(), 3);
+                    found += 1;
+                }
+            }
+        }
+        assert_eq!(found, 1);
+    }
+}

@@ -1,0 +1,209 @@
+//! Token arithmetic shared by the host and every workload.
+//!
+//! Workloads call these through the `host` WIT interface, so a prompt fitted
+//! to 2,048 tokens is fitted by the same code whatever language the workload
+//! is written in. With a Hugging Face `tokenizer.json` the counts are exact;
+//! without one a documented heuristic is used and its id says so.
+
+use std::path::Path;
+
+use crate::results::identity::sha256_hex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizeError {
+    #[error("cannot read tokenizer {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a Hugging Face tokenizer.json: {message}")]
+    Parse { path: String, message: String },
+}
+
+/// Counts and fits text in tokens.
+pub enum TokenCounter {
+    /// Words (`[A-Za-z0-9_]+`, Unicode-aware) and single punctuation marks,
+    /// the seed harness's `\w+|[^\w\s]` rule.
+    Heuristic,
+    Hf {
+        tokenizer: Box<tokenizers::Tokenizer>,
+        sha256: String,
+    },
+}
+
+impl std::fmt::Debug for TokenCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.id())
+    }
+}
+
+pub const HEURISTIC_ID: &str = "heuristic:v1";
+
+impl TokenCounter {
+    pub fn from_file(path: &Path) -> Result<Self, TokenizeError> {
+        let p = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| TokenizeError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let tokenizer =
+            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| TokenizeError::Parse {
+                path: p,
+                message: e.to_string(),
+            })?;
+        Ok(TokenCounter::Hf {
+            tokenizer: Box::new(tokenizer),
+            sha256: sha256_hex(&bytes),
+        })
+    }
+
+    /// `heuristic:v1` or `sha256:<hex of tokenizer.json>`.
+    pub fn id(&self) -> String {
+        match self {
+            TokenCounter::Heuristic => HEURISTIC_ID.to_owned(),
+            TokenCounter::Hf { sha256, .. } => format!("sha256:{sha256}"),
+        }
+    }
+
+    pub fn count(&self, text: &str) -> u32 {
+        self.token_ends(text).len() as u32
+    }
+
+    /// Byte offsets just past each token of `text`.
+    fn token_ends(&self, text: &str) -> Vec<usize> {
+        match self {
+            TokenCounter::Heuristic => heuristic_spans(text).into_iter().map(|(_, e)| e).collect(),
+            TokenCounter::Hf { tokenizer, .. } => match tokenizer.encode(text, false) {
+                Ok(enc) => enc.get_offsets().iter().map(|&(_, e)| e).collect(),
+                // Encoding plain text does not fail for loaded tokenizers; count nothing if it does.
+                Err(_) => Vec::new(),
+            },
+        }
+    }
+
+    /// `text` cut or extended (with `filler`, space-separated) to `target`
+    /// tokens. Exact for the heuristic; for real tokenizers the longest cut
+    /// that does not exceed `target` after re-tokenization.
+    pub fn fit(&self, text: &str, target: u32, filler: &str) -> String {
+        let target = target as usize;
+        let mut candidate = text.to_owned();
+        let filler = if filler.trim().is_empty() {
+            "lorem"
+        } else {
+            filler
+        };
+        let mut ends = self.token_ends(&candidate);
+        if ends.len() < target {
+            let per = self.count(filler).max(1) as usize;
+            let reps = (target - ends.len()).div_ceil(per) + 1;
+            for _ in 0..reps {
+                if !candidate.is_empty() && !candidate.ends_with(char::is_whitespace) {
+                    candidate.push(' ');
+                }
+                candidate.push_str(filler);
+            }
+            ends = self.token_ends(&candidate);
+        }
+        if ends.len() <= target {
+            return candidate;
+        }
+        let cut_at = |k: usize| -> String {
+            if k == 0 {
+                return String::new();
+            }
+            let mut e = ends[k - 1].min(candidate.len());
+            while !candidate.is_char_boundary(e) {
+                e += 1;
+            }
+            candidate[..e].to_owned()
+        };
+        // Re-tokenizing a cut can merge or split tokens; search for the longest
+        // prefix whose own count is within the target.
+        let (mut lo, mut hi) = (0usize, target);
+        let mut best = String::new();
+        while lo <= hi {
+            let mid = (lo + hi) / 2;
+            let s = cut_at(mid);
+            if self.count(&s) as usize <= target {
+                best = s;
+                lo = mid + 1;
+            } else if mid == 0 {
+                break;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        best
+    }
+}
+
+fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+fn heuristic_spans(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut word_start: Option<usize> = None;
+    for (i, c) in text.char_indices() {
+        if is_word(c) {
+            word_start.get_or_insert(i);
+            continue;
+        }
+        if let Some(s) = word_start.take() {
+            out.push((s, i));
+        }
+        if !c.is_whitespace() {
+            out.push((i, i + c.len_utf8()));
+        }
+    }
+    if let Some(s) = word_start {
+        out.push((s, text.len()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heuristic_counts_words_and_punctuation() {
+        let t = TokenCounter::Heuristic;
+        assert_eq!(t.count("Hello, world! it's 2026."), 9);
+        assert_eq!(t.count("  "), 0);
+        assert_eq!(t.count("naïve_café"), 1);
+        assert_eq!(t.id(), "heuristic:v1");
+    }
+
+    #[test]
+    fn heuristic_fit_is_exact_both_ways() {
+        let t = TokenCounter::Heuristic;
+        let text = "one two, three four.";
+        for target in 0..40 {
+            let f = t.fit(text, target, "pad words here");
+            assert_eq!(t.count(&f), target, "target {target}: {f:?}");
+        }
+        assert_eq!(t.fit(text, 3, "x"), "one two,");
+        assert_eq!(t.fit("a", 3, "b"), "a b b");
+    }
+
+    #[test]
+    fn fit_is_deterministic() {
+        let t = TokenCounter::Heuristic;
+        assert_eq!(
+            t.fit("alpha beta", 100, "gamma."),
+            t.fit("alpha beta", 100, "gamma.")
+        );
+    }
+
+    #[test]
+    fn bad_tokenizer_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokenizer.json");
+        std::fs::write(&p, "{}").unwrap();
+        let e = TokenCounter::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("is not a Hugging Face tokenizer.json"), "{e}");
+        let missing = TokenCounter::from_file(&dir.path().join("nope.json")).unwrap_err();
+        assert!(missing.to_string().starts_with("cannot read tokenizer"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Dynamo tests (filled below).

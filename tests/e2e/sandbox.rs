@@ -1,0 +1,1 @@
+//! Sandbox tests (filled below).
