@@ -1,1 +1,375 @@
-//! Dynamo tests (filled below).
+//! Against the real Dynamo 1.6.1 frontend + mocker engine, started per test on
+//! loopback ports and stopped when the test's `DynamoStack` drops.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::support::dynamo::{DynamoStack, StackOptions, http_get};
+use crate::{read_json, read_jsonl, repo, sparkhost, synthetic, text};
+
+fn start(mocker_args: &[&str]) -> DynamoStack {
+    DynamoStack::start(StackOptions::with_mocker_args(mocker_args.iter().copied()))
+        .unwrap_or_else(|e| panic!("starting the Dynamo stack: {e}"))
+}
+
+fn tokenizer() -> PathBuf {
+    let p = repo().join("target/dynamo-model/tiny-llama/tokenizer.json");
+    assert!(p.is_file(), "{} is missing: run `make dynamo`", p.display());
+    p
+}
+
+struct Dirs {
+    results: TempDir,
+    cache: TempDir,
+}
+
+fn dirs() -> Dirs {
+    Dirs {
+        results: tempfile::tempdir().unwrap(),
+        cache: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// Runs the synthetic workload; returns the run directory.
+fn run(stack: &DynamoStack, d: &Dirs, run_id: &str, extra: &[&str], expect_exit: i32) -> PathBuf {
+    let tok = tokenizer();
+    let workload = synthetic();
+    let mut args = vec![
+        "run",
+        workload.to_str().unwrap(),
+        "--endpoint",
+        &stack.endpoint,
+        "--results-root",
+        d.results.path().to_str().unwrap(),
+        "--run-id",
+        run_id,
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--model-resolve-timeout",
+        "30s",
+        "--kv-mode",
+        "off",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let out = sparkhost(&args, d.cache.path());
+    assert_eq!(
+        out.status.code(),
+        Some(expect_exit),
+        "{}\nstack logs:\n{}",
+        text(&out),
+        stack.tail_logs()
+    );
+    d.results.path().join(run_id)
+}
+
+fn rows(dir: &Path) -> Vec<Value> {
+    read_jsonl(&dir.join("requests.jsonl"))
+}
+
+fn phase<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["phase_summaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phase"] == name)
+        .unwrap_or_else(|| panic!("no phase {name} in {summary:#}"))
+}
+
+/// Sum of every series of `name` in a Prometheus text exposition.
+fn prom_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let metric = series.split('{').next()?;
+            (metric == name).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+#[test]
+fn completions_and_chat_streamed_and_unary_with_model_discovery() {
+    let stack = start(&[]);
+    let d = dirs();
+    let wait = sparkhost(
+        &[
+            "wait-ready",
+            "--endpoint",
+            &stack.endpoint,
+            "--timeout",
+            "30s",
+        ],
+        d.cache.path(),
+    );
+    assert!(wait.status.success(), "{}", text(&wait));
+    assert!(
+        String::from_utf8_lossy(&wait.stdout).contains(&stack.model),
+        "{}",
+        text(&wait)
+    );
+    let smoke = sparkhost(&["smoke", "--endpoint", &stack.endpoint], d.cache.path());
+    assert!(smoke.status.success(), "{}", text(&smoke));
+
+    let common = [
+        "--requests",
+        "3",
+        "--warmup",
+        "1",
+        "--max-tokens",
+        "12",
+        "--concurrency",
+        "2",
+        "--param",
+        "set=short",
+        "--param",
+        "short-range=64:128",
+        "--param",
+        "ignore-eos=true",
+    ];
+    for (api, stream) in [
+        ("completions", true),
+        ("completions", false),
+        ("chat", true),
+        ("chat", false),
+    ] {
+        let id = format!("{api}-{stream}");
+        let mut extra: Vec<&str> = common.to_vec();
+        let api_param = format!("api={api}");
+        extra.extend(["--param", &api_param]);
+        if stream {
+            extra.push("--stream");
+        }
+        let dir = run(&stack, &d, &id, &extra, 0);
+        let summary = read_json(&dir.join("summary.json"));
+        assert_eq!(summary["run_valid"], true, "{id}: {summary:#}");
+        assert_eq!(
+            summary["model_id"],
+            stack.model.as_str(),
+            "{id}: model discovered"
+        );
+        let manifest = read_jsonl(&dir.join("request_manifest.jsonl"));
+        assert_eq!(manifest.len(), 4, "{id}: warmup + main planned");
+        let rows = rows(&dir);
+        assert_eq!(rows.len(), 4, "{id}");
+        for r in &rows {
+            assert_eq!(r["ok"], true, "{id}: {r:#}");
+            assert_eq!(r["status_code"], 200);
+            assert_eq!(
+                r["api"],
+                if api == "chat" {
+                    "chat_completions"
+                } else {
+                    "completions"
+                }
+            );
+            assert_eq!(
+                r["output_tokens"], 12,
+                "{id}: ignore_eos gives exactly max_tokens: {r:#}"
+            );
+            assert!(r["prompt_tokens"].as_u64().unwrap() >= 64, "{id}: {r:#}");
+            assert!(r["schedule_lateness_ms"].as_f64().unwrap() >= 0.0);
+            if stream {
+                let ttft = r["ttft_ms"]
+                    .as_f64()
+                    .expect("streamed requests have a TTFT");
+                assert!(ttft > 0.0 && ttft <= r["latency_ms"].as_f64().unwrap());
+                assert!(r["ttfc_ms"].as_f64().unwrap() <= ttft);
+                assert_eq!(
+                    r["token_source"], "usage",
+                    "{id}: one token per chunk: {r:#}"
+                );
+                assert_eq!(r["chunk_tokens"].as_array().unwrap().len(), 12);
+                assert_eq!(r["done_seen"], true);
+            } else {
+                assert!(
+                    r["ttft_ms"].is_null(),
+                    "{id}: unary TTFT is not measurable: {r:#}"
+                );
+                assert!(r["latency_ms"].as_f64().unwrap() > 0.0);
+            }
+        }
+        let main = phase(&summary, "main");
+        assert_eq!(main["total_requests"], 3);
+        assert_eq!(main["output_tokens_total"], 36);
+        assert_eq!(phase(&summary, "warmup")["include_in_summary"], false);
+        assert_eq!(
+            summary["overall_summary"]["total_requests"], 3,
+            "warmup excluded"
+        );
+        if stream {
+            assert_eq!(
+                main["latency_ms"]["itl"]["count"],
+                3 * 11,
+                "{id}: 11 ITL samples per 12-token stream"
+            );
+        }
+        assert!(dir.join("histograms.hlog").is_file());
+        assert_eq!(
+            read_json(&dir.join("manifest.json"))["model_id_resolved"],
+            stack.model.as_str()
+        );
+    }
+}
+
+#[test]
+fn per_token_itl_matches_the_mockers_own_itl() {
+    let stack = start(&[]);
+    let d = dirs();
+    let dir = run(
+        &stack,
+        &d,
+        "itl",
+        &[
+            "--requests",
+            "6",
+            "--warmup",
+            "0",
+            "--max-tokens",
+            "64",
+            "--concurrency",
+            "1",
+            "--stream",
+            "--param",
+            "set=short",
+            "--param",
+            "short-range=64:64",
+            "--param",
+            "ignore-eos=true",
+        ],
+        0,
+    );
+    let summary = read_json(&dir.join("summary.json"));
+    let itl = &phase(&summary, "main")["latency_ms"]["itl"];
+    assert_eq!(itl["count"], 6 * 63);
+    let client_mean = itl["mean"].as_f64().unwrap();
+    let (_, worker) = http_get(&stack.worker_metrics_url).unwrap();
+    let sum = prom_sum(&worker, "vllm:inter_token_latency_seconds_sum");
+    let count = prom_sum(&worker, "vllm:inter_token_latency_seconds_count");
+    assert!(count >= 6.0 * 63.0, "worker saw the tokens: {count}");
+    let server_mean = sum / count * 1e3;
+    // Tokens cross the frontend and loopback; the client may add at most a
+    // little jitter on top of the engine's own spacing.
+    assert!(
+        (client_mean - server_mean).abs() <= 0.5 + 0.1 * server_mean,
+        "client ITL mean {client_mean:.3} ms vs mocker {server_mean:.3} ms"
+    );
+}
+
+#[test]
+fn a_repeated_long_prompt_is_served_from_cache_faster() {
+    let stack = start(&[]);
+    let d = dirs();
+    let args = [
+        "--requests",
+        "1",
+        "--warmup",
+        "0",
+        "--max-tokens",
+        "8",
+        "--stream",
+        "--param",
+        "set=long",
+        "--param",
+        "long-range=3000:3000",
+    ];
+    let first = rows(&run(&stack, &d, "cold", &args, 0));
+    let second = rows(&run(&stack, &d, "warm", &args, 0));
+    assert_eq!(
+        first[0]["request_identity_sha256"], second[0]["request_identity_sha256"],
+        "same request twice"
+    );
+    // The user text is fitted to 3000 tokens; the template adds a few more.
+    assert!(
+        first[0]["prompt_tokens"].as_u64().unwrap() >= 3000,
+        "{:#}",
+        first[0]
+    );
+    assert_eq!(
+        first[0]["cached_tokens"].as_u64().unwrap_or(0),
+        0,
+        "cold: {:#}",
+        first[0]
+    );
+    let cached = second[0]["cached_tokens"].as_u64().unwrap();
+    assert!(
+        cached >= 2900,
+        "warm request reuses whole blocks: {:#}",
+        second[0]
+    );
+    let (cold, warm) = (
+        first[0]["ttft_ms"].as_f64().unwrap(),
+        second[0]["ttft_ms"].as_f64().unwrap(),
+    );
+    assert!(
+        warm < cold,
+        "cached prefill is faster: cold {cold} ms, warm {warm} ms"
+    );
+    let summary = read_json(&d.results.path().join("warm/summary.json"));
+    assert_eq!(phase(&summary, "main")["requests_with_cache_hit"], 1);
+}
+
+#[test]
+fn over_long_prompts_are_errors_and_the_run_goes_on() {
+    let stack = start(&["--max-model-len", "1024"]);
+    let d = dirs();
+    for stream in [false, true] {
+        let id = format!("overlong-{stream}");
+        let mut args = vec![
+            "--requests",
+            "10",
+            "--warmup",
+            "0",
+            "--max-tokens",
+            "8",
+            "--concurrency",
+            "2",
+            "--param",
+            "set=mixed",
+            "--param",
+            "short-range=64:128",
+            "--param",
+            "long-range=2000:2000",
+        ];
+        if stream {
+            args.push("--stream");
+        }
+        let dir = run(&stack, &d, &id, &args, 0);
+        let rows = rows(&dir);
+        assert_eq!(rows.len(), 10, "{id}: every request recorded");
+        let (long, short): (Vec<&Value>, Vec<&Value>) =
+            rows.iter().partition(|r| r["prompt_set"] == "long");
+        assert!(
+            !long.is_empty() && !short.is_empty(),
+            "{id}: seed gives both kinds"
+        );
+        for r in &short {
+            assert_eq!(r["ok"], true, "{id}: {r:#}");
+        }
+        for r in &long {
+            assert_eq!(r["ok"], false, "{id}: {r:#}");
+            if stream {
+                assert_eq!(
+                    r["status_code"], 200,
+                    "{id}: streamed errors come inside a 200"
+                );
+                assert_eq!(r["error_kind"], "stream_error", "{id}: {r:#}");
+            } else {
+                assert_eq!(r["status_code"], 500, "{id}: {r:#}");
+                assert_eq!(r["error_kind"], "http_5xx", "{id}: {r:#}");
+            }
+            assert!(
+                r["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Internal server error"),
+                "{r:#}"
+            );
+        }
+        let summary = read_json(&dir.join("summary.json"));
+        let kind = if stream { "stream_error" } else { "http_5xx" };
+        assert_eq!(phase(&summary, "main")["errors_by_kind"][kind], long.len());
+    }
+}

@@ -24,13 +24,23 @@ pub fn repo() -> PathBuf {
 
 pub fn synthetic() -> PathBuf {
     let p = repo().join("workloads/synthetic.wasm");
-    assert!(p.is_file(), "{} is missing: run `make workloads`", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run `make workloads`",
+        p.display()
+    );
     p
 }
 
 pub fn test_guest(name: &str) -> PathBuf {
-    let p = repo().join("target/test-guests").join(format!("{name}.wasm"));
-    assert!(p.is_file(), "{} is missing: run `make workloads`", p.display());
+    let p = repo()
+        .join("target/test-guests")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run `make workloads`",
+        p.display()
+    );
     p
 }
 
@@ -62,6 +72,9 @@ pub fn read_jsonl(p: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(p)
         .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line in {}: {e}: {l}", p.display())))
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("bad line in {}: {e}: {l}", p.display()))
+        })
         .collect()
 }

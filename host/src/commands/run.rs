@@ -86,14 +86,14 @@ fn default_load(args: &RunArgs) -> anyhow::Result<LoadModel> {
     Ok(load)
 }
 
-/// Defaults from `describe()`, then `--param`, then the shorthand flags.
-fn effective_params(info: &WorkloadInfo, args: &RunArgs) -> anyhow::Result<Vec<(String, String)>> {
+/// Params the user set (`--param`, then the shorthand flags), and the
+/// effective set with `describe()` defaults filled in for the manifest. Only
+/// the user's go to the workload, so it can tell a default from a choice.
+type Params = Vec<(String, String)>;
+
+fn effective_params(info: &WorkloadInfo, args: &RunArgs) -> anyhow::Result<(Params, Params)> {
     let known: Vec<&str> = info.params.iter().map(|p| p.name.as_str()).collect();
-    let mut values: BTreeMap<String, String> = info
-        .params
-        .iter()
-        .map(|p| (p.name.clone(), p.default_value.clone()))
-        .collect();
+    let mut explicit: BTreeMap<String, String> = BTreeMap::new();
     let mut set = |name: &str, value: String, flag: &str| -> anyhow::Result<()> {
         if !known.contains(&name) {
             bail!(
@@ -107,7 +107,7 @@ fn effective_params(info: &WorkloadInfo, args: &RunArgs) -> anyhow::Result<Vec<(
                 }
             );
         }
-        values.insert(name.to_owned(), value);
+        explicit.insert(name.to_owned(), value);
         Ok(())
     };
     for (k, v) in &args.params {
@@ -142,7 +142,16 @@ fn effective_params(info: &WorkloadInfo, args: &RunArgs) -> anyhow::Result<Vec<(
             set(name, v, flag)?;
         }
     }
-    Ok(values.into_iter().collect())
+    let mut effective: BTreeMap<String, String> = info
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.default_value.clone()))
+        .collect();
+    effective.extend(explicit.clone());
+    Ok((
+        explicit.into_iter().collect(),
+        effective.into_iter().collect(),
+    ))
 }
 
 fn check_phases(phases: &[PhasePlan], label: &str) -> anyhow::Result<()> {
@@ -276,8 +285,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let mut inst = sandbox.instantiate(&loaded, tokens.clone(), args.seed)?;
     let info = inst.describe()?;
     let label = format!("{} {}", info.name, info.version);
-    let params = effective_params(&info, &args)?;
-    inst.create(&params, args.seed)?;
+    let (explicit, params) = effective_params(&info, &args)?;
+    inst.create(&explicit, args.seed)?;
     let phases = inst.phases()?;
     check_phases(&phases, &label)?;
 
