@@ -120,7 +120,7 @@ impl LoadModel {
     pub fn validate(&self) -> Result<(), String> {
         let ok = |r: f64| r.is_finite() && r > 0.0;
         match *self {
-            LoadModel::Closed { concurrency } if concurrency == 0 => {
+            LoadModel::Closed { concurrency: 0 } => {
                 Err("closed-loop concurrency must be at least 1".into())
             }
             LoadModel::Constant { rate } | LoadModel::Poisson { rate } if !ok(rate) => Err(

@@ -211,14 +211,15 @@ pub fn parse_chunk(data: &[u8]) -> Result<ChunkInfo<'_>, serde_json::Error> {
     };
     if let Some(e) = &raw.error {
         info.error = Some(error_from_value(e));
-    } else if raw.choices.is_empty() && !has_usage {
-        if let Some(message) = raw.message {
-            info.error = Some(ServerError {
-                message,
-                kind: raw.kind.as_ref().map(value_to_string),
-                code: raw.code.as_ref().map(value_to_string),
-            });
-        }
+    } else if raw.choices.is_empty()
+        && !has_usage
+        && let Some(message) = raw.message
+    {
+        info.error = Some(ServerError {
+            message,
+            kind: raw.kind.as_ref().map(value_to_string),
+            code: raw.code.as_ref().map(value_to_string),
+        });
     }
     if let Some(choice) = raw.choices.into_iter().next() {
         info.finish_reason = choice.finish_reason;

@@ -36,8 +36,13 @@ pub struct Schedule {
 
 #[derive(Debug)]
 enum Kind {
-    Constant { interval_ns: f64 },
-    Random { rng: ChaCha8Rng, dist: Interarrival },
+    Constant {
+        interval_ns: f64,
+    },
+    Random {
+        rng: Box<ChaCha8Rng>,
+        dist: Interarrival,
+    },
 }
 
 #[derive(Debug)]
@@ -55,11 +60,11 @@ impl Schedule {
                 interval_ns: 1e9 / rate,
             },
             LoadModel::Poisson { rate } => Kind::Random {
-                rng: ChaCha8Rng::seed_from_u64(seed),
+                rng: Box::new(ChaCha8Rng::seed_from_u64(seed)),
                 dist: Interarrival::Exp(Exp::new(rate).ok()?),
             },
             LoadModel::Gamma { rate, shape } => Kind::Random {
-                rng: ChaCha8Rng::seed_from_u64(seed),
+                rng: Box::new(ChaCha8Rng::seed_from_u64(seed)),
                 // Mean inter-arrival = shape * scale = 1/rate.
                 dist: Interarrival::Gamma(Gamma::new(shape, 1.0 / (rate * shape)).ok()?),
             },

@@ -176,12 +176,12 @@ impl PhaseState<'_> {
         };
         s.busy = s.busy.saturating_sub(1);
         s.last_end = Some(end);
-        if s.busy == 0 {
-            if let Some((p, think)) = s.parked.pop_front() {
-                s.busy += 1;
-                let due = end + Duration::from_secs_f64(think.max(0.0) / 1e3);
-                self.timed.push(Reverse(Timed { due, request: p }));
-            }
+        if s.busy == 0
+            && let Some((p, think)) = s.parked.pop_front()
+        {
+            s.busy += 1;
+            let due = end + Duration::from_secs_f64(think.max(0.0) / 1e3);
+            self.timed.push(Reverse(Timed { due, request: p }));
         }
     }
 

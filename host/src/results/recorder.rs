@@ -173,10 +173,10 @@ impl Recorder {
             }
             None => acc.requests_without_usage += 1,
         }
-        if matches!(o.status, 404 | 500..=599) {
-            if let Some(a) = &self.model_alarm {
-                let _ = a.send(());
-            }
+        if matches!(o.status, 404 | 500..=599)
+            && let Some(a) = &self.model_alarm
+        {
+            let _ = a.send(());
         }
 
         let itl_ms: Vec<f64> = tt.itl_ns.iter().map(|&n| n as f64 / 1e6).collect();

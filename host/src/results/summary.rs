@@ -340,16 +340,15 @@ mod tests {
         .unwrap();
         let mut found = 0;
         for entry in IntervalLogIterator::new(&log) {
-            if let Ok(HLogEntry::Interval(i)) = entry {
-                if i.tag().map(|t| t.as_str()) == Some("warm_up.ttft") {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(i.encoded_histogram())
-                        .unwrap();
-                    let h: Histogram<u64> =
-                        Deserializer::new().deserialize(&mut &bytes[..]).unwrap();
-                    assert_eq!(h.len(), 3);
-                    found += 1;
-                }
+            if let Ok(HLogEntry::Interval(i)) = entry
+                && i.tag().map(|t| t.as_str()) == Some("warm_up.ttft")
+            {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(i.encoded_histogram())
+                    .unwrap();
+                let h: Histogram<u64> = Deserializer::new().deserialize(&mut &bytes[..]).unwrap();
+                assert_eq!(h.len(), 3);
+                found += 1;
             }
         }
         assert_eq!(found, 1);

@@ -54,23 +54,23 @@ impl ComponentCache {
         digest: &str,
     ) -> Result<(Component, bool), String> {
         let entry = self.entry(digest);
-        if let Some(path) = &entry {
-            if path.is_file() {
-                match load(engine, path) {
-                    Ok(c) => return Ok((c, true)),
-                    Err(e) => {
-                        tracing::warn!("ignoring unusable cache entry {}: {e}", path.display())
-                    }
+        if let Some(path) = &entry
+            && path.is_file()
+        {
+            match load(engine, path) {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => {
+                    tracing::warn!("ignoring unusable cache entry {}: {e}", path.display())
                 }
             }
         }
         let compiled = engine
             .precompile_component(wasm)
             .map_err(|e| format!("{e:#}"))?;
-        if let Some(path) = &entry {
-            if let Err(e) = store(path, &compiled) {
-                tracing::warn!("cannot cache compiled component at {}: {e}", path.display());
-            }
+        if let Some(path) = &entry
+            && let Err(e) = store(path, &compiled)
+        {
+            tracing::warn!("cannot cache compiled component at {}: {e}", path.display());
         }
         let component = deserialize(engine, &compiled)?;
         Ok((component, false))
