@@ -3,7 +3,7 @@
 //! the real `sparkhost run`.
 //!
 //! Runs use `--concurrency 1`, so the server sees completions in planning
-//! order and the n-th behaviour of the script lands on prompt `main-0000n`.
+//! order and the n-th behaviour of the script lands on prompt `main-{n:05}`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -106,7 +106,9 @@ impl FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         // Polled accept: a stop flag is then enough to end the thread.
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let shared = Arc::new(Shared {
             cfg,
             stop: AtomicBool::new(false),
@@ -241,7 +243,9 @@ fn handle(stream: TcpStream, shared: &Shared) {
             w.full(
                 "200 OK",
                 "application/json",
-                json!({"object": "list", "data": data}).to_string().as_bytes(),
+                json!({"object": "list", "data": data})
+                    .to_string()
+                    .as_bytes(),
             );
         }
         ("POST", "/v1/completions") => {
@@ -312,7 +316,10 @@ fn complete(w: &mut Conn, shared: &Shared, behaviour: Behaviour, body: &Value) {
             for i in 0..n_chunks {
                 w.event(&text_chunk(i, i + 1 == n_chunks));
             }
-            w.event(&json!({"id": "cmpl-fake", "choices": [], "usage": usage(prompt_tokens, n_chunks)}).to_string());
+            w.event(
+                &json!({"id": "cmpl-fake", "choices": [], "usage": usage(prompt_tokens, n_chunks)})
+                    .to_string(),
+            );
             if behaviour == Behaviour::Normal {
                 w.event("[DONE]");
             }
@@ -544,6 +551,8 @@ fn each_fault_gets_its_own_error_kind_and_the_run_stays_valid() {
 
     let seen = server.completions();
     assert_eq!(seen.len(), n, "the server saw every request once");
+    let served: Vec<Behaviour> = seen.iter().map(|s| s.behaviour).collect();
+    assert_eq!(served, script);
     for s in &seen {
         assert_eq!(s.body["stream"], true);
         assert_eq!(s.body["model"], MODEL);
@@ -569,7 +578,10 @@ fn each_fault_gets_its_own_error_kind_and_the_run_stays_valid() {
                 "{ctx}"
             );
         }
-        let chunks = row["chunk_offsets_ms"].as_array().expect("chunk offsets").len();
+        let chunks = row["chunk_offsets_ms"]
+            .as_array()
+            .expect("chunk offsets")
+            .len();
         match b {
             Normal => {
                 assert_eq!(row["status_code"], 200, "{ctx}");
@@ -584,18 +596,14 @@ fn each_fault_gets_its_own_error_kind_and_the_run_stays_valid() {
             Http500 => {
                 assert_eq!(row["status_code"], 500, "{ctx}");
                 assert_eq!(
-                    row["error"],
-                    "Internal server error (type Internal Server Error, code 500)",
+                    row["error"], "Internal server error (type Internal Server Error, code 500)",
                     "{ctx}"
                 );
             }
             Http429 => {
                 assert_eq!(row["status_code"], 429, "{ctx}");
                 assert!(
-                    row["error"]
-                        .as_str()
-                        .unwrap()
-                        .contains(RATE_LIMIT_MESSAGE),
+                    row["error"].as_str().unwrap().contains(RATE_LIMIT_MESSAGE),
                     "{ctx}"
                 );
             }
@@ -651,7 +659,10 @@ fn nothing_listening_means_model_unavailable() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let summary = read_json(&dirs.run_dir().join("summary.json"));
     assert_eq!(summary["run_valid"], false);
-    assert_eq!(summary["invalid_reason"], "model_unavailable", "{summary:#}");
+    assert_eq!(
+        summary["invalid_reason"], "model_unavailable",
+        "{summary:#}"
+    );
     let details = summary["invalid_details"].to_string();
     assert!(details.contains(&endpoint), "{details}");
     assert_eq!(summary["overall_summary"]["excluded"], true);
@@ -688,9 +699,9 @@ fn refused_completions_are_recorded_as_connect_refused() {
     assert_eq!(main_phase(&summary)["errors_by_kind"]["connect_refused"], 3);
 }
 
-#[test]
-fn a_model_that_disappears_invalidates_the_run_and_keeps_what_was_measured() {
-    let planned = 30u64;
+/// A run of `planned` requests whose model vanishes after two normal
+/// answers; returns the summary, the rows and the manifest's length.
+fn run_with_model_drop(planned: u64, extra: &[&str]) -> (Value, Vec<Value>, usize) {
     let server = FakeServer::start(FakeConfig {
         // Resolution sees the model; the check after the first 500 does not.
         models_listed_for: Some(1),
@@ -702,13 +713,9 @@ fn a_model_that_disappears_invalidates_the_run_and_keeps_what_was_measured() {
         ..FakeConfig::default()
     });
     let dirs = Dirs::new();
-    let out = run_synthetic(
-        &server.endpoint(),
-        &dirs,
-        planned as u32,
-        "5s",
-        &["--stream"],
-    );
+    let mut args = vec!["--stream"];
+    args.extend_from_slice(extra);
+    let out = run_synthetic(&server.endpoint(), &dirs, planned as u32, "5s", &args);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let summary = read_json(&dirs.run_dir().join("summary.json"));
     assert_eq!(summary["invalid_reason"], "model_dropped", "{summary:#}");
@@ -716,11 +723,18 @@ fn a_model_that_disappears_invalidates_the_run_and_keeps_what_was_measured() {
         summary["invalid_details"].to_string().contains(MODEL),
         "{summary:#}"
     );
-
     let rows = rows_of(&dirs.run_dir());
+    assert_eq!(rows.len(), server.completions().len());
+    let manifest = read_jsonl(&dirs.run_dir().join("request_manifest.jsonl")).len();
+    (summary, rows, manifest)
+}
+
+#[test]
+fn a_model_that_disappears_invalidates_the_run_and_keeps_what_was_measured() {
+    let planned = 30;
+    let (summary, rows, manifest) = run_with_model_drop(planned, &[]);
     assert!(rows.len() >= 3, "{rows:#?}");
     assert!(rows.len() < planned as usize, "the run stopped early");
-    assert_eq!(rows.len(), server.completions().len());
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r["prompt_id"], format!("main-{i:05}"));
         let want = if i < 2 { None } else { Some("http_5xx") };
@@ -730,13 +744,32 @@ fn a_model_that_disappears_invalidates_the_run_and_keeps_what_was_measured() {
     let unsent = d["unsent"].as_u64().unwrap();
     assert!(unsent > 0, "{d:#}");
     assert_eq!(d["recorded"], rows.len());
+    // The default look-ahead (256) holds the whole plan, so it is all planned.
     assert_eq!(d["planned"], planned);
+    assert_eq!(manifest as u64, planned);
     assert_eq!(
         d["recorded"].as_u64().unwrap() + unsent,
         planned,
         "every planned request is either recorded or counted unsent: {d:#}"
     );
     assert_eq!(summary["overall_summary"]["excluded"], true);
+}
+
+/// With a look-ahead smaller than the plan, requests can sit in the feed
+/// channel (and one in the blocked feed thread) when the run stops: they are
+/// in the manifest and in `planned`, but `unsent` only counts what the
+/// dispatcher had taken in.
+#[test]
+fn unsent_accounts_for_every_planned_request_with_a_small_lookahead() {
+    let (summary, rows, manifest) = run_with_model_drop(30, &["--lookahead", "4"]);
+    let d = &summary["dispatch"];
+    assert_eq!(d["planned"], manifest);
+    assert_eq!(d["recorded"], rows.len());
+    assert_eq!(
+        d["recorded"].as_u64().unwrap() + d["unsent"].as_u64().unwrap(),
+        d["planned"].as_u64().unwrap(),
+        "every planned request is either recorded or counted unsent: {d:#}"
+    );
 }
 
 #[test]

@@ -457,7 +457,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         planned: feed_report.planned,
         initially_planned,
         recorded: recorder.recorded,
-        unsent: dispatch_end.unsent,
+        // Every planned request is in the manifest; whatever has no row was never sent,
+        // whether it waited in the scheduler or still in the feed's channel.
+        unsent: feed_report
+            .planned
+            .saturating_sub(recorder.recorded)
+            .max(dispatch_end.unsent),
         phases_completed: dispatch_end.phases_completed as u64,
     };
     let report = Report::from_phases(recorder.phases, start_time, base);
