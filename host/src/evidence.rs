@@ -22,6 +22,8 @@ pub enum InvalidReason {
     ResultsWriteFailed,
     /// Nothing was sent.
     NoRequests,
+    /// Requests were sent and every one failed: there is no latency to report.
+    NoSuccessfulRequests,
 }
 
 impl InvalidReason {
@@ -34,6 +36,7 @@ impl InvalidReason {
             InvalidReason::Interrupted => "interrupted",
             InvalidReason::ResultsWriteFailed => "results_write_failed",
             InvalidReason::NoRequests => "no_requests",
+            InvalidReason::NoSuccessfulRequests => "no_successful_requests",
         }
     }
 }

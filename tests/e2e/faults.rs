@@ -683,8 +683,8 @@ fn refused_completions_are_recorded_as_connect_refused() {
         &["--stream", "--model", MODEL],
     );
     // A refused connection has no HTTP status, so it never triggers the
-    // model check; request failures alone leave the run valid.
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // model check; but a run in which nothing succeeded measured nothing.
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(server.models_served(), 1);
     assert!(server.completions().is_empty());
     let rows = rows_of(&dirs.run_dir());
@@ -696,6 +696,7 @@ fn refused_completions_are_recorded_as_connect_refused() {
     }
     let summary = read_json(&dirs.run_dir().join("summary.json"));
     assert_eq!(summary["model_id"], MODEL);
+    assert_eq!(summary["invalid_reason"], "no_successful_requests");
     assert_eq!(main_phase(&summary)["errors_by_kind"]["connect_refused"], 3);
 }
 

@@ -447,10 +447,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     if let Some(e) = &recorder.write_error {
         validity.invalidate(InvalidReason::ResultsWriteFailed, e.clone());
     }
+    let ok: u64 = recorder.phases.iter().map(|p| p.acc.ok).sum();
     if recorder.recorded == 0 && validity.is_valid() {
         validity.invalidate(
             InvalidReason::NoRequests,
             "the workload planned no requests",
+        );
+    } else if recorder.recorded > 0 && ok == 0 {
+        let mut all = Accumulator::default();
+        for p in &recorder.phases {
+            all.merge(&p.acc);
+        }
+        validity.invalidate(
+            InvalidReason::NoSuccessfulRequests,
+            format!(
+                "all {} requests failed: {:?}",
+                recorder.recorded, all.errors
+            ),
         );
     }
     let dispatch = DispatchInfo {
