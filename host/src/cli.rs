@@ -139,6 +139,17 @@ pub struct RunArgs {
     /// Hugging Face tokenizer.json for token counting and fitting (default: heuristic).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Grant this file read-only to the workload at /data/<file name> (repeatable).
+    /// `--param NAME=@FILE` grants a file and passes its guest path as the value.
+    #[arg(long = "data")]
+    pub data: Vec<PathBuf>,
+    /// Preflight: the engine's input limit in tokens; prompts that cannot fit
+    /// fail the run before anything is sent. 0 turns preflight off.
+    #[arg(long, default_value_t = 8192)]
+    pub engine_max_input_tokens: u32,
+    /// Preflight: tokens kept free for special tokens and the chat template.
+    #[arg(long, default_value_t = 256)]
+    pub input_token_safety_margin: u32,
 
     /// Where run directories are created.
     #[arg(long, default_value = "bench/results")]

@@ -8,6 +8,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InvalidReason {
+    /// Prompts that cannot fit the engine were planned; nothing was sent.
+    PromptPreflightFailed,
     /// The endpoint never listed the model.
     ModelUnavailable,
     /// The model disappeared mid-run (a 404/5xx, then `/v1/models` no longer listed it).
@@ -29,6 +31,7 @@ pub enum InvalidReason {
 impl InvalidReason {
     pub fn as_str(self) -> &'static str {
         match self {
+            InvalidReason::PromptPreflightFailed => "prompt_preflight_failed",
             InvalidReason::ModelUnavailable => "model_unavailable",
             InvalidReason::ModelDropped => "model_dropped",
             InvalidReason::EnginePromptLimitExceeded => "engine_prompt_limit_exceeded",

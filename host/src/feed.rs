@@ -28,6 +28,33 @@ pub struct FeedConfig {
     pub batch_max: u32,
     /// Requests planned ahead of the dispatcher.
     pub lookahead: usize,
+    /// Refuse prompts that cannot fit the engine (the seed's guardrail).
+    pub preflight: Option<Preflight>,
+}
+
+/// `prompt tokens ≤ engine_max_input_tokens − max_tokens − safety_margin`.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Preflight {
+    pub engine_max_input_tokens: u32,
+    pub input_token_safety_margin: u32,
+}
+
+/// What preflight found; `config.json` keeps it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PreflightReport {
+    pub failed: bool,
+    pub checked: u64,
+    pub failure_count: u64,
+    /// The first 20 offending requests.
+    pub errors: Vec<String>,
+}
+
+/// The state of planning when dispatch may begin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Initial {
+    pub planned: u64,
+    /// Preflight refused prompts of the initial plan: nothing may be sent.
+    pub preflight_failed: bool,
 }
 
 /// The dispatcher's side of the feed.
@@ -36,7 +63,7 @@ pub struct Feed {
     pub responses: std_mpsc::Sender<ResponseSummary>,
     /// Fires once the initial plan is in the manifest (all of it, or the
     /// look-ahead window, or up to the first wait for responses).
-    pub initial: oneshot::Receiver<u64>,
+    pub initial: oneshot::Receiver<Initial>,
     pub thread: std::thread::JoinHandle<FeedReport>,
 }
 
@@ -44,6 +71,7 @@ pub struct Feed {
 pub struct FeedReport {
     pub planned: u64,
     pub error: Option<String>,
+    pub preflight: PreflightReport,
 }
 
 pub fn spawn(
@@ -52,6 +80,7 @@ pub fn spawn(
     cfg: FeedConfig,
     tokens: Arc<TokenCounter>,
     mut manifest: JsonlWriter,
+    mut prompts: JsonlWriter,
 ) -> Feed {
     let (tx, rx) = mpsc::channel(cfg.lookahead.max(1));
     let (resp_tx, resp_rx) = std_mpsc::channel::<ResponseSummary>();
@@ -72,13 +101,26 @@ pub fn spawn(
                 ids: HashSet::new(),
                 seq: 0,
                 started: false,
+                preflight: PreflightReport::default(),
+                prompts_seen: HashSet::new(),
             };
             let mut init = Some(init_tx);
             let mut report = FeedReport::default();
-            let result = state.run(&mut *planner, &tx, &resp_rx, &mut manifest, &mut init);
+            let result = state.run(
+                &mut *planner,
+                &tx,
+                &resp_rx,
+                &mut manifest,
+                &mut prompts,
+                &mut init,
+            );
             report.planned = state.seq;
+            report.preflight = state.preflight.clone();
             if let Some(i) = init.take() {
-                let _ = i.send(state.seq);
+                let _ = i.send(Initial {
+                    planned: state.seq,
+                    preflight_failed: state.preflight.failed,
+                });
             }
             match result {
                 Ok(()) => {
@@ -109,6 +151,23 @@ struct FeedState {
     ids: HashSet<String>,
     seq: u64,
     started: bool,
+    preflight: PreflightReport,
+    /// Prompt hashes already in `prompts_manifest.jsonl`.
+    prompts_seen: HashSet<String>,
+}
+
+/// The seed's `prompts_manifest.jsonl` row: one per distinct prompt.
+#[derive(serde::Serialize)]
+struct PromptRow<'a> {
+    prompt_id: &'a str,
+    prompt_set: Option<&'a str>,
+    target_tokens: Option<u32>,
+    prompt_tokens_est: u32,
+    prompt_chars: usize,
+    prompt_sha256: &'a str,
+    metadata: &'a BTreeMap<String, String>,
+    prefix_hash: Option<&'a str>,
+    session_id: Option<&'a str>,
 }
 
 impl FeedState {
@@ -118,7 +177,8 @@ impl FeedState {
         tx: &mpsc::Sender<FeedItem>,
         responses: &std_mpsc::Receiver<ResponseSummary>,
         manifest: &mut JsonlWriter,
-        init: &mut Option<oneshot::Sender<u64>>,
+        prompts: &mut JsonlWriter,
+        init: &mut Option<oneshot::Sender<Initial>>,
     ) -> Result<(), String> {
         let mut outstanding: u64 = 0;
         loop {
@@ -129,9 +189,25 @@ impl FeedState {
             let batch = planner.next_batch(self.cfg.batch_max)?;
             let n = batch.requests.len();
             for r in batch.requests {
-                let p = self.prepare(r)?;
+                let (p, violation) = self.prepare(r)?;
                 manifest.append(&*p.meta).map_err(|e| e.to_string())?;
+                self.write_prompt(&p.meta, prompts)?;
                 self.seq += 1;
+                if let Some(v) = violation {
+                    self.preflight.failed = true;
+                    self.preflight.failure_count += 1;
+                    if self.preflight.errors.len() < 20 {
+                        self.preflight.errors.push(v);
+                    }
+                }
+                if self.preflight.failed {
+                    // Keep planning the initial window so the report lists every
+                    // offender, but send nothing; mid-run, stop at once.
+                    if self.started || self.seq as usize >= self.cfg.lookahead.max(1) * 4 {
+                        return Err(self.preflight_error());
+                    }
+                    continue;
+                }
                 if self.seq as usize >= self.cfg.lookahead {
                     self.signal(init);
                 }
@@ -139,6 +215,9 @@ impl FeedState {
                     return Ok(()); // dispatcher stopped
                 }
                 outstanding += 1;
+            }
+            if self.preflight.failed && (batch.done || n == 0) {
+                return Err(self.preflight_error());
             }
             if batch.done {
                 return Ok(());
@@ -159,14 +238,49 @@ impl FeedState {
         }
     }
 
-    fn signal(&mut self, init: &mut Option<oneshot::Sender<u64>>) {
+    fn signal(&mut self, init: &mut Option<oneshot::Sender<Initial>>) {
+        if self.preflight.failed {
+            return;
+        }
         if let Some(i) = init.take() {
-            let _ = i.send(self.seq);
+            let _ = i.send(Initial {
+                planned: self.seq,
+                preflight_failed: false,
+            });
             self.started = true;
         }
     }
 
-    fn prepare(&mut self, r: RequestPlan) -> Result<Prepared, String> {
+    fn preflight_error(&self) -> String {
+        format!(
+            "prompt preflight failed for {} of {} planned requests: {}",
+            self.preflight.failure_count,
+            self.seq,
+            self.preflight.errors.join("; ")
+        )
+    }
+
+    fn write_prompt(&mut self, m: &RequestMeta, prompts: &mut JsonlWriter) -> Result<(), String> {
+        if !self.prompts_seen.insert(m.identity.prompt_sha256.clone()) {
+            return Ok(());
+        }
+        prompts
+            .append(&PromptRow {
+                prompt_id: &m.id,
+                prompt_set: m.prompt_set.as_deref(),
+                target_tokens: m.prompt_target_tokens,
+                prompt_tokens_est: m.prompt_tokens_est,
+                prompt_chars: m.prompt_chars,
+                prompt_sha256: &m.identity.prompt_sha256,
+                metadata: &m.prompt_metadata,
+                prefix_hash: m.prefix_hash.as_deref(),
+                session_id: m.session_id.as_deref(),
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Prepares a request; the second value is a preflight violation, if any.
+    fn prepare(&mut self, r: RequestPlan) -> Result<(Prepared, Option<String>), String> {
         validate(&r)?;
         let Some(&pi) = self.phase_index.get(&r.phase) else {
             let mut known: Vec<&String> = self.phase_index.keys().collect();
@@ -212,6 +326,30 @@ impl FeedState {
             Prompt::Text(t) => self.tokens.count(t),
             Prompt::Chat(m) => m.iter().map(|m| self.tokens.count(&m.content)).sum(),
         };
+        let violation = self.cfg.preflight.and_then(|pf| {
+            self.preflight.checked += 1;
+            let ceiling = i64::from(pf.engine_max_input_tokens)
+                - i64::from(r.generation.max_tokens)
+                - i64::from(pf.input_token_safety_margin);
+            if ceiling <= 0 {
+                Some(format!(
+                    "{}: max_tokens {} + safety margin {} leave no room under the engine's {} input tokens",
+                    r.id, r.generation.max_tokens, pf.input_token_safety_margin, pf.engine_max_input_tokens
+                ))
+            } else if i64::from(prompt_tokens_est) > ceiling {
+                Some(format!(
+                    "{}: {} prompt tokens > ceiling {} (engine {} − max_tokens {} − margin {})",
+                    r.id,
+                    prompt_tokens_est,
+                    ceiling,
+                    pf.engine_max_input_tokens,
+                    r.generation.max_tokens,
+                    pf.input_token_safety_margin
+                ))
+            } else {
+                None
+            }
+        });
         let labels: BTreeMap<String, String> = r.labels.iter().cloned().collect();
         let counter = self.per_phase.entry(r.phase.clone()).or_default();
         *counter += 1;
@@ -235,14 +373,17 @@ impl FeedState {
             planned_after_start: self.started,
         };
         let body = serde_json::to_vec(&payload).map_err(|e| e.to_string())?;
-        Ok(Prepared {
-            seq: self.seq,
-            api: r.prompt.api(),
-            stream: self.cfg.stream,
-            body: Bytes::from(body),
-            arrival: r.arrival,
-            meta: Arc::new(meta),
-        })
+        Ok((
+            Prepared {
+                seq: self.seq,
+                api: r.prompt.api(),
+                stream: self.cfg.stream,
+                body: Bytes::from(body),
+                arrival: r.arrival,
+                meta: Arc::new(meta),
+            },
+            violation,
+        ))
     }
 }
 

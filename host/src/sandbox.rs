@@ -97,6 +97,69 @@ pub enum SandboxError {
     },
     #[error("workload {workload} was used after a trap; it cannot be called again")]
     Poisoned { workload: String },
+    #[error("cannot grant data file {path} to the workload: {message}")]
+    Data { path: PathBuf, message: String },
+}
+
+/// Where granted data files appear inside the guest.
+pub const DATA_DIR: &str = "/data";
+
+/// Files granted read-only to a workload, by explicit request only.
+#[derive(Debug, Clone, Default)]
+pub struct DataGrants {
+    files: Vec<PathBuf>,
+}
+
+impl DataGrants {
+    /// Adds a file; returns the path the guest sees it at (`/data/<file name>`).
+    pub fn add(&mut self, path: &Path) -> Result<String, SandboxError> {
+        let err = |message: String| SandboxError::Data {
+            path: path.to_owned(),
+            message,
+        };
+        if !path.is_file() {
+            return Err(err("it is not a readable file".into()));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| err("it has no file name".into()))?;
+        if self.files.iter().any(|f| f.file_name() == path.file_name()) {
+            if self.files.iter().any(|f| f == path) {
+                return Ok(format!("{DATA_DIR}/{name}"));
+            }
+            return Err(err(format!("another granted file is also named {name:?}")));
+        }
+        self.files.push(path.to_owned());
+        Ok(format!("{DATA_DIR}/{name}"))
+    }
+
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Copies the files into a private directory the guest may read; a copy,
+    /// not a link, so nothing beside the file is reachable from the guest.
+    fn materialize(&self) -> Result<Option<tempfile::TempDir>, SandboxError> {
+        if self.files.is_empty() {
+            return Ok(None);
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("sparkhost-data-")
+            .tempdir()
+            .map_err(|e| SandboxError::Data {
+                path: PathBuf::new(),
+                message: format!("cannot create a private directory: {e}"),
+            })?;
+        for f in &self.files {
+            let dest = dir.path().join(f.file_name().unwrap_or_default());
+            std::fs::copy(f, &dest).map_err(|e| SandboxError::Data {
+                path: f.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(Some(dir))
+    }
 }
 
 /// The guest's own error variants.
@@ -321,11 +384,22 @@ impl Sandbox {
         w: &LoadedWorkload,
         tokens: Arc<TokenCounter>,
         seed: u64,
+        data: &DataGrants,
     ) -> Result<WorkloadInstance, SandboxError> {
         let stderr = MemoryOutputPipe::new(64 << 10);
+        let data_dir = data.materialize()?;
         let mut seed_bytes = sha256_hex(&seed.to_le_bytes()).into_bytes();
         seed_bytes.truncate(32);
-        let wasi = WasiCtx::builder()
+        let mut builder = WasiCtx::builder();
+        if let Some(dir) = &data_dir {
+            builder
+                .preopened_dir(dir.path(), DATA_DIR, wasmtime_wasi::FsPerms::ReadOnly)
+                .map_err(|e| SandboxError::Data {
+                    path: dir.path().to_owned(),
+                    message: format!("{e:#}"),
+                })?;
+        }
+        let wasi = builder
             .stdout(wasmtime_wasi::p2::pipe::SinkOutputStream)
             .stderr(stderr.clone())
             .wall_clock(FrozenClock)
@@ -370,6 +444,7 @@ impl Sandbox {
             limits: self.limits,
             stderr,
             poisoned: false,
+            _data_dir: data_dir,
         };
         let info = inst.describe()?;
         inst.name = format!("{} {}", info.name, info.version);
@@ -437,6 +512,8 @@ pub struct WorkloadInstance {
     limits: Limits,
     stderr: MemoryOutputPipe,
     poisoned: bool,
+    /// Keeps the granted files alive as long as the guest can read them.
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl WorkloadInstance {

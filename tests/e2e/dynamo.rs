@@ -373,3 +373,121 @@ fn over_long_prompts_are_errors_and_the_run_goes_on() {
         assert_eq!(phase(&summary, "main")["errors_by_kind"][kind], long.len());
     }
 }
+
+#[test]
+fn same_workload_params_seed_and_tokenizer_give_a_byte_identical_manifest() {
+    let stack = start(&[]);
+    let d = dirs();
+    let args = [
+        "--requests",
+        "6",
+        "--warmup",
+        "2",
+        "--max-tokens",
+        "4",
+        "--concurrency",
+        "3",
+        "--param",
+        "set=mixed",
+        "--param",
+        "short-range=64:256",
+        "--param",
+        "long-range=600:900",
+    ];
+    let a = run(&stack, &d, "a", &args, 0);
+    let b = run(&stack, &d, "b", &args, 0);
+    let mut other_seed = args.to_vec();
+    other_seed.extend(["--seed", "7"]);
+    let c = run(&stack, &d, "c", &other_seed, 0);
+    let bytes = |dir: &Path, f: &str| std::fs::read(dir.join(f)).unwrap();
+    for f in ["request_manifest.jsonl", "prompts_manifest.jsonl"] {
+        assert!(!bytes(&a, f).is_empty(), "{f}");
+        assert_eq!(
+            bytes(&a, f),
+            bytes(&b, f),
+            "{f} differs between identical runs"
+        );
+        assert_ne!(
+            bytes(&a, f),
+            bytes(&c, f),
+            "{f}: another seed must give other prompts"
+        );
+    }
+    let tokenizer_id = read_json(&a.join("manifest.json"))["tokenizer"].clone();
+    assert!(
+        tokenizer_id.as_str().unwrap().starts_with("sha256:"),
+        "{tokenizer_id}"
+    );
+    // With a real tokenizer the user text is fitted exactly to its target.
+    for row in read_jsonl(&a.join("request_manifest.jsonl")) {
+        let target = row["prompt_target_tokens"].as_u64().unwrap();
+        assert!(target >= 64, "{row:#}");
+        assert_eq!(row["prompt_metadata"]["target_tokens"], target.to_string());
+    }
+}
+
+#[test]
+fn preflight_refuses_prompts_that_cannot_fit_before_anything_is_sent() {
+    let stack = start(&[]);
+    let d = dirs();
+    // The seed's default long range (8192..32768) cannot fit an 8k engine.
+    let dir = run(
+        &stack,
+        &d,
+        "pf",
+        &["--requests", "4", "--warmup", "0", "--param", "set=long"],
+        2,
+    );
+    let summary = read_json(&dir.join("summary.json"));
+    assert_eq!(
+        summary["invalid_reason"], "prompt_preflight_failed",
+        "{summary:#}"
+    );
+    let details = summary["invalid_details"].to_string();
+    assert!(
+        details.contains("main-00000") && details.contains("ceiling 7680"),
+        "{details}"
+    );
+    assert_eq!(summary["dispatch"]["recorded"], 0);
+    let config = read_json(&dir.join("config.json"));
+    assert_eq!(config["preflight"]["result"]["failed"], true);
+    assert_eq!(config["preflight"]["result"]["failure_count"], 4);
+    assert_eq!(
+        config["preflight"]["settings"]["engine_max_input_tokens"],
+        8192
+    );
+    assert_eq!(
+        read_jsonl(&dir.join("request_manifest.jsonl")).len(),
+        4,
+        "the plan is still recorded"
+    );
+    // Nothing reached the server: the frontend counted no completions.
+    let (_, metrics) = http_get(&stack.frontend_metrics_url).unwrap();
+    assert_eq!(
+        prom_sum(&metrics, "dynamo_frontend_requests_total"),
+        0.0,
+        "{metrics}"
+    );
+
+    // The same plan with a limit that fits runs.
+    run(
+        &stack,
+        &d,
+        "pf-ok",
+        &[
+            "--requests",
+            "1",
+            "--warmup",
+            "0",
+            "--max-tokens",
+            "4",
+            "--param",
+            "set=long",
+            "--param",
+            "long-range=3000:3000",
+            "--engine-max-input-tokens",
+            "4096",
+        ],
+        0,
+    );
+}

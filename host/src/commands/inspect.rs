@@ -25,7 +25,12 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
     let sandbox = Sandbox::new(args.sandbox.cache_dir.clone(), limits(&args.sandbox))?;
     let loaded = sandbox.load(&args.workload)?;
     let inst = sandbox
-        .instantiate(&loaded, Arc::new(TokenCounter::Heuristic), 0)
+        .instantiate(
+            &loaded,
+            Arc::new(TokenCounter::Heuristic),
+            0,
+            &Default::default(),
+        )
         .with_context(|| format!("starting {}", args.workload.display()))?;
     let mut inst = inst;
     let info = inst.describe()?;

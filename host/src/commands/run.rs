@@ -21,12 +21,13 @@ use crate::dispatch::client::Client;
 use crate::dispatch::models;
 use crate::dispatch::runner::{PhaseRun, Runner, StopReason};
 use crate::evidence::{InvalidReason, Validity};
-use crate::feed::{self, FeedConfig};
+use crate::feed::{self, FeedConfig, Preflight, PreflightReport};
 use crate::plan::{LoadModel, PhasePlan};
+use crate::results::identity::sha256_hex;
 use crate::results::recorder::{PhaseResult, Recorder};
 use crate::results::rundir::RunDir;
 use crate::results::summary::{self, Accumulator, LogEntry, PhaseSummary};
-use crate::sandbox::{LoadedWorkload, Sandbox, WorkloadInfo};
+use crate::sandbox::{DATA_DIR, DataGrants, LoadedWorkload, Sandbox, WorkloadInfo};
 use crate::tokenize::TokenCounter;
 
 /// KV tier labels, as the seed harness recorded them.
@@ -194,6 +195,8 @@ struct Context_ {
     phases: Vec<PhasePlan>,
     default_load: LoadModel,
     tokenizer_id: String,
+    data_files: Vec<serde_json::Value>,
+    preflight: Option<Preflight>,
 }
 
 impl Context_ {
@@ -203,6 +206,7 @@ impl Context_ {
         args: &RunArgs,
         loaded: &LoadedWorkload,
         model: Option<&str>,
+        preflight: Option<&PreflightReport>,
     ) -> anyhow::Result<()> {
         let phases: Vec<_> = self
             .phases
@@ -233,7 +237,11 @@ impl Context_ {
             "load": self.default_load,
             "params": params,
             "phases": phases,
-            "preflight": null,
+            "preflight": {
+                "settings": self.preflight,
+                "result": preflight,
+            },
+            "data_files": self.data_files,
             "args": self.args_json,
         });
         rd.write_json("config.json", &config)?;
@@ -254,6 +262,7 @@ impl Context_ {
             "params": params,
             "seed": args.seed,
             "tokenizer": self.tokenizer_id,
+            "data_files": self.data_files,
             "tier_mode": self.kv.tier_mode,
             "kv_mode": self.kv,
             "variant_tags": args.variant_tags,
@@ -282,7 +291,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     });
     let sandbox = Sandbox::new(args.sandbox.cache_dir.clone(), limits(&args.sandbox))?;
     let loaded = sandbox.load(&args.workload)?;
-    let mut inst = sandbox.instantiate(&loaded, tokens.clone(), args.seed)?;
+    let mut grants = DataGrants::default();
+    for f in &args.data {
+        grants.add(f)?;
+    }
+    let mut args = args;
+    for (_, v) in args.params.iter_mut() {
+        if let Some(file) = v.strip_prefix('@') {
+            *v = grants.add(std::path::Path::new(file))?;
+        }
+    }
+    let args = args;
+    let data_files = grants
+        .files()
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(f).with_context(|| format!("reading data file {}", f.display()))?;
+            Ok(json!({
+                "path": f.display().to_string(),
+                "guest_path": format!("{DATA_DIR}/{}", f.file_name().unwrap_or_default().to_string_lossy()),
+                "sha256": sha256_hex(&bytes),
+                "bytes": bytes.len(),
+            }))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut inst = sandbox.instantiate(&loaded, tokens.clone(), args.seed, &grants)?;
     let info = inst.describe()?;
     let label = format!("{} {}", info.name, info.version);
     let (explicit, params) = effective_params(&info, &args)?;
@@ -305,8 +338,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         phases: phases.clone(),
         default_load,
         tokenizer_id: tokens.id(),
+        data_files,
+        preflight: (args.engine_max_input_tokens > 0).then_some(Preflight {
+            engine_max_input_tokens: args.engine_max_input_tokens,
+            input_token_safety_margin: args.input_token_safety_margin,
+        }),
     };
-    ctx.write_docs(&rd, &args, &loaded, None)?;
+    ctx.write_docs(&rd, &args, &loaded, None, None)?;
     if !args.quiet {
         eprintln!(
             "sparkhost: {label} → {} (run {})",
@@ -334,7 +372,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
             return finish(&rd, &ctx, &args, None, report, validity, Default::default());
         }
     };
-    ctx.write_docs(&rd, &args, &loaded, Some(&model))?;
+    ctx.write_docs(&rd, &args, &loaded, Some(&model), None)?;
 
     let manifest = rd.jsonl("request_manifest.jsonl")?;
     let mut feed = feed::spawn(
@@ -346,13 +384,50 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
             stream_usage: !args.no_stream_usage,
             batch_max: 64,
             lookahead: args.lookahead.max(1),
+            preflight: ctx.preflight,
         },
         tokens.clone(),
         manifest,
+        rd.jsonl("prompts_manifest.jsonl")?,
     );
     // The manifest holds the initial plan before anything is sent.
-    let initially_planned = (&mut feed.initial).await.unwrap_or(0);
+    let initial = (&mut feed.initial).await.unwrap_or_default();
+    let initially_planned = initial.planned;
     tracing::info!(initially_planned, "initial plan written");
+    if initial.preflight_failed {
+        drop(feed.requests);
+        drop(feed.responses);
+        let report = tokio::task::spawn_blocking(move || feed.thread.join())
+            .await
+            .context("joining the plan feed")?
+            .map_err(|_| anyhow::anyhow!("the plan feed thread panicked"))?;
+        ctx.write_docs(&rd, &args, &loaded, Some(&model), Some(&report.preflight))?;
+        validity.invalidate(
+            InvalidReason::PromptPreflightFailed,
+            format!(
+                "{} of {} planned requests cannot fit the engine; nothing was sent (lower the prompt sizes or max tokens, or set --engine-max-input-tokens to the engine's real limit)",
+                report.preflight.failure_count, report.planned
+            ),
+        );
+        validity
+            .invalid_details
+            .extend(report.preflight.errors.iter().cloned());
+        let dispatch = DispatchInfo {
+            planned: report.planned,
+            initially_planned,
+            unsent: report.planned,
+            ..Default::default()
+        };
+        return finish(
+            &rd,
+            &ctx,
+            &args,
+            Some(&model),
+            Report::empty(&ctx, &phases),
+            validity,
+            dispatch,
+        );
+    }
 
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (alarm_tx, alarm_rx) = mpsc::unbounded_channel();
@@ -437,7 +512,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
             ),
         );
     }
-    if let Some(e) = feed_report
+    ctx.write_docs(
+        &rd,
+        &args,
+        &loaded,
+        Some(&model),
+        Some(&feed_report.preflight),
+    )?;
+    if feed_report.preflight.failed {
+        validity.invalidate(
+            InvalidReason::PromptPreflightFailed,
+            feed_report.error.clone().unwrap_or_default(),
+        );
+    } else if let Some(e) = feed_report
         .error
         .as_ref()
         .or(dispatch_end.workload_error.as_ref())
