@@ -76,7 +76,7 @@ pub enum SandboxError {
         call: &'static str,
         limit_mib: u64,
     },
-    #[error("workload {workload} trapped in `{call}`: {message}{stderr}")]
+    #[error("workload {workload} trapped in `{call}`{stderr}\ntrap: {message}")]
     Trap {
         workload: String,
         call: &'static str,
@@ -558,7 +558,7 @@ impl WorkloadInstance {
         let stderr = if captured.is_empty() {
             String::new()
         } else {
-            format!("\nworkload stderr:\n{captured}")
+            format!(", its stderr says:\n{captured}")
         };
         SandboxError::Trap {
             workload,
