@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod reports;
+pub use reports::*;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sparkhost",
@@ -30,6 +33,95 @@ pub enum Command {
     WaitReady(WaitReadyArgs),
     /// Send one request of each kind (completions/chat, unary/streamed) and report.
     Smoke(SmokeArgs),
+    /// Serve a ground-truth endpoint that streams on an exact schedule (for benchmarks).
+    TruthServer(TruthServerArgs),
+    /// Measure sparkhost against the ground-truth server: fidelity, capacity, cost, planning.
+    Bench(BenchArgs),
+    /// Write report.md and report.html into a run directory (again), with the default or your own generator.
+    Report(ReportArgs),
+    /// One row per run (validity, latencies, throughput, KVBM and disk deltas): a table and summary.csv.
+    Summarize(SummarizeArgs),
+    /// Paired differences between two groups of runs, with bootstrap confidence intervals and an order-effect check.
+    Compare(CompareArgs),
+    /// Run every cell of a matrix.toml into one results tree (resumable), then summarize it.
+    Matrix(MatrixArgs),
+    /// Find the highest concurrency or rate that meets SLOs, by bracketing and bisection.
+    Search(Box<SearchArgs>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchKind {
+    Fidelity,
+    Capacity,
+    Cost,
+    Planning,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to measure (default: all).
+    #[arg(value_enum)]
+    pub kind: Vec<BenchKind>,
+    /// The workload used for the client runs (its `short-range`, `requests`,
+    /// `warmup` and `ignore-eos` params are set).
+    #[arg(long, default_value = "workloads/synthetic.wasm")]
+    pub workload: PathBuf,
+    /// Closed-loop stream counts for fidelity.
+    #[arg(long, value_delimiter = ',', default_value = "16,64,256,512")]
+    pub concurrency: Vec<u32>,
+    /// Tokens per streamed response (N).
+    #[arg(long, default_value_t = 100)]
+    pub tokens: u32,
+    /// Server's time to first token (T).
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub ttft: Duration,
+    /// Server's time between tokens (I).
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub itl: Duration,
+    /// Requests per stream in fidelity and cost runs.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: u64,
+    /// Repeats per figure (the median and min–max are reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Open-loop rates tried for capacity, requests/s.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,2000,4000,6000,8000,10000,12000"
+    )]
+    pub rates: Vec<f64>,
+    /// Length of each capacity step.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub capacity_duration: Duration,
+    /// Tokens per response in capacity steps (short responses).
+    #[arg(long, default_value_t = 4)]
+    pub capacity_tokens: u32,
+    /// Streams for the cost measurement.
+    #[arg(long, default_value_t = 512)]
+    pub cost_concurrency: u32,
+    /// More workloads whose planning speed to measure.
+    #[arg(long = "planning-workload")]
+    pub planning_workloads: Vec<PathBuf>,
+    /// Requests planned per planning measurement.
+    #[arg(long, default_value_t = 20_000)]
+    pub planning_requests: u64,
+    /// Where bench-<time>/ with every run and bench.json is written.
+    #[arg(long, default_value = "bench/results")]
+    pub results_root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TruthServerArgs {
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Time from reading a request to its first token.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub ttft: Duration,
+    /// Time between tokens.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub itl: Duration,
 }
 
 /// Accepts `180s`, `500ms`, `2m`, or a bare number of seconds.
@@ -182,9 +274,20 @@ pub struct RunArgs {
     pub max_in_flight: usize,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
     /// Print nothing but errors.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// SLOs whose goodput and attainment go into summary.json, e.g. ttft_p95=500ms,tpot_p99=50ms,error_rate=0.01.
+    #[arg(long, value_parser = crate::analysis::slo::Slo::parse)]
+    pub slo: Option<crate::analysis::slo::Slo>,
+    /// Report generator run at the end (default: report-default.wasm).
+    #[arg(long)]
+    pub report_generator: Option<PathBuf>,
+    /// Write no report.md / report.html.
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -274,4 +377,68 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+}
+
+/// Telemetry and evidence (defaults are the seed harness's).
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Collect nothing: no timelines, phase deltas, NVMe SMART or verdict.
+    #[arg(long)]
+    pub no_telemetry: bool,
+    /// Turn one collector off (repeatable): diskstats, processes, cgroup,
+    /// memory, gpu, nvme, kvbm, frontend, worker, logs, kv-cache-dir.
+    #[arg(long = "no-collector", value_name = "NAME")]
+    pub no_collectors: Vec<String>,
+    /// Timeline sampling interval.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub telemetry_interval: Duration,
+    /// Block devices to watch, by /proc/diskstats name (repeatable; default nvme0n1).
+    #[arg(long = "block-device", alias = "phase-io-device")]
+    pub block_devices: Vec<String>,
+    /// Worker processes by command-line regex.
+    #[arg(long, alias = "worker-proc-pattern", default_value = r"dynamo\.trtllm")]
+    pub process_regex: String,
+    /// Worker processes by PID (repeatable).
+    #[arg(long = "pid")]
+    pub pids: Vec<u32>,
+    /// cgroup v2 path whose io.stat is the worker's I/O.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Docker container: logs, inspect, cuFile logs, and its cgroup when --cgroup is absent.
+    #[arg(long, alias = "container-name")]
+    pub container: Option<String>,
+    /// NVMe controller or namespace for identity and SMART.
+    #[arg(long, default_value = "/dev/nvme0")]
+    pub nvme_device: String,
+    /// KVBM metrics endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:6880/metrics")]
+    pub kvbm_metrics_url: String,
+    /// Worker system-port metrics endpoint.
+    #[arg(
+        long,
+        alias = "metrics-system-url",
+        default_value = "http://127.0.0.1:8081/metrics"
+    )]
+    pub worker_metrics_url: String,
+    /// Frontend metrics endpoint (default: <endpoint>/metrics).
+    #[arg(long)]
+    pub frontend_metrics_url: Option<String>,
+    /// Per-scrape timeout at phase boundaries.
+    #[arg(long, alias = "kvbm-metrics-timeout-s", default_value = "3s", value_parser = parse_duration)]
+    pub metrics_timeout: Duration,
+    /// KVBM disk cache directory; its block device is the KV disk.
+    #[arg(long, default_value = "/mnt/nvme/kvbm")]
+    pub kv_cache_dir: PathBuf,
+    /// cuFile log directories to copy (repeatable; default /var/log/cufile).
+    #[arg(long = "cufile-log-dir")]
+    pub cufile_log_dirs: Vec<PathBuf>,
+    /// Error rate above which the run is invalid.
+    #[arg(long, default_value_t = 0.05)]
+    pub max_error_rate: f64,
+    /// Missing KVBM metrics only demote the run instead of invalidating it.
+    #[arg(long)]
+    pub allow_missing_kvbm_metrics: bool,
+    /// Do not keep raw Prometheus scrapes under phase_deltas/raw/.
+    #[arg(long)]
+    pub no_raw_scrapes: bool,
 }

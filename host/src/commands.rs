@@ -1,8 +1,15 @@
 //! One module per subcommand; each returns the process exit status.
 
+pub mod bench;
+pub mod compare;
 pub mod inspect;
+pub mod matrix;
+pub mod report;
 pub mod run;
+pub mod search;
 pub mod smoke;
+pub mod summarize;
+pub mod truth_server;
 pub mod wait_ready;
 
 /// The process exit contract (same as the seed harness).

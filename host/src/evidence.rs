@@ -26,6 +26,10 @@ pub enum InvalidReason {
     NoRequests,
     /// Requests were sent and every one failed: there is no latency to report.
     NoSuccessfulRequests,
+    /// More requests failed than `--max-error-rate` allows.
+    ErrorRateAboveThreshold,
+    /// A KV tier is on but no KVBM metrics could be read (seed reason).
+    KvbmMetricsUnavailable,
 }
 
 impl InvalidReason {
@@ -40,6 +44,8 @@ impl InvalidReason {
             InvalidReason::ResultsWriteFailed => "results_write_failed",
             InvalidReason::NoRequests => "no_requests",
             InvalidReason::NoSuccessfulRequests => "no_successful_requests",
+            InvalidReason::ErrorRateAboveThreshold => "error_rate_above_threshold",
+            InvalidReason::KvbmMetricsUnavailable => "kvbm_metrics_unavailable",
         }
     }
 }

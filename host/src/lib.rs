@@ -10,14 +10,26 @@
 //! - [`dispatch`]: HTTP/SSE, pacing and timestamps; free of wasmtime.
 //! - [`results`]: records, summaries, histograms and the run directory.
 //! - [`evidence`]: run validity and its reasons.
+//! - [`telemetry`]: collectors wired into a run: boundary snapshots, deltas, verdict.
 //! - [`tokenize`]: token counting and fitting shared with workloads.
+//! - [`report`]: report generators (Wasm components) over a run directory.
+//! - [`analysis`]: runs read back: summarize, compare, matrix, search, SLOs.
+//! - [`progress`]: the live progress line of `run`.
+//! - [`truth`]: a ground-truth server that streams on an exact schedule (benchmarks).
+//! - [`harness`]: what sparkhost itself cost (CPU, memory, start-up).
 
+pub mod analysis;
 pub mod cli;
 pub mod commands;
 pub mod dispatch;
 pub mod evidence;
 pub mod feed;
+pub mod harness;
 pub mod plan;
+pub mod progress;
+pub mod report;
 pub mod results;
 pub mod sandbox;
+pub mod telemetry;
 pub mod tokenize;
+pub mod truth;

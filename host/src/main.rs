@@ -3,6 +3,7 @@ use sparkhost::cli::{Cli, Command};
 use sparkhost::commands::{self, Exit};
 
 fn main() -> std::process::ExitCode {
+    sparkhost::harness::mark_start();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -26,6 +27,13 @@ fn main() -> std::process::ExitCode {
             Command::Inspect(args) => commands::inspect::inspect(args),
             Command::WaitReady(args) => commands::wait_ready::wait_ready(args).await,
             Command::Smoke(args) => commands::smoke::smoke(args).await,
+            Command::Report(args) => commands::report::report(args),
+            Command::Summarize(args) => commands::summarize::summarize(args),
+            Command::Compare(args) => commands::compare::compare(args),
+            Command::Matrix(args) => commands::matrix::matrix(args).await,
+            Command::Search(args) => commands::search::search(*args).await,
+            Command::Bench(args) => commands::bench::bench(args).await,
+            Command::TruthServer(args) => commands::truth_server::truth_server(args).await,
         }
     });
     let exit = match result {

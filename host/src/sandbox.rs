@@ -3,12 +3,15 @@
 //! Layout:
 //! - [`bindings`]: `bindgen!` output for `sparkhost:workload@0.1.0`, and nothing else.
 //! - [`cache`]: compiled components on disk, keyed by wasm digest + engine.
+//! - [`report`]: the `sparkhost:report@0.1.0` world: report generators over a
+//!   read-only run directory.
 //! - this module: engine with epoch deadlines, memory caps, WASI with no
 //!   filesystem, network, environment or real clock, version detection, and
 //!   the [`WorkloadInstance`] that turns guest calls into host plan types.
 
 pub mod bindings;
 pub mod cache;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -245,7 +248,7 @@ impl wit_host::Host for State {
 }
 
 /// A frozen clock: guests get no wall clock, so their output cannot depend on when they run.
-struct FrozenClock;
+pub(crate) struct FrozenClock;
 
 impl wasmtime_wasi::HostWallClock for FrozenClock {
     fn resolution(&self) -> Duration {
@@ -291,6 +294,15 @@ pub struct LoadedWorkload {
 }
 
 impl Sandbox {
+    /// Shared with the report runtime ([`report`]), which links its own world.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn component_cache(&self) -> &cache::ComponentCache {
+        &self.cache
+    }
+
     pub fn new(cache_dir: Option<PathBuf>, limits: Limits) -> Result<Self, SandboxError> {
         let mut cfg = wasmtime::Config::new();
         cfg.epoch_interruption(true);
@@ -352,6 +364,14 @@ impl Sandbox {
             });
         }
         let digest = sha256_hex(&bytes);
+        if bytes.len() > (1 << 20) && !self.cache.contains(&digest) {
+            // Interpreter-based guests take 10–20 s to compile; say why we are quiet.
+            eprintln!(
+                "sparkhost: compiling {} ({:.1} MB) once; later runs load it from the cache",
+                path.display(),
+                bytes.len() as f64 / 1e6
+            );
+        }
         let (component, from_cache) = self
             .cache
             .load_or_compile(&self.engine, &bytes, &digest)
@@ -452,7 +472,47 @@ impl Sandbox {
     }
 }
 
-fn ticks(d: Duration) -> u64 {
+/// Deadline, memory cap, or another trap (with what the guest wrote to
+/// stderr first: a panic message reads better than a wasm backtrace).
+pub(crate) fn classify_trap(
+    workload: String,
+    call: &'static str,
+    e: wasmtime::Error,
+    limits: Limits,
+    stderr: &MemoryOutputPipe,
+) -> SandboxError {
+    if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        return SandboxError::Deadline {
+            workload,
+            call,
+            limit: limits.call_timeout,
+        };
+    }
+    let message = format!("{e:#}");
+    if message.contains("forcing trap when growing memory") {
+        return SandboxError::MemoryCap {
+            workload,
+            call,
+            limit_mib: limits.memory_bytes >> 20,
+        };
+    }
+    let captured = String::from_utf8_lossy(&stderr.contents())
+        .trim()
+        .to_owned();
+    let stderr = if captured.is_empty() {
+        String::new()
+    } else {
+        format!(", its stderr says:\n{captured}")
+    };
+    SandboxError::Trap {
+        workload,
+        call,
+        message,
+        stderr,
+    }
+}
+
+pub(crate) fn ticks(d: Duration) -> u64 {
     (d.as_millis() / TICK.as_millis()).max(1) as u64
 }
 
@@ -536,36 +596,7 @@ impl WorkloadInstance {
     /// Classifies a failed call: deadline, memory cap or other trap.
     fn trap(&mut self, call: &'static str, e: wasmtime::Error) -> SandboxError {
         self.poisoned = true;
-        let workload = self.name.clone();
-        if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
-            return SandboxError::Deadline {
-                workload,
-                call,
-                limit: self.limits.call_timeout,
-            };
-        }
-        let message = format!("{e:#}");
-        if message.contains("forcing trap when growing memory") {
-            return SandboxError::MemoryCap {
-                workload,
-                call,
-                limit_mib: self.limits.memory_bytes >> 20,
-            };
-        }
-        let captured = String::from_utf8_lossy(&self.stderr.contents())
-            .trim()
-            .to_owned();
-        let stderr = if captured.is_empty() {
-            String::new()
-        } else {
-            format!(", its stderr says:\n{captured}")
-        };
-        SandboxError::Trap {
-            workload,
-            call,
-            message,
-            stderr,
-        }
+        classify_trap(self.name.clone(), call, e, self.limits, &self.stderr)
     }
 
     pub fn describe(&mut self) -> Result<WorkloadInfo, SandboxError> {

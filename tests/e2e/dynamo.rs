@@ -332,6 +332,9 @@ fn over_long_prompts_are_errors_and_the_run_goes_on() {
             "short-range=64:128",
             "--param",
             "long-range=2000:2000",
+            // Half the requests fail on purpose; the error-rate gate is tested elsewhere.
+            "--max-error-rate",
+            "1",
         ];
         if stream {
             args.push("--stream");
@@ -490,4 +493,143 @@ fn preflight_refuses_prompts_that_cannot_fit_before_anything_is_sent() {
         ],
         0,
     );
+}
+
+#[test]
+fn every_phase_is_bracketed_by_telemetry_with_the_servers_own_view() {
+    let stack = start(&[]);
+    let d = dirs();
+    let dir = run(
+        &stack,
+        &d,
+        "telemetry",
+        &[
+            "--requests",
+            "6",
+            "--warmup",
+            "2",
+            "--max-tokens",
+            "8",
+            "--concurrency",
+            "2",
+            "--stream",
+            "--param",
+            "set=short",
+            "--param",
+            "short-range=64:128",
+            "--worker-metrics-url",
+            &stack.worker_metrics_url,
+            "--telemetry-interval",
+            "200ms",
+        ],
+        0,
+    );
+    for phase in ["warmup", "main"] {
+        for kind in ["kvbm_metrics", "os_io"] {
+            for part in ["start", "end", "delta"] {
+                let f = dir.join(format!("phase_deltas/phase_{phase}_{kind}_{part}.json"));
+                assert!(f.is_file(), "{} missing", f.display());
+            }
+        }
+    }
+    let summary = read_json(&dir.join("summary.json"));
+    let main = phase(&summary, "main");
+    // The frontend's own histograms, for exactly this phase's requests.
+    let server = &main["server_side_ms"];
+    assert_eq!(server["available"], true, "{server:#}");
+    assert_eq!(server["ttft"]["count"], 6.0, "{server:#}");
+    assert_eq!(server["request_duration"]["count"], 6.0, "{server:#}");
+    let client_p50 = main["latency_ms"]["ttft"]["p50"].as_f64().unwrap();
+    let server_p50 = server["ttft"]["p50"].as_f64().unwrap();
+    assert!(client_p50 > 0.0 && server_p50 > 0.0);
+    assert_eq!(
+        phase(&summary, "warmup")["server_side_ms"]["ttft"]["count"],
+        2.0
+    );
+    let verdict = read_json(&dir.join("verdict.json"));
+    assert_eq!(verdict["run_valid"], true, "{verdict:#}");
+    assert_eq!(summary["verdict"]["run_valid"], true);
+    assert!(dir.join("telemetry/telemetry_report.json").is_file());
+    assert!(
+        dir.join("nvme_smart_pre.json").is_file() && dir.join("nvme_smart_post.json").is_file()
+    );
+    let sources = &summary["telemetry"]["sources"];
+    assert_eq!(sources["frontend"]["available"], true, "{sources:#}");
+    // No NVMe controller on this machine: recorded as unavailable, run still valid.
+    assert_eq!(sources["nvme"]["available"], false, "{sources:#}");
+}
+
+#[test]
+fn too_many_errors_invalidate_the_run_and_a_kv_tier_needs_kvbm_metrics() {
+    let stack = start(&["--max-model-len", "1024"]);
+    let d = dirs();
+    let dir = run(
+        &stack,
+        &d,
+        "errors",
+        &[
+            "--requests",
+            "6",
+            "--warmup",
+            "0",
+            "--max-tokens",
+            "8",
+            "--param",
+            "set=mixed",
+            "--param",
+            "short-range=64:128",
+            "--param",
+            "long-range=2000:2000",
+        ],
+        2,
+    );
+    let summary = read_json(&dir.join("summary.json"));
+    assert_eq!(
+        summary["invalid_reason"], "error_rate_above_threshold",
+        "{summary:#}"
+    );
+    assert!(
+        read_json(&dir.join("verdict.json"))["reason_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "ERROR_RATE_ABOVE_THRESHOLD")
+    );
+
+    // The seed's rule: a KV tier (B2) with no KVBM metrics is not a valid run.
+    let tok = tokenizer();
+    let workload = synthetic();
+    let out = sparkhost(
+        &[
+            "run",
+            workload.to_str().unwrap(),
+            "--endpoint",
+            &stack.endpoint,
+            "--tier-mode",
+            "B2",
+            "--requests",
+            "2",
+            "--warmup",
+            "0",
+            "--max-tokens",
+            "4",
+            "--param",
+            "short-range=64:64",
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--results-root",
+            d.results.path().to_str().unwrap(),
+            "--run-id",
+            "b2",
+            "--quiet",
+        ],
+        d.cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let summary = read_json(&d.results.path().join("b2/summary.json"));
+    assert_eq!(
+        summary["invalid_reason"], "kvbm_metrics_unavailable",
+        "{summary:#}"
+    );
+    assert_eq!(summary["kv_mode"]["mode"], "cpu_disk");
 }

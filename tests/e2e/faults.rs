@@ -486,6 +486,11 @@ fn run_synthetic(
         resolve_timeout,
         "--model-resolve-poll",
         "200ms",
+        // These tests are about per-request failures, not KVBM or the error-rate gate.
+        "--kv-mode",
+        "off",
+        "--max-error-rate",
+        "1",
     ];
     args.extend_from_slice(extra);
     sparkhost(&args, dirs.cache.path())

@@ -1,9 +1,13 @@
 //! End-to-end tests through the real `sparkhost` binary.
 //!
 //! Layout:
+//! - [`bench`]: the ground-truth server and `sparkhost bench`.
 //! - [`dynamo`]: against the real Dynamo frontend + mocker (started per test).
 //! - [`faults`]: against an in-test server that misbehaves on purpose.
 //! - [`sandbox`]: workload components that trap, hang, hog or lie.
+//! - [`reports`]: report generators, summarize, compare, matrix and search.
+//! - [`workloads`]: the workload library against the real mocker.
+//! - [`languages`]: JavaScript and Python workloads, byte-identical to Rust.
 //!
 //! Workload components come from `make workloads` (`workloads/synthetic.wasm`,
 //! `target/test-guests/*.wasm`); a missing one fails with that hint.
@@ -11,9 +15,13 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod bench;
 mod dynamo;
 mod faults;
+mod languages;
+mod reports;
 mod sandbox;
+mod workloads;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -28,7 +28,9 @@ use crate::results::recorder::{PhaseResult, Recorder};
 use crate::results::rundir::RunDir;
 use crate::results::summary::{self, Accumulator, LogEntry, PhaseSummary};
 use crate::sandbox::{DATA_DIR, DataGrants, LoadedWorkload, Sandbox, WorkloadInfo};
+use crate::telemetry::{TelemetryOutcome, TelemetryRun};
 use crate::tokenize::TokenCounter;
+use sparkhost_collectors::RunErrors;
 
 /// KV tier labels, as the seed harness recorded them.
 #[derive(Debug, Clone, Serialize)]
@@ -197,6 +199,7 @@ struct Context_ {
     tokenizer_id: String,
     data_files: Vec<serde_json::Value>,
     preflight: Option<Preflight>,
+    workload_from_cache: bool,
 }
 
 impl Context_ {
@@ -315,18 +318,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
             }))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut inst = sandbox.instantiate(&loaded, tokens.clone(), args.seed, &grants)?;
-    let info = inst.describe()?;
+    // Guest calls may do blocking WASI I/O (a granted data file), which
+    // wasmtime-wasi runs through the current tokio runtime: leave the async
+    // context for them.
+    let (inst, info, params, phases) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+        let mut inst = sandbox.instantiate(&loaded, tokens.clone(), args.seed, &grants)?;
+        let info = inst.describe()?;
+        let (explicit, params) = effective_params(&info, &args)?;
+        inst.create(&explicit, args.seed)?;
+        let phases = inst.phases()?;
+        Ok((inst, info, params, phases))
+    })?;
     let label = format!("{} {}", info.name, info.version);
-    let (explicit, params) = effective_params(&info, &args)?;
-    inst.create(&explicit, args.seed)?;
-    let phases = inst.phases()?;
     check_phases(&phases, &label)?;
 
     let run_id = args
         .run_id
         .clone()
         .unwrap_or_else(|| Utc::now().format("%Y%m%dT%H%M%SZ").to_string());
+    let telemetry_cfg = if args.telemetry.no_telemetry {
+        None
+    } else {
+        Some(
+            crate::telemetry::config(
+                &args.telemetry,
+                &args.results_root.join(&run_id),
+                &args.endpoint.endpoint,
+                kv.kvbm_enabled,
+            )
+            .map_err(anyhow::Error::msg)?,
+        )
+    };
     let rd = RunDir::create(&args.results_root, &run_id)?;
     let ctx = Context_ {
         run_id: run_id.clone(),
@@ -339,12 +361,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         default_load,
         tokenizer_id: tokens.id(),
         data_files,
+        workload_from_cache: loaded.from_cache,
         preflight: (args.engine_max_input_tokens > 0).then_some(Preflight {
             engine_max_input_tokens: args.engine_max_input_tokens,
             input_token_safety_margin: args.input_token_safety_margin,
         }),
     };
     ctx.write_docs(&rd, &args, &loaded, None, None)?;
+    let mut telemetry = match telemetry_cfg {
+        Some(cfg) => {
+            Some(TelemetryRun::start(cfg, phases.iter().map(|p| p.name.clone()).collect()).await)
+        }
+        None => None,
+    };
     if !args.quiet {
         eprintln!(
             "sparkhost: {label} → {} (run {})",
@@ -369,7 +398,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         Err(e) => {
             validity.invalidate(InvalidReason::ModelUnavailable, e);
             let report = Report::empty(&ctx, &phases);
-            return finish(&rd, &ctx, &args, None, report, validity, Default::default());
+            return finish(
+                &rd,
+                &ctx,
+                &args,
+                None,
+                report,
+                validity,
+                Default::default(),
+                telemetry,
+            )
+            .await;
         }
     };
     ctx.write_docs(&rd, &args, &loaded, Some(&model), None)?;
@@ -426,7 +465,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
             Report::empty(&ctx, &phases),
             validity,
             dispatch,
-        );
+            telemetry,
+        )
+        .await;
     }
 
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -447,6 +488,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         Some(feed.responses.clone()),
         Some(alarm_tx),
     );
+    let progress = crate::progress::Progress::new(initially_planned, args.quiet);
+    let recorder = recorder.with_progress(progress.clone());
     let rec_task = tokio::spawn(recorder.run(ev_rx));
     let watcher = tokio::spawn(watch_model(
         client.clone(),
@@ -464,6 +507,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     };
 
     let runner = Runner {
+        boundaries: telemetry.as_mut().and_then(TelemetryRun::hook),
         client: client.clone(),
         lookahead: args.lookahead.max(1),
         max_in_flight: args.max_in_flight.max(1),
@@ -482,10 +526,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let dispatch_end = runner
         .run(&phase_runs, &mut feed.requests, &ev_tx, stop_rx)
         .await;
+    drop(runner);
     drop(ev_tx);
     drop(feed.requests);
     drop(feed.responses);
     let recorder = rec_task.await.context("the recorder task failed")?;
+    progress.finish();
     watcher.abort();
     interrupt.abort();
     let feed_report = tokio::task::spawn_blocking(move || feed.thread.join())
@@ -559,6 +605,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         recorded: recorder.recorded,
         // Every planned request is in the manifest; whatever has no row was never sent,
         // whether it waited in the scheduler or still in the feed's channel.
+        first_sent: recorder.first_sent,
         unsent: feed_report
             .planned
             .saturating_sub(recorder.recorded)
@@ -566,7 +613,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         phases_completed: dispatch_end.phases_completed as u64,
     };
     let report = Report::from_phases(recorder.phases, start_time, base);
-    finish(&rd, &ctx, &args, Some(&model), report, validity, dispatch)
+    finish(
+        &rd,
+        &ctx,
+        &args,
+        Some(&model),
+        report,
+        validity,
+        dispatch,
+        telemetry,
+    )
+    .await
 }
 
 /// Watches for signs that the model went away: a 404/5xx answer followed by
@@ -598,6 +655,8 @@ async fn watch_model(
 
 #[derive(Debug, Default, Serialize)]
 struct DispatchInfo {
+    #[serde(skip)]
+    first_sent: Option<Instant>,
     planned: u64,
     initially_planned: u64,
     recorded: u64,
@@ -638,19 +697,95 @@ impl Report {
     }
 }
 
-fn finish(
+#[allow(clippy::too_many_arguments)]
+async fn finish(
     rd: &RunDir,
     ctx: &Context_,
     args: &RunArgs,
     model: Option<&str>,
     report: Report,
-    validity: Validity,
+    mut validity: Validity,
     dispatch: DispatchInfo,
+    telemetry: Option<TelemetryRun>,
 ) -> anyhow::Result<Exit> {
+    let outcome = match telemetry {
+        Some(t) => t.close().await,
+        None => TelemetryOutcome::default(),
+    };
+    let mut all = Accumulator::default();
+    for p in &report.phases {
+        all.merge(&p.acc);
+    }
+    let errors = RunErrors {
+        total_requests: all.requests,
+        failed_requests: all.errors.values().sum(),
+        by_kind: all.errors.clone(),
+    };
+    let verdict = crate::telemetry::verdict(
+        ctx.kv.mode,
+        &outcome,
+        errors,
+        rd.path(),
+        validity.invalid_reason.map(|r| r.as_str().to_owned()),
+        &args.telemetry,
+    );
+    if let Err(e) = sparkhost_collectors::verdict::write(rd.path(), &verdict) {
+        validity.invalidate(
+            InvalidReason::ResultsWriteFailed,
+            format!("verdict.json: {e}"),
+        );
+    }
+    match verdict.invalid_reason.as_deref() {
+        Some("error_rate_above_threshold") => validity.invalidate(
+            InvalidReason::ErrorRateAboveThreshold,
+            verdict.details.first().cloned().unwrap_or_default(),
+        ),
+        Some("kvbm_metrics_unavailable") => validity.invalidate(
+            InvalidReason::KvbmMetricsUnavailable,
+            "a KV tier is configured but no KVBM metrics could be read (use --kv-mode off for runs without KVBM, or --allow-missing-kvbm-metrics)",
+        ),
+        _ => {}
+    }
     let phase_summaries: Vec<PhaseSummary> = report
         .phases
         .iter()
         .map(|p| p.acc.summarize(&p.name, p.include_in_summary))
+        .collect();
+    let phase_values: Vec<serde_json::Value> = phase_summaries
+        .iter()
+        .map(|p| {
+            let mut v = serde_json::to_value(p).unwrap_or_default();
+            if let (Some(d), Some(o)) = (outcome.phase(&p.phase), v.as_object_mut()) {
+                o.insert(
+                    "kvbm_metrics_delta".into(),
+                    serde_json::to_value(&d.kvbm).unwrap_or_default(),
+                );
+                o.insert(
+                    "io_delta".into(),
+                    serde_json::to_value(&d.os_io).unwrap_or_default(),
+                );
+                o.insert(
+                    "nvme_delta".into(),
+                    serde_json::to_value(&d.nvme).unwrap_or_default(),
+                );
+                o.insert(
+                    "gpu_delta".into(),
+                    serde_json::to_value(&d.gpu).unwrap_or_default(),
+                );
+                // The server's own view of the phase, next to the client's.
+                o.insert(
+                    "server_side_ms".into(),
+                    json!({
+                        "source": d.frontend.url,
+                        "available": d.frontend.available,
+                        "ttft": d.frontend.ttft_ms,
+                        "itl": d.frontend.itl_ms,
+                        "request_duration": d.frontend.request_duration_ms,
+                    }),
+                );
+            }
+            v
+        })
         .collect();
     let mut overall = Accumulator::default();
     for p in report.phases.iter().filter(|p| p.include_in_summary) {
@@ -668,6 +803,7 @@ fn finish(
             "details": validity.invalid_details,
         })
     };
+    let harness = crate::harness::measure(dispatch.first_sent, Some(ctx.workload_from_cache));
     let summary = json!({
         "run_id": ctx.run_id,
         "created_utc": ctx.created,
@@ -684,10 +820,17 @@ fn finish(
         "tokenizer": ctx.tokenizer_id,
         "request_manifest_path": "request_manifest.jsonl",
         "dispatch": dispatch,
-        "phase_summaries": phase_summaries,
+        "phase_summaries": phase_values,
         "overall_summary": overall_summary,
         "overall_measured": overall_measured,
         "timing_error_budget": overall_measured.timing_error_budget,
+        "verdict": verdict,
+        "telemetry": {
+            "enabled": outcome.enabled,
+            "sources": outcome.report.as_ref().map(|r| &r.sources),
+            "kv_disk_device": outcome.report.as_ref().and_then(|r| r.kv_disk_device.clone()),
+        },
+        "harness": harness,
         "notes": [
             "Latencies are measured from the actual send; *_from_intended include the harness's scheduling delay (coordinated omission corrected).",
             "TTFT is the first chunk carrying generated text; TTFC is the first SSE event of any kind; unary requests have neither.",
@@ -711,6 +854,31 @@ fn finish(
         match summary::interval_log(report.start_time, &entries) {
             Ok(bytes) => rd.write_bytes("histograms.hlog", &bytes)?,
             Err(e) => tracing::warn!("cannot write histograms.hlog: {e}"),
+        }
+    }
+    if let Some(slo) = &args.slo {
+        match crate::analysis::slo::goodput_for_run(rd.path(), slo) {
+            Ok(g) => {
+                let mut summary = summary;
+                summary["goodput"] = serde_json::to_value(&g)?;
+                rd.write_json("summary.json", &summary)?;
+            }
+            Err(e) => eprintln!("warning: goodput not computed: {e:#}"),
+        }
+    }
+    if !args.no_report {
+        // A report is a view of the results, not a result: failing to render
+        // one never invalidates a run, and `sparkhost report` can retry.
+        match crate::report::generate_report(
+            rd.path(),
+            args.report_generator.as_deref(),
+            &args.sandbox,
+        ) {
+            Ok(files) => tracing::info!("report files: {files:?}"),
+            Err(e) => eprintln!(
+                "warning: report not generated (retry with `sparkhost report {}`): {e:#}",
+                rd.path().display()
+            ),
         }
     }
     if !args.quiet {

@@ -68,8 +68,20 @@ pub struct DispatchEnd {
     pub unsent: u64,
 }
 
+/// A phase boundary; the dispatcher waits for the acknowledgement before
+/// going on, so snapshots taken there bracket the phase exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundary {
+    Before(usize),
+    After(usize),
+}
+
+pub type BoundaryHook = mpsc::UnboundedSender<(Boundary, tokio::sync::oneshot::Sender<()>)>;
+
 pub struct Runner {
     pub client: Client,
+    /// Told about phase boundaries (telemetry snapshots); `None` skips them.
+    pub boundaries: Option<BoundaryHook>,
     /// Most requests buffered ahead of their send time.
     pub lookahead: usize,
     /// Cap on in-flight requests in open loop (protects the client machine).
@@ -249,6 +261,7 @@ impl Runner {
         let mut feed_closed = false;
 
         for (index, phase) in phases.iter().enumerate() {
+            self.boundary(Boundary::Before(index)).await;
             let start = Instant::now();
             let _ = events.send(Event::PhaseStart { index, at: start });
             let mut st = PhaseState {
@@ -359,6 +372,7 @@ impl Runner {
                     index,
                     at: Instant::now(),
                 });
+                self.boundary(Boundary::After(index)).await;
                 tracing::warn!(phase = %st.name, "run stopped: {:?}", end.stopped);
                 break;
             }
@@ -366,8 +380,18 @@ impl Runner {
                 index,
                 at: Instant::now(),
             });
+            self.boundary(Boundary::After(index)).await;
         }
         end
+    }
+
+    async fn boundary(&self, b: Boundary) {
+        if let Some(hook) = &self.boundaries {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if hook.send((b, tx)).is_ok() {
+                let _ = rx.await;
+            }
+        }
     }
 
     fn complete(

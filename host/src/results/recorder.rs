@@ -40,6 +40,9 @@ pub struct Recorder {
     pub write_error: Option<String>,
     pub prompt_limit_hits: u64,
     pub recorded: u64,
+    /// When the first request of the run was sent.
+    pub first_sent: Option<Instant>,
+    progress: Option<crate::progress::Progress>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -84,7 +87,15 @@ impl Recorder {
             write_error: None,
             prompt_limit_hits: 0,
             recorded: 0,
+            first_sent: None,
+            progress: None,
         }
+    }
+
+    /// Reports every finished request to a live progress display.
+    pub fn with_progress(mut self, p: crate::progress::Progress) -> Self {
+        self.progress = Some(p);
+        self
     }
 
     /// Consumes events until the dispatcher hangs up.
@@ -104,7 +115,12 @@ impl Recorder {
 
     pub fn handle(&mut self, ev: Event) {
         match ev {
-            Event::PhaseStart { index, at } => self.phases[index].start = Some(at),
+            Event::PhaseStart { index, at } => {
+                self.phases[index].start = Some(at);
+                if let Some(p) = &self.progress {
+                    p.set_phase(&self.phases[index].name);
+                }
+            }
             Event::PhaseEnd { index, at } => {
                 let p = &mut self.phases[index];
                 p.end = Some(at);
@@ -121,6 +137,9 @@ impl Recorder {
             outcome: o,
         } = f;
         let meta = &request.meta;
+        if self.first_sent.is_none_or(|t| o.sent < t) {
+            self.first_sent = Some(o.sent);
+        }
         let counter = |s: &str| self.tokens.count(s);
         let completion = o.usage.and_then(|u| u.completion_tokens);
         let (chunk_tokens, token_source) =
@@ -221,6 +240,9 @@ impl Recorder {
             output_tokens_est: tt.tokens,
             max_tokens_effective: meta.generation_params.max_tokens,
         };
+        if let Some(p) = &self.progress {
+            p.on_finished(ok, ttft);
+        }
         if let Err(e) = self.rows.append(&row) {
             // Keep measuring; the run is marked invalid at the end.
             self.write_error.get_or_insert(e.to_string());

@@ -46,6 +46,11 @@ impl ComponentCache {
             .map(|d| d.join(format!("{digest}-{}.cwasm", self.engine_key)))
     }
 
+    /// Whether a compiled form of `digest` is cached for this engine.
+    pub fn contains(&self, digest: &str) -> bool {
+        self.entry(digest).is_some_and(|p| p.is_file())
+    }
+
     /// Returns the component and whether it came from the cache.
     pub fn load_or_compile(
         &self,

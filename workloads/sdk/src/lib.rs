@@ -69,26 +69,45 @@
 //!
 //! - this file: the [`Workload`] trait, [`export_workload!`] and the WIT
 //!   record types re-exported by name.
-//! - [`params`]: [`Params`], typed and validated parameter access.
+//! - [`params`]: [`Params`], typed and validated parameter access, and the
+//!   shared generation params ([`generation_params`]).
 //! - [`host`]: the host's imports (log, token counting and fitting).
+//! - [`tokens`]: the [`Tokenizer`] trait over those imports, with a
+//!   word-counting stand-in for native tests.
 //! - [`rng`]: [`SplitMix64`], the portable PRNG every random choice uses.
-//! - [`text`]: the synthetic document builder and the Llama-3 template.
+//! - [`text`]: the synthetic document builder, the seed's size rules and
+//!   the Llama-3 template.
+//! - [`plan`]: [`Sequence`], phases whose requests are built lazily, in
+//!   order, by one [`Source`] each.
+//! - [`prompt`]: [`PromptFormat`] (`api`/`template` params) rendering chat
+//!   messages as a chat or completions prompt.
+//! - [`hash`]: [`sha256_hex`], the form of every `prefix_hash`.
+//! - [`data`]: reading a file the user granted with `--param NAME=@FILE`.
 //! - `wit` (hidden): the raw wit-bindgen output, generated from the
 //!   repository's `wit/workload@0.1.0`.
 //! - `__private` (hidden): the adapters from [`Workload`] to the generated
 //!   traits, which [`export_workload!`] instantiates.
 //!
 //! Host imports work only inside a component (natively they panic);
-//! everything except [`host`] is pure and unit-tested natively with
-//! `cargo test -p sparkhost-workload`.
+//! everything except [`host`] and [`HostTokenizer`] is pure and unit-tested
+//! natively with `cargo test -p sparkhost-workload`.
 
+pub mod data;
+pub mod hash;
 pub mod host;
 pub mod params;
+pub mod plan;
+pub mod prompt;
 pub mod rng;
 pub mod text;
+pub mod tokens;
 
-pub use params::Params;
+pub use hash::sha256_hex;
+pub use params::{GenerationDefaults, Params, generation_params};
+pub use plan::{Sequence, Source, counted};
+pub use prompt::{Api, PromptFormat, Template, message};
 pub use rng::SplitMix64;
+pub use tokens::{HostTokenizer, Tokenizer, WordTokenizer};
 
 #[doc(hidden)]
 pub mod wit {
@@ -151,6 +170,14 @@ pub fn param(name: &str, description: &str, default_value: &str) -> ParamInfo {
         name: name.to_string(),
         description: description.to_string(),
         default_value: default_value.to_string(),
+    }
+}
+
+/// A [`Label`] from string slices, for [`RequestSpec::labels`].
+pub fn label(key: &str, value: &str) -> Label {
+    Label {
+        key: key.to_string(),
+        value: value.to_string(),
     }
 }
 

@@ -5,7 +5,7 @@
 //! what was expected, so the user sees one actionable line instead of a trap.
 
 use crate::wit::sparkhost::workload::types::Param;
-use crate::{ParamInfo, Result, WorkloadError};
+use crate::{Generation, ParamInfo, Result, WorkloadError, param};
 
 /// The parameters of one run: the user's values over the defaults declared
 /// in [`Workload::describe`](crate::Workload::describe).
@@ -110,6 +110,33 @@ impl Params {
         parse_u32(value).ok_or_else(|| invalid(name, value, "a whole number from 0 to 4294967295"))
     }
 
+    /// A whole number of at least `min`.
+    pub fn get_u32_min(&self, name: &str, min: u32) -> Result<u32> {
+        let value = self.get_str(name)?;
+        parse_u32(value)
+            .filter(|v| *v >= min)
+            .ok_or_else(|| invalid(name, value, &format!("a whole number of at least {min}")))
+    }
+
+    /// A whole number in `lo..=hi`.
+    pub fn get_u32_in(&self, name: &str, lo: u32, hi: u32) -> Result<u32> {
+        let value = self.get_str(name)?;
+        parse_u32(value)
+            .filter(|v| (lo..=hi).contains(v))
+            .ok_or_else(|| invalid(name, value, &format!("a whole number from {lo} to {hi}")))
+    }
+
+    /// A whole number in `0..=u32::MAX`, or `None` when the value is empty.
+    pub fn get_opt_u32(&self, name: &str) -> Result<Option<u32>> {
+        let value = self.get_str(name)?;
+        if value.is_empty() {
+            return Ok(None);
+        }
+        parse_u32(value)
+            .map(Some)
+            .ok_or_else(|| invalid(name, value, "a whole number from 0 to 4294967295, or empty"))
+    }
+
     /// A finite number.
     pub fn get_f64(&self, name: &str) -> Result<f64> {
         let value = self.get_str(name)?;
@@ -176,6 +203,41 @@ impl Params {
         Ok(value.split(',').map(str::to_string).collect())
     }
 
+    /// The sampling params declared by [`generation_params`]: temperature,
+    /// top-p, stop and request-seed.
+    pub fn get_sampling(&self) -> Result<Sampling> {
+        let temperature = self.get_opt_f64("temperature")?;
+        if let Some(t) = temperature.filter(|t| *t < 0.0) {
+            return Err(invalid(
+                "temperature",
+                &t.to_string(),
+                "0 or more, or empty",
+            ));
+        }
+        let top_p = self.get_opt_f64("top-p")?;
+        if let Some(v) = top_p.filter(|v| *v <= 0.0 || *v > 1.0) {
+            return Err(invalid(
+                "top-p",
+                &v.to_string(),
+                "above 0 and at most 1, or empty",
+            ));
+        }
+        Ok(Sampling {
+            temperature: temperature.map(|t| t as f32),
+            top_p: top_p.map(|v| v as f32),
+            stop: self.get_list("stop")?,
+            seed: self.get_opt_u64("request-seed")?,
+        })
+    }
+
+    /// All params declared by [`generation_params`] as one [`Generation`].
+    pub fn get_generation(&self) -> Result<Generation> {
+        let max_tokens = self.get_u32_min("max-tokens", 1)?;
+        Ok(self
+            .get_sampling()?
+            .generation(max_tokens, self.get_bool("ignore-eos")?))
+    }
+
     fn entry(&self, name: &str) -> Result<&Entry> {
         self.entries.iter().find(|e| e.name == name).ok_or_else(|| {
             // The workload asked for a name it never declared: its bug, not the user's.
@@ -184,6 +246,90 @@ impl Params {
             ))
         })
     }
+}
+
+/// Sampling fields of a [`Generation`], as read by [`Params::get_sampling`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub stop: Vec<String>,
+    pub seed: Option<u64>,
+}
+
+impl Sampling {
+    /// A [`Generation`] with these sampling fields.
+    pub fn generation(&self, max_tokens: u32, ignore_eos: bool) -> Generation {
+        Generation {
+            max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            stop: self.stop.clone(),
+            seed: self.seed,
+            ignore_eos,
+        }
+    }
+}
+
+/// Defaults of the params [`generation_params`] declares, as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GenerationDefaults<'a> {
+    pub max_tokens: &'a str,
+    pub temperature: &'a str,
+    pub top_p: &'a str,
+    pub stop: &'a str,
+    pub ignore_eos: &'a str,
+}
+
+impl GenerationDefaults<'static> {
+    /// The seed harness's: max_tokens 256, temperature 0.7, top_p 1.0, stop
+    /// `<|eot_id|>`, no ignore_eos.
+    pub const SEED: Self = Self {
+        max_tokens: "256",
+        temperature: "0.7",
+        top_p: "1.0",
+        stop: "<|eot_id|>",
+        ignore_eos: "false",
+    };
+}
+
+/// Declarations of `max-tokens`, `temperature`, `top-p`, `stop`,
+/// `request-seed` and `ignore-eos` (the names the host's shorthand flags
+/// `--max-tokens`, `--temperature`, `--top-p`, `--request-seed` set), read
+/// back with [`Params::get_generation`] or [`Params::get_sampling`].
+pub fn generation_params(d: &GenerationDefaults<'_>) -> Vec<ParamInfo> {
+    vec![
+        param(
+            "max-tokens",
+            "max_tokens sent with every request (at least 1).",
+            d.max_tokens,
+        ),
+        param(
+            "temperature",
+            "temperature sent with every request; empty leaves it out.",
+            d.temperature,
+        ),
+        param(
+            "top-p",
+            "top_p sent with every request, in (0, 1]; empty leaves it out.",
+            d.top_p,
+        ),
+        param(
+            "stop",
+            "Comma-separated stop strings; empty sends none. Strings cannot contain a comma.",
+            d.stop,
+        ),
+        param(
+            "request-seed",
+            "Sampling seed sent as `seed` with every request; empty leaves it out.",
+            "",
+        ),
+        param(
+            "ignore-eos",
+            "true asks the server to generate exactly max-tokens tokens.",
+            d.ignore_eos,
+        ),
+    ]
 }
 
 fn parse_u32(text: &str) -> Option<u32> {
@@ -320,6 +466,52 @@ mod tests {
             Params::from_pairs(&declared(), &[("requests", "1"), ("requests", "2")]).unwrap_err(),
         );
         assert!(msg.contains("more than once"));
+    }
+
+    #[test]
+    fn bounded_whole_numbers() {
+        let p = Params::from_pairs(&declared(), &[("requests", "3"), ("seed", "")]).unwrap();
+        assert_eq!(p.get_u32_min("requests", 3).unwrap(), 3);
+        let msg = config_message(p.get_u32_min("requests", 4).unwrap_err());
+        assert!(msg.contains("at least 4"), "{msg}");
+        assert_eq!(p.get_u32_in("requests", 2, 10).unwrap(), 3);
+        let msg = config_message(p.get_u32_in("requests", 5, 10).unwrap_err());
+        assert!(msg.contains("from 5 to 10"), "{msg}");
+        assert_eq!(p.get_opt_u32("seed").unwrap(), None);
+        assert_eq!(p.get_opt_u32("requests").unwrap(), Some(3));
+    }
+
+    #[test]
+    fn generation_params_read_back() {
+        let declared = generation_params(&GenerationDefaults::SEED);
+        let g = Params::from_pairs(&declared, &[])
+            .unwrap()
+            .get_generation()
+            .unwrap();
+        assert_eq!(g.max_tokens, 256);
+        assert_eq!((g.temperature, g.top_p), (Some(0.7), Some(1.0)));
+        assert_eq!(g.stop, ["<|eot_id|>"]);
+        assert_eq!((g.seed, g.ignore_eos), (None, false));
+        for bad in [
+            &[("max-tokens", "0")][..],
+            &[("temperature", "-1")],
+            &[("top-p", "0")],
+            &[("top-p", "1.5")],
+        ] {
+            let p = Params::from_pairs(&declared, bad).unwrap();
+            config_message(p.get_generation().unwrap_err());
+        }
+        let p = Params::from_pairs(
+            &declared,
+            &[
+                ("temperature", ""),
+                ("request-seed", "5"),
+                ("ignore-eos", "true"),
+            ],
+        )
+        .unwrap();
+        let g = p.get_generation().unwrap();
+        assert_eq!((g.temperature, g.seed, g.ignore_eos), (None, Some(5), true));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Prompt text shared by workloads: the seed harness's synthetic document and
-//! the raw Llama-3 completion template.
+//! Prompt text shared by workloads: the seed harness's synthetic document,
+//! its size rules, and the raw Llama-3 completion template.
 //!
 //! Everything here is pure, so ports to other languages can be checked
 //! against these functions for the same seed. Sizing to an exact token count
@@ -76,6 +76,76 @@ pub const LLAMA3_USER_PREFIX: &str =
 /// Closes the user turn and opens the assistant's.
 pub const LLAMA3_ASSISTANT_PREFIX: &str =
     "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+
+/// Starts every raw Llama-3 prompt.
+pub const LLAMA3_BEGIN: &str = "<|begin_of_text|>";
+
+/// Opens the assistant's turn after the last message.
+pub const LLAMA3_ASSISTANT_HEADER: &str = "<|start_header_id|>assistant<|end_header_id|>\n\n";
+
+/// Target sizes the `short` rule prefers, as in the seed.
+pub const SHORT_CHOICES: [u32; 5] = [512, 768, 1024, 1536, 2048];
+
+/// Target sizes the `long` rule prefers, as in the seed.
+pub const LONG_CHOICES: [u32; 5] = [8192, 12288, 16384, 24576, 32768];
+
+/// The seed harness's prompt size classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeSet {
+    Short,
+    Long,
+    /// Short or long per prompt, by a fair coin.
+    Mixed,
+}
+
+impl SizeSet {
+    /// `short`, `long` or `mixed`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "short" => Some(Self::Short),
+            "long" => Some(Self::Long),
+            "mixed" => Some(Self::Mixed),
+            _ => None,
+        }
+    }
+}
+
+/// The size class (`"short"` or `"long"`) and target token count of the
+/// next prompt, by the seed's rules.
+///
+/// Draws: `Mixed` first draws `next_f64() < 0.5` (short). Then, when some of
+/// the class's preferred sizes ([`SHORT_CHOICES`], [`LONG_CHOICES`]) fall in
+/// its range, `pick` among those (ascending); otherwise `range_u32(min, max)`.
+pub fn choose_target(
+    set: SizeSet,
+    rng: &mut SplitMix64,
+    short_range: (u32, u32),
+    long_range: (u32, u32),
+) -> (&'static str, u32) {
+    let short = match set {
+        SizeSet::Short => true,
+        SizeSet::Long => false,
+        SizeSet::Mixed => rng.next_f64() < 0.5,
+    };
+    if short {
+        ("short", sample_target(rng, &SHORT_CHOICES, short_range))
+    } else {
+        ("long", sample_target(rng, &LONG_CHOICES, long_range))
+    }
+}
+
+fn sample_target(rng: &mut SplitMix64, preferred: &[u32], (min, max): (u32, u32)) -> u32 {
+    let in_range: Vec<u32> = preferred
+        .iter()
+        .copied()
+        .filter(|v| (min..=max).contains(v))
+        .collect();
+    if in_range.is_empty() {
+        rng.range_u32(min, max)
+    } else {
+        *rng.pick(&in_range)
+    }
+}
 
 /// `user_text` as a single-turn raw Llama-3 prompt for `/v1/completions`.
 ///
@@ -239,6 +309,40 @@ mod tests {
             prompt,
             "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhello\
              <|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+    }
+
+    #[test]
+    fn size_rules_follow_the_seed() {
+        let mut rng = SplitMix64::new(3);
+        for _ in 0..200 {
+            let (class, t) = choose_target(SizeSet::Short, &mut rng, (512, 2048), (1, 1));
+            assert_eq!(class, "short");
+            assert!(SHORT_CHOICES.contains(&t));
+            let (_, t) = choose_target(SizeSet::Short, &mut rng, (600, 1000), (1, 1));
+            assert_eq!(t, 768);
+            let (class, t) = choose_target(SizeSet::Long, &mut rng, (1, 1), (6000, 7600));
+            assert_eq!(class, "long");
+            assert!((6000..=7600).contains(&t));
+        }
+        let classes: Vec<&str> = (0..200)
+            .map(|_| choose_target(SizeSet::Mixed, &mut rng, (512, 2048), (8192, 32768)).0)
+            .collect();
+        assert!(classes.contains(&"short") && classes.contains(&"long"));
+        assert_eq!(SizeSet::parse("mixed"), Some(SizeSet::Mixed));
+        assert_eq!(SizeSet::parse("huge"), None);
+    }
+
+    // Draw 0 of SplitMix64(0) is 0xe220a8397b1dcdaf; mod 5 = 0 -> 512.
+    #[test]
+    fn first_short_target_for_seed_0() {
+        let mut rng = SplitMix64::new(0);
+        assert_eq!(
+            choose_target(SizeSet::Short, &mut rng, (512, 2048), (8192, 32768)),
+            (
+                "short",
+                SHORT_CHOICES[(0xe220_a839_7b1d_cdaf_u64 % 5) as usize]
+            )
         );
     }
 

@@ -1,0 +1,568 @@
+//! KVBM metrics: which names exist, what they mean, and the seed's per-phase
+//! delta file without the seed's fictional metrics.
+//!
+//! Names are accepted as `kvbm_*` (the current standalone registry on
+//! `DYN_KVBM_METRICS_PORT`, default 6880), `dynamo_kvbm_*` (one doc revision)
+//! and `dynamo_component_*kvbm*` (early namespace-registered counters), and
+//! mapped to the canonical `kvbm_*` name; a `_total` suffix (Python clients add
+//! it) is dropped. Only names in [`CATALOGUE`] are given meaning; any other
+//! `kvbm` series is kept, raw, under `other_*`. See `kvbm/metric-catalogue.md`.
+//!
+//! Seed fields dropped from `phase_*_kvbm_metrics_delta.json`, because Dynamo
+//! never exports them (the seed always wrote 0 or null for them, which reads as
+//! "measured, nothing happened"): `kvbm_disk_bytes_read_delta`,
+//! `kvbm_disk_bytes_written_delta`, `kvbm_cache_evictions_delta`,
+//! `kvbm_cache_prefetches_delta`, `kvbm_disk_fetch_p50_ms_after`,
+//! `kvbm_disk_fetch_p95_ms_after`, `kvbm_disk_fetch_p99_ms_after`, and the
+//! derived `disk_read_mib_delta` / `disk_write_mib_delta`. Disk bytes come from
+//! the OS (`os_io`) and NVMe SMART files instead.
+//!
+//! Seed field redefined: `disk_rehydrate_counter_positive` was
+//! `onboard_h2d + onboard_d2d > 0`, which calls host→device onboarding a disk
+//! rehydration. It is now `onboard_d2d > 0` (disk→device only), and host
+//! onboarding has its own `host_onboard_counter_positive`.
+//!
+//! A counter absent from both snapshots has a `null` delta, not 0.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::prometheus::delta::{Distribution, counter_value_delta, histogram_delta};
+use crate::prometheus::{Exposition, MetricType, Sample};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MetricInfo {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub meaning: &'static str,
+}
+
+pub const OFFLOAD_D2H: &str = "kvbm_offload_blocks_d2h";
+pub const OFFLOAD_H2D: &str = "kvbm_offload_blocks_h2d";
+pub const OFFLOAD_D2D: &str = "kvbm_offload_blocks_d2d";
+pub const OFFLOAD_D2O: &str = "kvbm_offload_blocks_d2o";
+pub const ONBOARD_H2D: &str = "kvbm_onboard_blocks_h2d";
+pub const ONBOARD_D2D: &str = "kvbm_onboard_blocks_d2d";
+pub const ONBOARD_O2D: &str = "kvbm_onboard_blocks_o2d";
+pub const MATCHED_TOKENS: &str = "kvbm_matched_tokens";
+pub const HOST_HIT_RATE: &str = "kvbm_host_cache_hit_rate";
+pub const DISK_HIT_RATE: &str = "kvbm_disk_cache_hit_rate";
+pub const OBJECT_HIT_RATE: &str = "kvbm_object_cache_hit_rate";
+
+/// Metrics Dynamo's KVBM registers (lib/llm/src/block_manager/metrics_kvbm.rs and
+/// prometheus_names.rs `kvbm`), with the direction each block count measures.
+/// "d2d" means device→disk for offload but disk→device for onboard.
+pub const CATALOGUE: &[MetricInfo] = &[
+    MetricInfo {
+        name: OFFLOAD_D2H,
+        kind: Kind::Counter,
+        meaning: "blocks offloaded GPU → host (CPU) memory",
+    },
+    MetricInfo {
+        name: OFFLOAD_H2D,
+        kind: Kind::Counter,
+        meaning: "blocks offloaded host memory → disk",
+    },
+    MetricInfo {
+        name: OFFLOAD_D2D,
+        kind: Kind::Counter,
+        meaning: "blocks offloaded GPU → disk, bypassing host memory",
+    },
+    MetricInfo {
+        name: OFFLOAD_D2O,
+        kind: Kind::Counter,
+        meaning: "blocks offloaded GPU → object storage",
+    },
+    MetricInfo {
+        name: ONBOARD_H2D,
+        kind: Kind::Counter,
+        meaning: "blocks onboarded host memory → GPU (CPU-tier reuse, not disk)",
+    },
+    MetricInfo {
+        name: ONBOARD_D2D,
+        kind: Kind::Counter,
+        meaning: "blocks onboarded disk → GPU (disk rehydration)",
+    },
+    MetricInfo {
+        name: ONBOARD_O2D,
+        kind: Kind::Counter,
+        meaning: "blocks onboarded object storage → GPU",
+    },
+    MetricInfo {
+        name: MATCHED_TOKENS,
+        kind: Kind::Counter,
+        meaning: "tokens KVBM matched in its host/disk/object tiers",
+    },
+    MetricInfo {
+        name: "kvbm_offload_bytes_object",
+        kind: Kind::Counter,
+        meaning: "bytes offloaded to object storage",
+    },
+    MetricInfo {
+        name: "kvbm_onboard_bytes_object",
+        kind: Kind::Counter,
+        meaning: "bytes onboarded from object storage",
+    },
+    MetricInfo {
+        name: "kvbm_object_read_failures",
+        kind: Kind::Counter,
+        meaning: "object storage read failures (newer Dynamo)",
+    },
+    MetricInfo {
+        name: "kvbm_object_write_failures",
+        kind: Kind::Counter,
+        meaning: "object storage write failures (newer Dynamo)",
+    },
+    MetricInfo {
+        name: HOST_HIT_RATE,
+        kind: Kind::Gauge,
+        meaning: "host tier hit rate 0–1 over KVBM's sliding window",
+    },
+    MetricInfo {
+        name: DISK_HIT_RATE,
+        kind: Kind::Gauge,
+        meaning: "disk tier hit rate 0–1 over KVBM's sliding window",
+    },
+    MetricInfo {
+        name: OBJECT_HIT_RATE,
+        kind: Kind::Gauge,
+        meaning: "object tier hit rate 0–1 over KVBM's sliding window",
+    },
+];
+
+pub fn info(canonical: &str) -> Option<&'static MetricInfo> {
+    CATALOGUE.iter().find(|m| m.name == canonical)
+}
+
+/// Maps an exposed name to its canonical `kvbm_*` name, or `None` when it is
+/// not a KVBM metric.
+pub fn canonical_name(raw: &str) -> Option<String> {
+    let tail = if let Some(t) = raw.strip_prefix("kvbm_") {
+        t
+    } else if let Some(t) = raw.strip_prefix("dynamo_kvbm_") {
+        t
+    } else if let Some(rest) = raw.strip_prefix("dynamo_component_") {
+        let i = rest.find("kvbm_")?;
+        &rest[i + "kvbm_".len()..]
+    } else {
+        return None;
+    };
+    if tail.is_empty() {
+        return None;
+    }
+    let tail = tail.strip_suffix("_total").unwrap_or(tail);
+    Some(format!("kvbm_{tail}"))
+}
+
+/// The KVBM series of one scrape.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KvbmView {
+    /// Canonical name → value summed over label sets (the seed's `metrics`;
+    /// KVBM's own registry has no labels, so the sum is the one series).
+    pub metrics: BTreeMap<String, f64>,
+    /// Canonical name → names as exposed, when they differ (`dynamo_kvbm_…`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exposed_names: BTreeMap<String, Vec<String>>,
+    /// Every KVBM series as exposed, labels kept.
+    pub series: Vec<Sample>,
+    /// Canonical names of counters (by the exposition's TYPE or the catalogue).
+    pub counters: Vec<String>,
+}
+
+impl KvbmView {
+    pub fn from_exposition(expo: &Exposition) -> Self {
+        let mut v = KvbmView::default();
+        for (fam, s) in expo.samples() {
+            // Histogram/summary parts are kept as series but not summed as values.
+            if matches!(
+                fam.kind,
+                MetricType::Histogram | MetricType::Summary | MetricType::GaugeHistogram
+            ) {
+                if canonical_name(&fam.name).is_some() {
+                    v.series.push(s.clone());
+                }
+                continue;
+            }
+            let Some(c) = canonical_name(&s.name) else {
+                continue;
+            };
+            *v.metrics.entry(c.clone()).or_insert(0.0) += s.value;
+            if s.name != c {
+                let names = v.exposed_names.entry(c.clone()).or_default();
+                if !names.contains(&s.name) {
+                    names.push(s.name.clone());
+                }
+            }
+            let is_counter = fam.kind == MetricType::Counter
+                || info(&c).is_some_and(|i| i.kind == Kind::Counter);
+            if is_counter && !v.counters.contains(&c) {
+                v.counters.push(c.clone());
+            }
+            v.series.push(s.clone());
+        }
+        v
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.metrics.is_empty()
+    }
+
+    pub fn get(&self, canonical: &str) -> Option<f64> {
+        self.metrics.get(canonical).copied()
+    }
+}
+
+/// `phase_<name>_kvbm_metrics_{start,end}.json` (and each row of
+/// `kvbm_metrics_snapshots.jsonl`): the seed's fields plus the URL and series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KvbmSnapshot {
+    pub label: String,
+    pub timestamp_utc: String,
+    pub url: Option<String>,
+    pub success: bool,
+    pub error: Option<String>,
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exposed_names: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub series: Vec<Sample>,
+    #[serde(skip)]
+    pub counters: Vec<String>,
+    /// Transfer-time histograms when this Dynamo exports them (newer branches).
+    #[serde(skip)]
+    pub histograms: Vec<crate::prometheus::Histogram>,
+    /// The scrape as received, for raw captures.
+    #[serde(skip)]
+    pub raw: Option<String>,
+}
+
+impl KvbmSnapshot {
+    pub fn from_scrape(label: &str, scrape: &crate::prometheus::http::Scrape) -> Self {
+        let mut s = KvbmSnapshot {
+            label: label.to_string(),
+            timestamp_utc: scrape.timestamp_utc.clone(),
+            url: Some(scrape.url.clone()),
+            success: scrape.success,
+            error: scrape.error.clone(),
+            raw: scrape.body.clone(),
+            ..Default::default()
+        };
+        if let Some(expo) = &scrape.expo {
+            let v = KvbmView::from_exposition(expo);
+            s.metrics = v.metrics;
+            s.exposed_names = v.exposed_names;
+            s.series = v.series;
+            s.counters = v.counters;
+            s.histograms = expo
+                .families
+                .iter()
+                .filter(|f| f.kind == MetricType::Histogram && canonical_name(&f.name).is_some())
+                .flat_map(|f| expo.histograms(&f.name))
+                .collect();
+            if s.success && s.metrics.is_empty() && s.histograms.is_empty() {
+                // Reachable, but not KVBM: the seed's "reachable_but_no_matching_counters".
+                s.error = Some("endpoint reachable but exposes no kvbm_* metrics".into());
+            }
+        }
+        s
+    }
+
+    pub fn unavailable(label: &str, reason: &str) -> Self {
+        KvbmSnapshot {
+            label: label.to_string(),
+            timestamp_utc: crate::common::utc_now(),
+            error: Some(reason.to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// Has at least one KVBM series: the seed's test for "metrics available".
+    pub fn has_metrics(&self) -> bool {
+        self.success && !self.metrics.is_empty()
+    }
+}
+
+/// `phase_<name>_kvbm_metrics_delta.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KvbmDelta {
+    pub available: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub before_success: bool,
+    pub after_success: bool,
+    pub before_error: Option<String>,
+    pub after_error: Option<String>,
+    pub kvbm_offload_blocks_d2h_delta: Option<f64>,
+    pub kvbm_offload_blocks_h2d_delta: Option<f64>,
+    pub kvbm_offload_blocks_d2d_delta: Option<f64>,
+    pub kvbm_offload_blocks_d2o_delta: Option<f64>,
+    pub kvbm_onboard_blocks_h2d_delta: Option<f64>,
+    pub kvbm_onboard_blocks_d2d_delta: Option<f64>,
+    pub kvbm_onboard_blocks_o2d_delta: Option<f64>,
+    pub kvbm_matched_tokens_delta: Option<f64>,
+    pub kvbm_offload_bytes_object_delta: Option<f64>,
+    pub kvbm_onboard_bytes_object_delta: Option<f64>,
+    pub kvbm_object_read_failures_delta: Option<f64>,
+    pub kvbm_object_write_failures_delta: Option<f64>,
+    pub kvbm_host_cache_hit_rate_before: Option<f64>,
+    pub kvbm_host_cache_hit_rate_after: Option<f64>,
+    pub kvbm_disk_cache_hit_rate_before: Option<f64>,
+    pub kvbm_disk_cache_hit_rate_after: Option<f64>,
+    pub kvbm_object_cache_hit_rate_before: Option<f64>,
+    pub kvbm_object_cache_hit_rate_after: Option<f64>,
+    /// d2h + h2d + d2d + d2o offloads (blocks; present counters only).
+    pub offload_blocks_total_delta: f64,
+    /// h2d + d2d + o2d onboards (blocks).
+    pub onboard_blocks_total_delta: f64,
+    /// Disk → GPU onboarding happened (`kvbm_onboard_blocks_d2d` > 0).
+    pub disk_rehydrate_counter_positive: bool,
+    /// Host → GPU onboarding happened (CPU-tier reuse; says nothing about disk).
+    pub host_onboard_counter_positive: bool,
+    /// Blocks written to the disk tier: `offload_h2d + offload_d2d`.
+    pub disk_offload_blocks_delta: f64,
+    /// Counters that went backwards (worker restarted during the phase).
+    pub counter_resets: Vec<String>,
+    /// Deltas of KVBM counters not in the catalogue, kept without interpretation.
+    pub other_counter_deltas: BTreeMap<String, f64>,
+    /// Transfer-time distributions (ms) from `kvbm_*_seconds` histograms, when exported.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub transfer_ms: BTreeMap<String, Distribution>,
+}
+
+pub fn delta(before: Option<&KvbmSnapshot>, after: Option<&KvbmSnapshot>) -> KvbmDelta {
+    let (Some(b), Some(a)) = (before, after) else {
+        return KvbmDelta {
+            reason: Some("snapshot_missing".into()),
+            before_success: before.is_some_and(|s| s.success),
+            after_success: after.is_some_and(|s| s.success),
+            before_error: before.and_then(|s| s.error.clone()),
+            after_error: after.and_then(|s| s.error.clone()),
+            ..Default::default()
+        };
+    };
+    let mut d = KvbmDelta {
+        before_success: b.success,
+        after_success: a.success,
+        before_error: b.error.clone(),
+        after_error: a.error.clone(),
+        ..Default::default()
+    };
+    if !b.success || !a.success {
+        d.reason = Some("snapshot_failed".into());
+        return d;
+    }
+    if a.metrics.is_empty() {
+        d.reason = Some("no_kvbm_metrics".into());
+        return d;
+    }
+    d.available = true;
+    let mut resets = Vec::new();
+    let mut cdelta = |name: &str| -> Option<f64> {
+        let after = a.metrics.get(name).copied()?;
+        let (v, reset) = counter_value_delta(b.metrics.get(name).copied(), after);
+        if reset {
+            resets.push(name.to_string());
+        }
+        Some(v)
+    };
+    d.kvbm_offload_blocks_d2h_delta = cdelta(OFFLOAD_D2H);
+    d.kvbm_offload_blocks_h2d_delta = cdelta(OFFLOAD_H2D);
+    d.kvbm_offload_blocks_d2d_delta = cdelta(OFFLOAD_D2D);
+    d.kvbm_offload_blocks_d2o_delta = cdelta(OFFLOAD_D2O);
+    d.kvbm_onboard_blocks_h2d_delta = cdelta(ONBOARD_H2D);
+    d.kvbm_onboard_blocks_d2d_delta = cdelta(ONBOARD_D2D);
+    d.kvbm_onboard_blocks_o2d_delta = cdelta(ONBOARD_O2D);
+    d.kvbm_matched_tokens_delta = cdelta(MATCHED_TOKENS);
+    d.kvbm_offload_bytes_object_delta = cdelta("kvbm_offload_bytes_object");
+    d.kvbm_onboard_bytes_object_delta = cdelta("kvbm_onboard_bytes_object");
+    d.kvbm_object_read_failures_delta = cdelta("kvbm_object_read_failures");
+    d.kvbm_object_write_failures_delta = cdelta("kvbm_object_write_failures");
+    for name in &a.counters {
+        if info(name).is_none()
+            && let Some(v) = cdelta(name)
+        {
+            d.other_counter_deltas.insert(name.clone(), v);
+        }
+    }
+    d.counter_resets = resets;
+    d.kvbm_host_cache_hit_rate_before = b.metrics.get(HOST_HIT_RATE).copied();
+    d.kvbm_host_cache_hit_rate_after = a.metrics.get(HOST_HIT_RATE).copied();
+    d.kvbm_disk_cache_hit_rate_before = b.metrics.get(DISK_HIT_RATE).copied();
+    d.kvbm_disk_cache_hit_rate_after = a.metrics.get(DISK_HIT_RATE).copied();
+    d.kvbm_object_cache_hit_rate_before = b.metrics.get(OBJECT_HIT_RATE).copied();
+    d.kvbm_object_cache_hit_rate_after = a.metrics.get(OBJECT_HIT_RATE).copied();
+    let z = |v: Option<f64>| v.unwrap_or(0.0);
+    d.offload_blocks_total_delta = z(d.kvbm_offload_blocks_d2h_delta)
+        + z(d.kvbm_offload_blocks_h2d_delta)
+        + z(d.kvbm_offload_blocks_d2d_delta)
+        + z(d.kvbm_offload_blocks_d2o_delta);
+    d.onboard_blocks_total_delta = z(d.kvbm_onboard_blocks_h2d_delta)
+        + z(d.kvbm_onboard_blocks_d2d_delta)
+        + z(d.kvbm_onboard_blocks_o2d_delta);
+    d.disk_offload_blocks_delta =
+        z(d.kvbm_offload_blocks_h2d_delta) + z(d.kvbm_offload_blocks_d2d_delta);
+    d.disk_rehydrate_counter_positive = z(d.kvbm_onboard_blocks_d2d_delta) > 0.0;
+    d.host_onboard_counter_positive = z(d.kvbm_onboard_blocks_h2d_delta) > 0.0;
+    // Transfer histograms, merged over worker_id.
+    let mut by_family: BTreeMap<String, Vec<crate::prometheus::delta::HistogramDelta>> =
+        BTreeMap::new();
+    for h in &a.histograms {
+        let prev = b
+            .histograms
+            .iter()
+            .find(|x| x.name == h.name && x.labels.key() == h.labels.key());
+        by_family
+            .entry(h.name.clone())
+            .or_default()
+            .push(histogram_delta(prev, h));
+    }
+    for (name, ds) in by_family {
+        if let Ok(Some(m)) = crate::prometheus::delta::merge_deltas(&ds) {
+            let key = canonical_name(&name).unwrap_or(name);
+            d.transfer_ms.insert(key, m.distribution(1000.0));
+        }
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prometheus::parse;
+
+    #[test]
+    fn canonical_names() {
+        assert_eq!(
+            canonical_name("kvbm_offload_blocks_d2h").as_deref(),
+            Some(OFFLOAD_D2H)
+        );
+        assert_eq!(
+            canonical_name("dynamo_kvbm_onboard_blocks_d2d").as_deref(),
+            Some(ONBOARD_D2D)
+        );
+        assert_eq!(
+            canonical_name("dynamo_component_kvbm_matched_tokens").as_deref(),
+            Some(MATCHED_TOKENS)
+        );
+        assert_eq!(
+            canonical_name("dynamo_component_x_kvbm_matched_tokens_total").as_deref(),
+            Some(MATCHED_TOKENS)
+        );
+        assert_eq!(canonical_name("dynamo_component_requests_total"), None);
+        assert_eq!(canonical_name("vllm:kv_cache_usage_perc"), None);
+        assert_eq!(canonical_name("kvbm_"), None);
+    }
+
+    fn snap(label: &str, text: &str) -> KvbmSnapshot {
+        let scrape = crate::prometheus::http::Scrape {
+            url: "http://127.0.0.1:6880/metrics".into(),
+            success: true,
+            expo: Some(parse(text).unwrap()),
+            ..Default::default()
+        };
+        KvbmSnapshot::from_scrape(label, &scrape)
+    }
+
+    #[test]
+    fn view_accepts_all_three_prefixes_and_sums_explicitly() {
+        let s = snap(
+            "x",
+            "# TYPE dynamo_kvbm_offload_blocks_d2h counter\ndynamo_kvbm_offload_blocks_d2h{worker_id=\"a\"} 3\ndynamo_kvbm_offload_blocks_d2h{worker_id=\"b\"} 4\n# TYPE dynamo_component_kvbm_matched_tokens counter\ndynamo_component_kvbm_matched_tokens{dynamo_namespace=\"d\"} 64\n# TYPE kvbm_disk_cache_hit_rate gauge\nkvbm_disk_cache_hit_rate 0.25\n# TYPE unrelated counter\nunrelated 1\n",
+        );
+        assert_eq!(s.metrics[OFFLOAD_D2H], 7.0);
+        assert_eq!(s.metrics[MATCHED_TOKENS], 64.0);
+        assert_eq!(s.metrics[DISK_HIT_RATE], 0.25);
+        assert_eq!(s.metrics.len(), 3);
+        assert_eq!(s.series.len(), 4, "labels kept per series");
+        assert_eq!(
+            s.exposed_names[OFFLOAD_D2H],
+            vec!["dynamo_kvbm_offload_blocks_d2h"]
+        );
+        assert!(s.has_metrics());
+    }
+
+    #[test]
+    fn reachable_endpoint_without_kvbm_is_not_metrics() {
+        let s = snap("x", "# TYPE up gauge\nup 1\n");
+        assert!(!s.has_metrics());
+        assert!(s.error.unwrap().contains("no kvbm_"));
+    }
+
+    #[test]
+    fn delta_only_for_metrics_that_exist_and_disk_rehydration_only_from_d2d() {
+        let a = snap(
+            "before",
+            "kvbm_offload_blocks_d2h 10\nkvbm_onboard_blocks_h2d 5\nkvbm_matched_tokens 0\nkvbm_host_cache_hit_rate 0\n",
+        );
+        let b = snap(
+            "after",
+            "kvbm_offload_blocks_d2h 30\nkvbm_onboard_blocks_h2d 9\nkvbm_matched_tokens 128\nkvbm_host_cache_hit_rate 0.5\nkvbm_future_counter_total 2\n",
+        );
+        let d = delta(Some(&a), Some(&b));
+        assert!(d.available);
+        assert_eq!(d.kvbm_offload_blocks_d2h_delta, Some(20.0));
+        assert_eq!(d.kvbm_onboard_blocks_h2d_delta, Some(4.0));
+        assert_eq!(
+            d.kvbm_onboard_blocks_d2d_delta, None,
+            "absent is null, not 0"
+        );
+        assert_eq!(d.kvbm_matched_tokens_delta, Some(128.0));
+        assert_eq!(d.kvbm_host_cache_hit_rate_after, Some(0.5));
+        assert_eq!(d.onboard_blocks_total_delta, 4.0);
+        assert!(d.host_onboard_counter_positive);
+        assert!(
+            !d.disk_rehydrate_counter_positive,
+            "host→device onboarding is not disk rehydration"
+        );
+        let j = serde_json::to_value(&d).unwrap();
+        for dropped in [
+            "kvbm_disk_bytes_read_delta",
+            "kvbm_cache_evictions_delta",
+            "kvbm_disk_fetch_p50_ms_after",
+            "disk_read_mib_delta",
+        ] {
+            assert!(j.get(dropped).is_none(), "{dropped} must not be written");
+        }
+        let c = snap(
+            "after2",
+            "kvbm_onboard_blocks_d2d 3\nkvbm_offload_blocks_d2h 1\n",
+        );
+        let d2 = delta(Some(&b), Some(&c));
+        assert!(d2.disk_rehydrate_counter_positive);
+        assert_eq!(d2.kvbm_offload_blocks_d2h_delta, Some(1.0));
+        assert_eq!(d2.counter_resets, vec![OFFLOAD_D2H.to_string()]);
+    }
+
+    #[test]
+    fn missing_or_failed_snapshots() {
+        let d = delta(None, None);
+        assert!(!d.available);
+        assert_eq!(d.reason.as_deref(), Some("snapshot_missing"));
+        let bad = KvbmSnapshot::unavailable("x", "connect refused");
+        let d = delta(Some(&bad), Some(&bad));
+        assert_eq!(d.reason.as_deref(), Some("snapshot_failed"));
+        assert_eq!(d.after_error.as_deref(), Some("connect refused"));
+    }
+
+    #[test]
+    fn transfer_histograms_when_exported() {
+        let h = |n: u32| {
+            format!(
+                "# TYPE kvbm_transfer_d2d_onboard_seconds histogram\nkvbm_transfer_d2d_onboard_seconds_bucket{{worker_id=\"0\",le=\"0.01\"}} {n}\nkvbm_transfer_d2d_onboard_seconds_bucket{{worker_id=\"0\",le=\"+Inf\"}} {n}\nkvbm_transfer_d2d_onboard_seconds_sum{{worker_id=\"0\"}} 0.0\nkvbm_transfer_d2d_onboard_seconds_count{{worker_id=\"0\"}} {n}\nkvbm_onboard_blocks_d2d {n}\n"
+            )
+        };
+        let d = delta(Some(&snap("a", &h(2))), Some(&snap("b", &h(6))));
+        assert_eq!(
+            d.transfer_ms["kvbm_transfer_d2d_onboard_seconds"].count,
+            4.0
+        );
+    }
+}

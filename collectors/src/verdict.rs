@@ -1,0 +1,933 @@
+//! `verdict.json`: whether a run is valid, whether it is decision-grade, why
+//! not, and what mechanism the evidence shows. A pure function of the KV mode,
+//! per-phase evidence, the run's error counts and the reuse opportunity in its
+//! request manifest; the caller gathers those and writes the result.
+//!
+//! Hard failures (`run_valid: false`) follow the test plan's P6: the run was
+//! already invalid for the host (model dropped, …), the error rate is above the
+//! gate, or KVBM metrics are missing while a KV tier is on. Soft failures leave
+//! the run valid but not decision-grade: errors present, disk tier configured
+//! but no disk I/O, disk I/O that KVBM's counters do not account for, high reuse
+//! opportunity but no matched tokens.
+//!
+//! Mechanism signals never treat host→device onboarding (`onboard_blocks_h2d`,
+//! CPU-tier reuse) as disk rehydration. Disk rehydration is claimed only from
+//! disk→device onboarding (`kvbm_onboard_blocks_d2d`), a non-zero disk-tier hit
+//! rate, or replay-phase reads on the KV disk well above the baseline phase's.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::common::MIB;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvMode {
+    /// B0: no KVBM.
+    Off,
+    /// B1: GPU + CPU tier.
+    CpuOnly,
+    /// B2: GPU + CPU + disk tiers.
+    CpuDisk,
+    /// B3: GPU + disk tier (experimental in Dynamo).
+    DiskOnly,
+}
+
+impl KvMode {
+    /// Accepts the seed's aliases (`b2`, `cpu-disk`, `cpu+disk`, `none`, …).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "off" | "b0" | "none" | "no_kvbm" => KvMode::Off,
+            "cpu_only" | "cpu-only" | "cpu" | "b1" => KvMode::CpuOnly,
+            "cpu_disk" | "cpu-disk" | "cpu+disk" | "b2" => KvMode::CpuDisk,
+            "disk_only" | "disk-only" | "disk" | "b3" => KvMode::DiskOnly,
+            _ => return None,
+        })
+    }
+
+    pub fn kv_tier_on(self) -> bool {
+        self != KvMode::Off
+    }
+
+    pub fn disk_tier_on(self) -> bool {
+        matches!(self, KvMode::CpuDisk | KvMode::DiskOnly)
+    }
+}
+
+/// What one phase showed. Every field is `None` when its source was unavailable,
+/// so "not measured" is never mistaken for "nothing happened".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseEvidence {
+    pub phase: String,
+    pub kvbm_available: bool,
+    pub offload_d2h: Option<f64>,
+    pub offload_h2d: Option<f64>,
+    pub offload_d2d: Option<f64>,
+    pub onboard_h2d: Option<f64>,
+    pub onboard_d2d: Option<f64>,
+    pub matched_tokens: Option<f64>,
+    pub host_hit_rate_after: Option<f64>,
+    pub disk_hit_rate_after: Option<f64>,
+    /// Bytes read/written on the KV cache's block device(s) (`/proc/diskstats`).
+    pub device_read_bytes: Option<u64>,
+    pub device_write_bytes: Option<u64>,
+    /// Bytes from NVMe SMART data units (±512,000 per reading).
+    pub nvme_read_bytes: Option<u128>,
+    pub nvme_write_bytes: Option<u128>,
+}
+
+impl PhaseEvidence {
+    fn disk_offload(&self) -> f64 {
+        self.offload_h2d.unwrap_or(0.0) + self.offload_d2d.unwrap_or(0.0)
+    }
+
+    /// Disk reads and writes from the best source: block device, else SMART.
+    fn disk_io(&self) -> Option<(u64, u64)> {
+        match (self.device_read_bytes, self.device_write_bytes) {
+            (Some(r), Some(w)) => Some((r, w)),
+            _ => match (self.nvme_read_bytes, self.nvme_write_bytes) {
+                (Some(r), Some(w)) => Some((
+                    r.min(u64::MAX as u128) as u64,
+                    w.min(u64::MAX as u128) as u64,
+                )),
+                _ => None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunErrors {
+    pub total_requests: u64,
+    pub failed_requests: u64,
+    #[serde(default)]
+    pub by_kind: BTreeMap<String, u64>,
+}
+
+impl RunErrors {
+    pub fn error_rate(&self) -> Option<f64> {
+        (self.total_requests > 0).then(|| self.failed_requests as f64 / self.total_requests as f64)
+    }
+}
+
+/// How many requests could have reused KV from an earlier request of the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReuseOpportunity {
+    pub requests: u64,
+    pub with_prefix_hash: u64,
+    /// Requests whose `prefix_hash` an earlier request already had.
+    pub repeated_prefix: u64,
+    /// Requests identical to an earlier one (`request_identity_sha256`, else `prompt_sha256`).
+    pub repeated_identity: u64,
+    /// Requests with either kind of repeat.
+    pub opportunities: u64,
+    /// `opportunities / requests`.
+    pub rate: f64,
+    pub unique_prefix_hashes: u64,
+}
+
+impl ReuseOpportunity {
+    /// From `request_manifest.jsonl` rows, in file (planned) order.
+    pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a serde_json::Value>) -> Self {
+        let mut seen_prefix = HashSet::new();
+        let mut seen_identity = HashSet::new();
+        let mut r = ReuseOpportunity::default();
+        for row in rows {
+            r.requests += 1;
+            let prefix = row
+                .get("prefix_hash")
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty());
+            let identity = row
+                .get("request_identity_sha256")
+                .or_else(|| row.get("prompt_sha256"))
+                .and_then(|v| v.as_str());
+            let mut opp = false;
+            if let Some(p) = prefix {
+                r.with_prefix_hash += 1;
+                if !seen_prefix.insert(p.to_string()) {
+                    r.repeated_prefix += 1;
+                    opp = true;
+                }
+            }
+            if let Some(i) = identity
+                && !seen_identity.insert(i.to_string())
+            {
+                r.repeated_identity += 1;
+                opp = true;
+            }
+            r.opportunities += u64::from(opp);
+        }
+        r.unique_prefix_hashes = seen_prefix.len() as u64;
+        r.rate = if r.requests > 0 {
+            crate::common::round6(r.opportunities as f64 / r.requests as f64)
+        } else {
+            0.0
+        };
+        r
+    }
+
+    pub fn from_manifest_file(path: &Path) -> Result<Self, String> {
+        let text = crate::common::read_text(path)?;
+        let mut rows = Vec::new();
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            rows.push(
+                serde_json::from_str::<serde_json::Value>(line)
+                    .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?,
+            );
+        }
+        Ok(Self::from_rows(&rows))
+    }
+}
+
+/// Thresholds. Defaults are the seed's where it had one (1 MiB replay read,
+/// 1.2× baseline), otherwise chosen to flag clear cases only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Error rate above which the run is invalid.
+    pub max_error_rate: f64,
+    /// Disk I/O below this (bytes, per direction) counts as none.
+    pub min_disk_io_bytes: u64,
+    /// Reuse opportunity rate at or above which matched tokens are expected.
+    pub high_reuse_rate: f64,
+    /// With missing KVBM metrics, only demote (the seed's `--allow-missing-kvbm-metrics`).
+    pub allow_missing_kvbm_metrics: bool,
+    /// Phase-name substrings marking replay and baseline phases.
+    pub replay_markers: Vec<String>,
+    pub baseline_markers: Vec<String>,
+    /// Replay reads must exceed this × baseline reads (and `min_disk_io_bytes`).
+    pub replay_read_factor: f64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_error_rate: 0.05,
+            min_disk_io_bytes: MIB as u64,
+            high_reuse_rate: 0.25,
+            allow_missing_kvbm_metrics: false,
+            replay_markers: vec!["replay".into(), "rehydrate".into()],
+            baseline_markers: vec!["warm".into(), "populate".into(), "baseline".into()],
+            replay_read_factor: 1.2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerdictInput<'a> {
+    pub kv_mode: KvMode,
+    pub phases: &'a [PhaseEvidence],
+    pub errors: RunErrors,
+    pub reuse: Option<ReuseOpportunity>,
+    /// The host's own invalid reason, if the run is already invalid.
+    pub host_invalid_reason: Option<String>,
+    pub policy: Policy,
+}
+
+pub const RUN_INVALID: &str = "RUN_INVALID";
+pub const ERROR_RATE_ABOVE_THRESHOLD: &str = "ERROR_RATE_ABOVE_THRESHOLD";
+pub const KVBM_METRICS_MISSING: &str = "KVBM_METRICS_MISSING";
+pub const RUN_ERRORS_PRESENT: &str = "RUN_ERRORS_PRESENT";
+pub const DISK_TIER_NO_DISK_IO: &str = "DISK_TIER_NO_DISK_IO";
+pub const DISK_TIER_NO_KVBM_DISK_ACTIVITY: &str = "DISK_TIER_NO_KVBM_DISK_ACTIVITY";
+pub const DISK_IO_UNAVAILABLE: &str = "DISK_IO_UNAVAILABLE";
+pub const IO_WITHOUT_KVBM_DELTAS: &str = "IO_WITHOUT_KVBM_DELTAS";
+pub const REUSE_WITHOUT_MATCHED_TOKENS: &str = "REUSE_WITHOUT_MATCHED_TOKENS";
+pub const REUSE_OPPORTUNITY_UNKNOWN: &str = "REUSE_OPPORTUNITY_UNKNOWN";
+
+/// The seed's `invalid_reason` name for each hard code.
+pub fn seed_invalid_reason(code: &str) -> Option<&'static str> {
+    match code {
+        KVBM_METRICS_MISSING => Some("kvbm_metrics_unavailable"),
+        ERROR_RATE_ABOVE_THRESHOLD => Some("error_rate_above_threshold"),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplayReads {
+    /// `possible_readback` | `weak_read_signal` | `no_clear_readback` | `no_replay_phase` | `unmeasured`.
+    pub classification: String,
+    pub replay_phases: Vec<String>,
+    pub baseline_phases: Vec<String>,
+    pub replay_read_bytes: Option<u64>,
+    pub baseline_read_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Signals {
+    pub kv_mode: Option<KvMode>,
+    pub kvbm_metrics_available: bool,
+    /// `None` when no phase measured it (not the same as zero).
+    pub offload_d2h_total: Option<f64>,
+    pub offload_to_disk_total: Option<f64>,
+    pub onboard_h2d_total: Option<f64>,
+    pub onboard_d2d_total: Option<f64>,
+    pub matched_tokens_total: Option<f64>,
+    pub disk_hit_rate_max: Option<f64>,
+    pub host_hit_rate_max: Option<f64>,
+    /// KVBM wrote blocks to the disk tier (offload h2d or d2d).
+    pub ssd_write_signal: bool,
+    /// KV came back from disk; `ssd_rehydrate_sources` says from which evidence.
+    pub ssd_rehydrate_signal: bool,
+    pub ssd_rehydrate_sources: Vec<String>,
+    /// KV came back from CPU memory (onboard h2d). Not disk rehydration.
+    pub host_onboard_signal: bool,
+    /// KVBM matched tokens in its tiers.
+    pub reuse_signal: bool,
+    pub disk_read_bytes: Option<u64>,
+    pub disk_write_bytes: Option<u64>,
+    pub replay_reads: ReplayReads,
+    pub error_rate: Option<f64>,
+    pub reuse_opportunity: Option<ReuseOpportunity>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub run_valid: bool,
+    pub decision_grade: bool,
+    /// The first hard failure under the seed's name, for `summary.json`.
+    pub invalid_reason: Option<String>,
+    pub reason_codes: Vec<String>,
+    /// One line per code, in the same order, saying what was seen.
+    pub details: Vec<String>,
+    pub signals: Signals,
+}
+
+impl Verdict {
+    fn hard(&mut self, code: &str, detail: String) {
+        self.run_valid = false;
+        self.decision_grade = false;
+        if self.invalid_reason.is_none() {
+            self.invalid_reason = seed_invalid_reason(code).map(str::to_string);
+        }
+        self.push(code, detail);
+    }
+
+    fn soft(&mut self, code: &str, detail: String) {
+        self.decision_grade = false;
+        self.push(code, detail);
+    }
+
+    fn push(&mut self, code: &str, detail: String) {
+        if !self.reason_codes.iter().any(|c| c == code) {
+            self.reason_codes.push(code.to_string());
+            self.details.push(detail);
+        }
+    }
+}
+
+fn has_marker(phase: &str, markers: &[String]) -> bool {
+    let p = phase.to_ascii_lowercase();
+    markers.iter().any(|m| p.contains(&m.to_ascii_lowercase()))
+}
+
+fn sum_opt(it: impl Iterator<Item = Option<u64>>) -> Option<u64> {
+    let v: Vec<u64> = it.flatten().collect();
+    (!v.is_empty()).then(|| v.iter().sum())
+}
+
+fn replay_reads(phases: &[PhaseEvidence], p: &Policy) -> ReplayReads {
+    let replay: Vec<&PhaseEvidence> = phases
+        .iter()
+        .filter(|e| has_marker(&e.phase, &p.replay_markers))
+        .collect();
+    let base: Vec<&PhaseEvidence> = phases
+        .iter()
+        .filter(|e| has_marker(&e.phase, &p.baseline_markers))
+        .collect();
+    let mut r = ReplayReads {
+        replay_phases: replay.iter().map(|e| e.phase.clone()).collect(),
+        baseline_phases: base.iter().map(|e| e.phase.clone()).collect(),
+        replay_read_bytes: sum_opt(replay.iter().map(|e| e.disk_io().map(|x| x.0))),
+        baseline_read_bytes: sum_opt(base.iter().map(|e| e.disk_io().map(|x| x.0))),
+        ..Default::default()
+    };
+    r.classification = if replay.is_empty() {
+        "no_replay_phase"
+    } else {
+        match r.replay_read_bytes {
+            None => "unmeasured",
+            Some(rb) => {
+                let floor = (p.min_disk_io_bytes as f64)
+                    .max(p.replay_read_factor * r.baseline_read_bytes.unwrap_or(0) as f64);
+                if rb as f64 > floor {
+                    "possible_readback"
+                } else if rb > 0 {
+                    "weak_read_signal"
+                } else {
+                    "no_clear_readback"
+                }
+            }
+        }
+    }
+    .to_string();
+    r
+}
+
+pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
+    let p = &input.policy;
+    let mode = input.kv_mode;
+    let phases = input.phases;
+    let mut v = Verdict {
+        run_valid: true,
+        decision_grade: true,
+        ..Default::default()
+    };
+
+    // ---- signals
+    let s = &mut v.signals;
+    s.kv_mode = Some(mode);
+    s.kvbm_metrics_available = phases.iter().any(|e| e.kvbm_available);
+    let total = |f: fn(&PhaseEvidence) -> Option<f64>| {
+        let seen: Vec<f64> = phases.iter().filter_map(f).collect();
+        (!seen.is_empty()).then(|| seen.iter().sum::<f64>())
+    };
+    s.offload_d2h_total = total(|e| e.offload_d2h);
+    s.offload_to_disk_total = phases
+        .iter()
+        .any(|e| e.offload_h2d.is_some() || e.offload_d2d.is_some())
+        .then(|| phases.iter().map(PhaseEvidence::disk_offload).sum());
+    s.onboard_h2d_total = total(|e| e.onboard_h2d);
+    s.onboard_d2d_total = total(|e| e.onboard_d2d);
+    s.matched_tokens_total = total(|e| e.matched_tokens);
+    s.disk_hit_rate_max = phases
+        .iter()
+        .filter_map(|e| e.disk_hit_rate_after)
+        .reduce(f64::max);
+    s.host_hit_rate_max = phases
+        .iter()
+        .filter_map(|e| e.host_hit_rate_after)
+        .reduce(f64::max);
+    s.ssd_write_signal = s.offload_to_disk_total.is_some_and(|v| v > 0.0);
+    s.host_onboard_signal = s.onboard_h2d_total.is_some_and(|v| v > 0.0);
+    s.reuse_signal = s.matched_tokens_total.is_some_and(|v| v > 0.0);
+    s.disk_read_bytes = sum_opt(phases.iter().map(|e| e.disk_io().map(|x| x.0)));
+    s.disk_write_bytes = sum_opt(phases.iter().map(|e| e.disk_io().map(|x| x.1)));
+    s.replay_reads = replay_reads(phases, p);
+    if s.onboard_d2d_total.is_some_and(|v| v > 0.0) {
+        s.ssd_rehydrate_sources
+            .push("kvbm_onboard_blocks_d2d".into());
+    }
+    if s.disk_hit_rate_max.is_some_and(|r| r > 0.0) {
+        s.ssd_rehydrate_sources
+            .push("kvbm_disk_cache_hit_rate".into());
+    }
+    // Without a disk tier, replay reads are someone else's I/O, not KV.
+    if mode.disk_tier_on() && s.replay_reads.classification == "possible_readback" {
+        s.ssd_rehydrate_sources.push("replay_disk_reads".into());
+    }
+    s.ssd_rehydrate_signal = !s.ssd_rehydrate_sources.is_empty();
+    s.error_rate = input.errors.error_rate();
+    s.reuse_opportunity = input.reuse.clone();
+    let signals = v.signals.clone();
+
+    // ---- hard failures
+    if let Some(r) = &input.host_invalid_reason {
+        v.hard(RUN_INVALID, format!("the run is invalid: {r}"));
+    }
+    if let Some(rate) = signals.error_rate
+        && rate > p.max_error_rate
+    {
+        v.hard(
+            ERROR_RATE_ABOVE_THRESHOLD,
+            format!(
+                "{} of {} requests failed ({:.2}% > {:.2}%)",
+                input.errors.failed_requests,
+                input.errors.total_requests,
+                rate * 100.0,
+                p.max_error_rate * 100.0
+            ),
+        );
+    }
+    if mode.kv_tier_on() && !signals.kvbm_metrics_available {
+        let d = format!("kv mode {mode:?} has a KV tier but no phase had kvbm_* metrics");
+        if p.allow_missing_kvbm_metrics {
+            v.soft(KVBM_METRICS_MISSING, d);
+        } else {
+            v.hard(KVBM_METRICS_MISSING, d);
+        }
+    }
+
+    // ---- soft failures
+    if input.errors.failed_requests > 0 {
+        let kinds: Vec<String> = input
+            .errors
+            .by_kind
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        v.soft(
+            RUN_ERRORS_PRESENT,
+            format!(
+                "{} failed requests ({})",
+                input.errors.failed_requests,
+                kinds.join(", ")
+            ),
+        );
+    }
+    if mode.disk_tier_on() {
+        match (signals.disk_read_bytes, signals.disk_write_bytes) {
+            (Some(r), Some(w)) if r < p.min_disk_io_bytes && w < p.min_disk_io_bytes => v.soft(
+                DISK_TIER_NO_DISK_IO,
+                format!("disk tier configured, but the KV disk read {r} and wrote {w} bytes in all phases"),
+            ),
+            (None, _) | (_, None) => v.soft(
+                DISK_IO_UNAVAILABLE,
+                "disk tier configured, but no phase has block-device or SMART I/O for the KV disk".into(),
+            ),
+            _ => {}
+        }
+        if signals.kvbm_metrics_available
+            && !signals.ssd_write_signal
+            && signals.onboard_d2d_total.unwrap_or(0.0) == 0.0
+        {
+            v.soft(
+                DISK_TIER_NO_KVBM_DISK_ACTIVITY,
+                "disk tier configured, but KVBM offloaded nothing to disk and onboarded nothing from it".into(),
+            );
+        }
+        let mut unexplained = Vec::new();
+        for e in phases.iter().filter(|e| e.kvbm_available) {
+            let Some((r, w)) = e.disk_io() else { continue };
+            if w >= p.min_disk_io_bytes && e.disk_offload() == 0.0 {
+                unexplained.push(format!("{}: wrote {w} bytes with no disk offload", e.phase));
+            }
+            if r >= p.min_disk_io_bytes && e.onboard_d2d.unwrap_or(0.0) == 0.0 {
+                unexplained.push(format!("{}: read {r} bytes with no disk onboard", e.phase));
+            }
+        }
+        if !unexplained.is_empty() {
+            v.soft(IO_WITHOUT_KVBM_DELTAS, unexplained.join("; "));
+        }
+    }
+    if mode.kv_tier_on() {
+        match &input.reuse {
+            Some(r) if r.rate >= p.high_reuse_rate && signals.kvbm_metrics_available && !signals.reuse_signal => v.soft(
+                REUSE_WITHOUT_MATCHED_TOKENS,
+                format!(
+                    "{} of {} requests could reuse earlier KV ({:.0}%), but kvbm_matched_tokens did not move",
+                    r.opportunities,
+                    r.requests,
+                    r.rate * 100.0
+                ),
+            ),
+            None => v.soft(REUSE_OPPORTUNITY_UNKNOWN, "no request manifest to measure reuse opportunity".into()),
+            _ => {}
+        }
+    }
+    v
+}
+
+/// Writes `<run_dir>/verdict.json`.
+pub fn write(run_dir: &Path, v: &Verdict) -> std::io::Result<std::path::PathBuf> {
+    let p = run_dir.join("verdict.json");
+    crate::common::write_json(&p, v)?;
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ph(name: &str) -> PhaseEvidence {
+        PhaseEvidence {
+            phase: name.into(),
+            kvbm_available: true,
+            offload_d2h: Some(0.0),
+            offload_h2d: Some(0.0),
+            offload_d2d: Some(0.0),
+            onboard_h2d: Some(0.0),
+            onboard_d2d: Some(0.0),
+            matched_tokens: Some(0.0),
+            device_read_bytes: Some(0),
+            device_write_bytes: Some(0),
+            ..Default::default()
+        }
+    }
+
+    fn input(mode: KvMode, phases: &[PhaseEvidence]) -> VerdictInput<'_> {
+        VerdictInput {
+            kv_mode: mode,
+            phases,
+            errors: RunErrors {
+                total_requests: 100,
+                failed_requests: 0,
+                by_kind: BTreeMap::new(),
+            },
+            reuse: Some(ReuseOpportunity {
+                requests: 100,
+                ..Default::default()
+            }),
+            host_invalid_reason: None,
+            policy: Policy::default(),
+        }
+    }
+
+    /// A healthy B2 run: writes to disk during pressure, reads back in replay.
+    fn good_b2() -> Vec<PhaseEvidence> {
+        let mut warm = ph("warm_A");
+        warm.offload_d2h = Some(100.0);
+        warm.device_read_bytes = Some(0);
+        let mut pressure = ph("pressure_B");
+        pressure.offload_d2h = Some(500.0);
+        pressure.offload_h2d = Some(200.0);
+        pressure.device_write_bytes = Some(400 << 20);
+        let mut replay = ph("replay_A");
+        replay.onboard_d2d = Some(50.0);
+        replay.matched_tokens = Some(4096.0);
+        replay.device_read_bytes = Some(100 << 20);
+        replay.disk_hit_rate_after = Some(0.4);
+        vec![warm, pressure, replay]
+    }
+
+    #[test]
+    fn healthy_b2_run_is_valid_and_decision_grade() {
+        let p = good_b2();
+        let v = evaluate(&input(KvMode::CpuDisk, &p));
+        assert!(v.run_valid && v.decision_grade, "{:?}", v.reason_codes);
+        assert!(v.signals.ssd_write_signal);
+        assert!(v.signals.ssd_rehydrate_signal);
+        assert_eq!(
+            v.signals.ssd_rehydrate_sources,
+            vec![
+                "kvbm_onboard_blocks_d2d",
+                "kvbm_disk_cache_hit_rate",
+                "replay_disk_reads"
+            ]
+        );
+        assert_eq!(v.signals.replay_reads.classification, "possible_readback");
+        assert!(v.signals.reuse_signal);
+        assert!(!v.signals.host_onboard_signal);
+    }
+
+    #[test]
+    fn host_onboarding_is_never_disk_rehydration() {
+        let mut p = vec![ph("warm"), ph("replay")];
+        p[1].onboard_h2d = Some(1000.0);
+        p[1].matched_tokens = Some(8192.0);
+        p[1].host_hit_rate_after = Some(0.9);
+        let v = evaluate(&input(KvMode::CpuDisk, &p));
+        assert!(v.signals.host_onboard_signal);
+        assert!(
+            !v.signals.ssd_rehydrate_signal,
+            "{:?}",
+            v.signals.ssd_rehydrate_sources
+        );
+        assert!(v.signals.ssd_rehydrate_sources.is_empty());
+    }
+
+    #[test]
+    fn each_rehydration_source_alone() {
+        let mut a = vec![ph("replay")];
+        a[0].onboard_d2d = Some(1.0);
+        assert_eq!(
+            evaluate(&input(KvMode::CpuDisk, &a))
+                .signals
+                .ssd_rehydrate_sources,
+            vec!["kvbm_onboard_blocks_d2d"]
+        );
+        let mut b = vec![ph("replay")];
+        b[0].disk_hit_rate_after = Some(0.01);
+        assert_eq!(
+            evaluate(&input(KvMode::CpuDisk, &b))
+                .signals
+                .ssd_rehydrate_sources,
+            vec!["kvbm_disk_cache_hit_rate"]
+        );
+        let mut c = vec![ph("warm"), ph("replay")];
+        c[0].device_read_bytes = Some(10 << 20);
+        c[1].device_read_bytes = Some(13 << 20);
+        assert_eq!(
+            evaluate(&input(KvMode::CpuDisk, &c))
+                .signals
+                .ssd_rehydrate_sources,
+            vec!["replay_disk_reads"]
+        );
+    }
+
+    #[test]
+    fn replay_reads_need_to_beat_baseline_and_a_disk_tier() {
+        let mut p = vec![ph("populate"), ph("rehydrate_replay")];
+        p[0].device_read_bytes = Some(10 << 20);
+        p[1].device_read_bytes = Some(11 << 20); // < 1.2 × baseline
+        let v = evaluate(&input(KvMode::CpuDisk, &p));
+        assert_eq!(v.signals.replay_reads.classification, "weak_read_signal");
+        assert!(!v.signals.ssd_rehydrate_signal);
+        p[1].device_read_bytes = Some(0);
+        assert_eq!(
+            evaluate(&input(KvMode::CpuDisk, &p))
+                .signals
+                .replay_reads
+                .classification,
+            "no_clear_readback"
+        );
+        p[1].device_read_bytes = Some(100 << 20);
+        let b1 = evaluate(&input(KvMode::CpuOnly, &p));
+        assert_eq!(b1.signals.replay_reads.classification, "possible_readback");
+        assert!(
+            !b1.signals.ssd_rehydrate_signal,
+            "no disk tier: reads are not KV"
+        );
+        let none = [ph("steady")];
+        assert_eq!(
+            evaluate(&input(KvMode::CpuDisk, &none))
+                .signals
+                .replay_reads
+                .classification,
+            "no_replay_phase"
+        );
+        let mut unmeasured = [ph("replay")];
+        unmeasured[0].device_read_bytes = None;
+        unmeasured[0].device_write_bytes = None;
+        assert_eq!(
+            evaluate(&input(KvMode::CpuDisk, &unmeasured))
+                .signals
+                .replay_reads
+                .classification,
+            "unmeasured"
+        );
+    }
+
+    #[test]
+    fn kvbm_missing_with_a_kv_tier_is_invalid_unless_allowed() {
+        let mut p = good_b2();
+        for e in &mut p {
+            *e = PhaseEvidence {
+                phase: e.phase.clone(),
+                device_read_bytes: e.device_read_bytes,
+                device_write_bytes: e.device_write_bytes,
+                ..Default::default()
+            };
+        }
+        for mode in [KvMode::CpuOnly, KvMode::CpuDisk, KvMode::DiskOnly] {
+            let v = evaluate(&input(mode, &p));
+            assert!(!v.run_valid);
+            assert!(v.reason_codes.contains(&KVBM_METRICS_MISSING.to_string()));
+            assert_eq!(
+                v.invalid_reason.as_deref(),
+                Some("kvbm_metrics_unavailable")
+            );
+        }
+        let mut i = input(KvMode::CpuOnly, &p);
+        i.policy.allow_missing_kvbm_metrics = true;
+        let v = evaluate(&i);
+        assert!(v.run_valid && !v.decision_grade);
+        assert!(v.reason_codes.contains(&KVBM_METRICS_MISSING.to_string()));
+        // B0 never needs KVBM.
+        let v = evaluate(&input(KvMode::Off, &p));
+        assert!(v.run_valid && v.decision_grade, "{:?}", v.reason_codes);
+    }
+
+    #[test]
+    fn disk_tier_without_disk_io() {
+        let mut p = vec![ph("warm"), ph("replay")];
+        p[0].offload_h2d = Some(5.0);
+        p[1].device_write_bytes = Some(4096);
+        let v = evaluate(&input(KvMode::CpuDisk, &p));
+        assert!(v.run_valid && !v.decision_grade);
+        assert!(
+            v.reason_codes.contains(&DISK_TIER_NO_DISK_IO.to_string()),
+            "{:?}",
+            v.reason_codes
+        );
+        // The same I/O in B1 is fine: no disk tier, nothing expected.
+        assert!(evaluate(&input(KvMode::CpuOnly, &p)).decision_grade);
+        // SMART stands in when diskstats is unavailable.
+        let mut q = p.clone();
+        for e in &mut q {
+            e.device_read_bytes = None;
+            e.device_write_bytes = None;
+            e.nvme_read_bytes = Some(0);
+            e.nvme_write_bytes = Some(512_000);
+        }
+        assert!(
+            evaluate(&input(KvMode::CpuDisk, &q))
+                .reason_codes
+                .contains(&DISK_TIER_NO_DISK_IO.to_string())
+        );
+        for e in &mut q {
+            e.nvme_read_bytes = None;
+            e.nvme_write_bytes = None;
+        }
+        assert!(
+            evaluate(&input(KvMode::CpuDisk, &q))
+                .reason_codes
+                .contains(&DISK_IO_UNAVAILABLE.to_string())
+        );
+    }
+
+    #[test]
+    fn disk_tier_without_kvbm_disk_activity() {
+        let mut p = vec![ph("steady")];
+        p[0].device_write_bytes = Some(50 << 20);
+        p[0].offload_d2h = Some(10.0);
+        let v = evaluate(&input(KvMode::CpuDisk, &p));
+        assert!(
+            v.reason_codes
+                .contains(&DISK_TIER_NO_KVBM_DISK_ACTIVITY.to_string())
+        );
+        assert!(v.reason_codes.contains(&IO_WITHOUT_KVBM_DELTAS.to_string()));
+    }
+
+    #[test]
+    fn io_without_matching_kvbm_deltas_per_direction() {
+        let mut p = good_b2();
+        // Replay reads happen but nothing was onboarded from disk in that phase.
+        p[2].onboard_d2d = Some(0.0);
+        p[2].disk_hit_rate_after = None;
+        let v = evaluate(&input(KvMode::CpuDisk, &p));
+        let i = v
+            .reason_codes
+            .iter()
+            .position(|c| c == IO_WITHOUT_KVBM_DELTAS)
+            .expect("flagged");
+        assert!(v.details[i].contains("replay_A: read"), "{}", v.details[i]);
+        assert!(
+            !v.details[i].contains("pressure_B"),
+            "pressure writes are explained by offload_h2d"
+        );
+        // Writes with no disk offload in the warm phase.
+        let mut q = good_b2();
+        q[0].device_write_bytes = Some(8 << 20);
+        let v = evaluate(&input(KvMode::CpuDisk, &q));
+        let i = v
+            .reason_codes
+            .iter()
+            .position(|c| c == IO_WITHOUT_KVBM_DELTAS)
+            .unwrap();
+        assert!(v.details[i].contains("warm_A: wrote"));
+        // Small I/O below the floor is noise, not a finding.
+        let mut r = good_b2();
+        r[0].device_write_bytes = Some(4096);
+        assert!(evaluate(&input(KvMode::CpuDisk, &r)).decision_grade);
+    }
+
+    #[test]
+    fn high_reuse_without_matched_tokens() {
+        let mut p = good_b2();
+        p[2].matched_tokens = Some(0.0);
+        let mut i = input(KvMode::CpuDisk, &p);
+        i.reuse = Some(ReuseOpportunity {
+            requests: 10,
+            opportunities: 8,
+            rate: 0.8,
+            ..Default::default()
+        });
+        let v = evaluate(&i);
+        assert!(v.run_valid && !v.decision_grade);
+        assert!(
+            v.reason_codes
+                .contains(&REUSE_WITHOUT_MATCHED_TOKENS.to_string())
+        );
+        // Low opportunity: nothing expected.
+        i.reuse.as_mut().unwrap().rate = 0.1;
+        assert!(evaluate(&i).decision_grade);
+        // Unknown opportunity is said, not assumed.
+        i.reuse = None;
+        assert!(
+            evaluate(&i)
+                .reason_codes
+                .contains(&REUSE_OPPORTUNITY_UNKNOWN.to_string())
+        );
+        // B0 has no KVBM to match anything.
+        let mut off = input(KvMode::Off, &p);
+        off.reuse = None;
+        assert!(evaluate(&off).decision_grade);
+    }
+
+    #[test]
+    fn errors_present_and_error_rate_gate() {
+        let p = good_b2();
+        let mut i = input(KvMode::CpuDisk, &p);
+        i.errors.failed_requests = 2;
+        i.errors.by_kind.insert("http_5xx".into(), 2);
+        let v = evaluate(&i);
+        assert!(v.run_valid && !v.decision_grade);
+        assert_eq!(v.reason_codes, vec![RUN_ERRORS_PRESENT]);
+        assert!(v.details[0].contains("http_5xx=2"));
+        i.errors.failed_requests = 6;
+        let v = evaluate(&i);
+        assert!(!v.run_valid);
+        assert_eq!(
+            v.reason_codes,
+            vec![ERROR_RATE_ABOVE_THRESHOLD, RUN_ERRORS_PRESENT]
+        );
+        assert_eq!(
+            v.invalid_reason.as_deref(),
+            Some("error_rate_above_threshold")
+        );
+        assert_eq!(v.signals.error_rate, Some(0.06));
+    }
+
+    #[test]
+    fn host_invalid_reason_carries_over() {
+        let p = good_b2();
+        let mut i = input(KvMode::CpuDisk, &p);
+        i.host_invalid_reason = Some("model_dropped".into());
+        let v = evaluate(&i);
+        assert!(!v.run_valid && !v.decision_grade);
+        assert_eq!(v.reason_codes, vec![RUN_INVALID]);
+        assert_eq!(v.invalid_reason, None, "the host keeps its own reason");
+    }
+
+    #[test]
+    fn reuse_opportunity_from_manifest_rows() {
+        let rows = [
+            json!({"prefix_hash": "p1", "request_identity_sha256": "a"}),
+            json!({"prefix_hash": "p1", "request_identity_sha256": "b"}),
+            json!({"prefix_hash": "p2", "request_identity_sha256": "c"}),
+            json!({"prefix_hash": null, "request_identity_sha256": "a"}),
+            json!({"prompt_sha256": "z"}),
+        ];
+        let r = ReuseOpportunity::from_rows(&rows);
+        assert_eq!(r.requests, 5);
+        assert_eq!(r.with_prefix_hash, 3);
+        assert_eq!(r.repeated_prefix, 1);
+        assert_eq!(r.repeated_identity, 1);
+        assert_eq!(r.opportunities, 2);
+        assert_eq!(r.rate, 0.4);
+        assert_eq!(r.unique_prefix_hashes, 2);
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("request_manifest.jsonl");
+        std::fs::write(
+            &path,
+            rows.iter()
+                .map(|r| r.to_string() + "\n")
+                .collect::<String>(),
+        )
+        .unwrap();
+        assert_eq!(ReuseOpportunity::from_manifest_file(&path).unwrap(), r);
+    }
+
+    #[test]
+    fn kv_mode_aliases() {
+        assert_eq!(KvMode::parse("B2"), Some(KvMode::CpuDisk));
+        assert_eq!(KvMode::parse("cpu+disk"), Some(KvMode::CpuDisk));
+        assert_eq!(KvMode::parse("none"), Some(KvMode::Off));
+        assert_eq!(KvMode::parse("cpu-only"), Some(KvMode::CpuOnly));
+        assert_eq!(KvMode::parse("b3"), Some(KvMode::DiskOnly));
+        assert_eq!(KvMode::parse("x"), None);
+        assert!(KvMode::DiskOnly.disk_tier_on() && !KvMode::CpuOnly.disk_tier_on());
+    }
+
+    #[test]
+    fn verdict_json_shape() {
+        let p = good_b2();
+        let d = tempfile::tempdir().unwrap();
+        let path = write(d.path(), &evaluate(&input(KvMode::CpuDisk, &p))).unwrap();
+        let j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for k in ["run_valid", "decision_grade", "reason_codes", "signals"] {
+            assert!(j.get(k).is_some(), "{k}");
+        }
+        assert_eq!(j["signals"]["kv_mode"], "cpu_disk");
+    }
+}

@@ -1,0 +1,560 @@
+//! Reading finished run directories back: which directories are runs, and
+//! the numbers `summarize`, `compare`, `matrix` and `search` need from them.
+//!
+//! Everything is read by field name from `summary.json` (and `config.json`,
+//! `phase_deltas/`) and missing fields become `None`, so run directories of
+//! older or newer sparkhost versions, and of the seed harness, still load.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+/// One distribution from `summary.json`, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Dist {
+    pub count: u64,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub p99_9: Option<f64>,
+    pub mean: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Dist {
+    fn from_json(v: &Value) -> Dist {
+        let f = |k: &str| v.get(k).and_then(Value::as_f64);
+        Dist {
+            count: v.get("count").and_then(Value::as_u64).unwrap_or(0),
+            p50: f("p50"),
+            p90: f("p90"),
+            p95: f("p95"),
+            p99: f("p99"),
+            p99_9: f("p99.9"),
+            mean: f("mean"),
+            max: f("max"),
+        }
+    }
+
+    /// `p50`, `p90`, `p95`, `p99`, `p99.9` (or `p999`), `mean`, `max`.
+    pub fn stat(&self, s: &str) -> Option<f64> {
+        match s {
+            "p50" | "median" => self.p50,
+            "p90" => self.p90,
+            "p95" => self.p95,
+            "p99" => self.p99,
+            "p99.9" | "p999" => self.p99_9,
+            "mean" => self.mean,
+            "max" => self.max,
+            _ => None,
+        }
+    }
+}
+
+/// KVBM counter deltas of one phase (`phase_*_kvbm_metrics_delta.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KvbmDelta {
+    pub available: bool,
+    pub values: BTreeMap<String, f64>,
+}
+
+/// Short names of the KVBM counters that exist in Dynamo (inventory §12.1).
+pub const KVBM_COUNTERS: [&str; 6] = [
+    "offload_blocks_d2h",
+    "offload_blocks_h2d",
+    "offload_blocks_d2d",
+    "onboard_blocks_h2d",
+    "onboard_blocks_d2d",
+    "matched_tokens",
+];
+
+impl KvbmDelta {
+    fn from_json(v: &Value) -> Option<KvbmDelta> {
+        let obj = v.as_object()?;
+        let mut values = BTreeMap::new();
+        for (k, x) in obj {
+            if let Some(n) = x.as_f64() {
+                values.insert(k.clone(), n);
+            }
+        }
+        Some(KvbmDelta {
+            available: obj
+                .get("available")
+                .and_then(Value::as_bool)
+                .unwrap_or(!values.is_empty()),
+            values,
+        })
+    }
+
+    /// A counter delta by short name (`onboard_blocks_d2d`), under the
+    /// seed's `kvbm_<name>_delta` key or the shorter `<name>_delta`.
+    pub fn get(&self, short: &str) -> Option<f64> {
+        if !self.available {
+            return None;
+        }
+        [
+            format!("kvbm_{short}_delta"),
+            format!("{short}_delta"),
+            short.to_owned(),
+        ]
+        .iter()
+        .find_map(|k| self.values.get(k).copied())
+    }
+
+    pub fn offload_total(&self) -> Option<f64> {
+        self.get("offload_blocks_total").or_else(|| {
+            sum_some(&[
+                self.get("offload_blocks_d2h"),
+                self.get("offload_blocks_h2d"),
+                self.get("offload_blocks_d2d"),
+            ])
+        })
+    }
+
+    pub fn onboard_total(&self) -> Option<f64> {
+        self.get("onboard_blocks_total").or_else(|| {
+            sum_some(&[
+                self.get("onboard_blocks_h2d"),
+                self.get("onboard_blocks_d2d"),
+            ])
+        })
+    }
+}
+
+fn sum_some(xs: &[Option<f64>]) -> Option<f64> {
+    if xs.iter().all(Option::is_none) {
+        return None;
+    }
+    Some(xs.iter().flatten().sum())
+}
+
+/// Disk and process I/O of one phase (`phase_*_os_io_delta.json`), MiB.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IoDelta {
+    pub device_read_mib: Option<f64>,
+    pub device_write_mib: Option<f64>,
+    pub process_read_mib: Option<f64>,
+    pub process_write_mib: Option<f64>,
+}
+
+impl IoDelta {
+    fn from_json(v: &Value) -> Option<IoDelta> {
+        v.as_object()?;
+        let mib = |obj: Option<&Value>, key: &str, bytes_key: &str| {
+            let o = obj?;
+            o.get(key)
+                .and_then(Value::as_f64)
+                .or_else(|| o.get(bytes_key)?.as_f64().map(|b| b / 1_048_576.0))
+        };
+        let dev = v.get("block_device_delta").filter(|d| d.is_object());
+        let dev = dev.or_else(|| v.get("io_delta").filter(|d| d.is_object()));
+        let proc_ = v.get("worker_process_io_delta").filter(|d| d.is_object());
+        let io = IoDelta {
+            device_read_mib: mib(dev, "read_mib_delta", "read_bytes_delta"),
+            device_write_mib: mib(dev, "write_mib_delta", "write_bytes_delta"),
+            process_read_mib: mib(proc_, "read_mib_delta", "read_bytes_delta"),
+            process_write_mib: mib(proc_, "write_mib_delta", "write_bytes_delta"),
+        };
+        (io != IoDelta::default()).then_some(io)
+    }
+}
+
+/// One phase (or `overall`) of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PhaseStats {
+    pub name: String,
+    pub include: bool,
+    pub requests: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub duration_s: f64,
+    pub req_per_s: f64,
+    pub output_tokens_per_s: f64,
+    pub input_tokens_per_s: f64,
+    pub latency: BTreeMap<String, Dist>,
+    pub kvbm: Option<KvbmDelta>,
+    pub io: Option<IoDelta>,
+}
+
+impl PhaseStats {
+    fn from_json(v: &Value) -> PhaseStats {
+        let f = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+        let u = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let latency = v
+            .get("latency_ms")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, d)| (k.clone(), Dist::from_json(d)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        PhaseStats {
+            name: v
+                .get("phase")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            include: v
+                .get("include_in_summary")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            requests: u("total_requests"),
+            errors: u("error_requests"),
+            error_rate: f("error_rate"),
+            duration_s: f("duration_s"),
+            req_per_s: f("req_per_s"),
+            output_tokens_per_s: v
+                .get("output_tokens_per_s")
+                .and_then(Value::as_f64)
+                .or_else(|| v.get("output_tokens_per_s_est").and_then(Value::as_f64))
+                .unwrap_or(0.0),
+            input_tokens_per_s: v
+                .get("input_tokens_per_s")
+                .and_then(Value::as_f64)
+                .or_else(|| v.get("input_tokens_per_s_est").and_then(Value::as_f64))
+                .unwrap_or(0.0),
+            latency,
+            kvbm: v.get("kvbm_metrics_delta").and_then(KvbmDelta::from_json),
+            io: IoDelta::from_json(v),
+        }
+    }
+
+    /// A named number: `<metric>_<stat>` for latencies (`ttft_p95`,
+    /// `tpot_p99`, `e2e_mean`), or `output_tok_s`, `input_tok_s`, `req_s`,
+    /// `error_rate`, `requests`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        match name {
+            "output_tok_s" | "tok_s" | "output_tokens_per_s" => Some(self.output_tokens_per_s),
+            "input_tok_s" | "input_tokens_per_s" => Some(self.input_tokens_per_s),
+            "req_s" | "req_per_s" => Some(self.req_per_s),
+            "error_rate" => Some(self.error_rate),
+            "requests" => Some(self.requests as f64),
+            _ => {
+                let (m, s) = name.rsplit_once('_')?;
+                self.latency.get(m)?.stat(s)
+            }
+        }
+    }
+}
+
+/// The headline facts of one run directory.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunRecord {
+    pub dir: PathBuf,
+    pub run_id: String,
+    pub created_utc: String,
+    pub valid: bool,
+    pub invalid_reason: Option<String>,
+    pub workload: String,
+    pub workload_version: String,
+    pub kv_mode: String,
+    pub tier_mode: String,
+    pub variant_tags: Vec<String>,
+    pub params: BTreeMap<String, String>,
+    /// `c=4`, `rate=5/s poisson`, or empty when unknown.
+    pub load: String,
+    pub overall: PhaseStats,
+    pub phases: Vec<PhaseStats>,
+    /// `summary.json`'s `goodput`, when the run had SLOs.
+    pub goodput: Option<Value>,
+}
+
+fn read_json(p: &Path) -> anyhow::Result<Value> {
+    let text = fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))
+}
+
+fn s(v: &Value, path: &[&str]) -> Option<String> {
+    let mut cur = v;
+    for k in path {
+        cur = cur.get(k)?;
+    }
+    match cur {
+        Value::String(x) => Some(x.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// Describes a load model object from `config.json`.
+pub fn describe_load(v: &Value) -> String {
+    match v.get("kind").and_then(Value::as_str) {
+        Some("closed") => format!(
+            "c={}",
+            v.get("concurrency").and_then(Value::as_u64).unwrap_or(0)
+        ),
+        Some(kind) => {
+            let rate = v.get("rate").and_then(Value::as_f64).unwrap_or(0.0);
+            format!("rate={rate}/s {kind}")
+        }
+        None => String::new(),
+    }
+}
+
+impl RunRecord {
+    pub fn load(dir: &Path) -> anyhow::Result<RunRecord> {
+        let summary = read_json(&dir.join("summary.json"))?;
+        let config = read_json(&dir.join("config.json")).unwrap_or(Value::Null);
+        let overall_v = summary
+            .get("overall_measured")
+            .filter(|v| v.is_object())
+            .or_else(|| {
+                summary
+                    .get("overall_summary")
+                    .filter(|v| v.get("excluded").is_none())
+            })
+            .cloned()
+            .unwrap_or(Value::Null);
+        let mut overall = PhaseStats::from_json(&overall_v);
+        overall.name = "overall".into();
+        let mut phases: Vec<PhaseStats> = summary
+            .get("phase_summaries")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(PhaseStats::from_json).collect())
+            .unwrap_or_default();
+        let include: BTreeMap<String, bool> = config
+            .get("phases")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| {
+                        Some((
+                            p.get("name")?.as_str()?.to_owned(),
+                            p.get("include_in_overall")?.as_bool()?,
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for p in &mut phases {
+            if let Some(&inc) = include.get(&p.name) {
+                p.include = inc;
+            }
+            let deltas = dir.join("phase_deltas");
+            if p.kvbm.is_none() {
+                let f = deltas.join(format!("phase_{}_kvbm_metrics_delta.json", p.name));
+                p.kvbm = read_json(&f).ok().as_ref().and_then(KvbmDelta::from_json);
+            }
+            if p.io.is_none() {
+                let f = deltas.join(format!("phase_{}_os_io_delta.json", p.name));
+                p.io = read_json(&f).ok().as_ref().and_then(IoDelta::from_json);
+            }
+        }
+        let run_id = s(&summary, &["run_id"]).unwrap_or_else(|| {
+            dir.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        let params = config
+            .get("params")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let load = config.get("load").map(describe_load).unwrap_or_default();
+        Ok(RunRecord {
+            dir: dir.to_owned(),
+            run_id,
+            created_utc: s(&summary, &["created_utc"]).unwrap_or_default(),
+            valid: summary
+                .get("run_valid")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            invalid_reason: s(&summary, &["invalid_reason"]),
+            workload: s(&summary, &["workload", "name"])
+                .or_else(|| s(&summary, &["scenario"]))
+                .unwrap_or_default(),
+            workload_version: s(&summary, &["workload", "version"]).unwrap_or_default(),
+            kv_mode: s(&summary, &["kv_mode", "mode"])
+                .or_else(|| s(&summary, &["kv_mode"]))
+                .unwrap_or_default(),
+            tier_mode: s(&summary, &["tier_mode"])
+                .or_else(|| s(&summary, &["kv_mode", "tier_mode"]))
+                .unwrap_or_default(),
+            variant_tags: summary
+                .get("variant_tags")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            params,
+            load,
+            overall,
+            phases,
+            goodput: summary.get("goodput").filter(|g| !g.is_null()).cloned(),
+        })
+    }
+
+    /// A variant tag `key=value`'s value, else the workload param `key`.
+    pub fn label(&self, key: &str) -> Option<String> {
+        self.variant_tags
+            .iter()
+            .find_map(|t| {
+                t.split_once('=')
+                    .filter(|(k, _)| k.trim() == key)
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .or_else(|| self.params.get(key).cloned())
+    }
+
+    /// The phase named `name`, or the overall summary for `None`/`overall`.
+    pub fn phase(&self, name: Option<&str>) -> Option<&PhaseStats> {
+        match name {
+            None | Some("overall") => Some(&self.overall),
+            Some(n) => self.phases.iter().find(|p| p.name == n),
+        }
+    }
+
+    /// Phases that replay earlier content: the ones KV-tier evidence is about.
+    pub fn replay_phases(&self) -> impl Iterator<Item = &PhaseStats> {
+        self.phases.iter().filter(|p| is_replay_phase(&p.name))
+    }
+}
+
+pub fn is_replay_phase(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("replay") || n.contains("rehydrate")
+}
+
+/// Run directories named by `inputs`: a run directory (one with
+/// `summary.json`), a directory holding run directories (searched three
+/// levels deep), or a glob pattern of either. Order is kept, duplicates
+/// dropped.
+pub fn discover(inputs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    let push = |p: PathBuf, out: &mut Vec<PathBuf>| {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    };
+    for input in inputs {
+        let path = Path::new(input);
+        let mut roots = Vec::new();
+        if path.exists() {
+            roots.push(path.to_owned());
+        } else if input.contains(['*', '?', '[']) {
+            for m in glob::glob(input).with_context(|| format!("bad glob pattern {input:?}"))? {
+                roots.push(m?);
+            }
+            if roots.is_empty() {
+                bail!("{input:?} matches nothing");
+            }
+        } else {
+            bail!("{input}: no such run directory");
+        }
+        for r in roots {
+            let before = out.len();
+            let mut found = Vec::new();
+            find_runs(&r, 0, &mut found);
+            found.sort();
+            for f in found {
+                push(f, &mut out);
+            }
+            if out.len() == before && path.exists() && !r.join("summary.json").is_file() {
+                tracing::warn!("{} holds no run directory", r.display());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn find_runs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    if !dir.is_dir() {
+        return;
+    }
+    if dir.join("summary.json").is_file() {
+        out.push(dir.to_owned());
+        return;
+    }
+    if depth >= 3 {
+        return;
+    }
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                find_runs(&e.path(), depth + 1, out);
+            }
+        }
+    }
+}
+
+/// Loads every discovered run; unreadable ones are reported and skipped.
+pub fn load_all(inputs: &[String]) -> anyhow::Result<Vec<RunRecord>> {
+    let dirs = discover(inputs)?;
+    let mut runs = Vec::with_capacity(dirs.len());
+    for d in dirs {
+        match RunRecord::load(&d) {
+            Ok(r) => runs.push(r),
+            Err(e) => eprintln!("warning: skipping {}: {e:#}", d.display()),
+        }
+    }
+    Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kvbm_deltas_accept_seed_and_short_names() {
+        let d = KvbmDelta::from_json(&json!({
+            "available": true,
+            "kvbm_onboard_blocks_d2d_delta": 4.0,
+            "onboard_blocks_h2d_delta": 2,
+            "kvbm_matched_tokens_delta": 128,
+        }))
+        .unwrap();
+        assert_eq!(d.get("onboard_blocks_d2d"), Some(4.0));
+        assert_eq!(d.get("onboard_blocks_h2d"), Some(2.0));
+        assert_eq!(d.onboard_total(), Some(6.0));
+        assert_eq!(d.offload_total(), None);
+        let off = KvbmDelta::from_json(&json!({"available": false, "reason": "x"})).unwrap();
+        assert_eq!(off.get("matched_tokens"), None);
+    }
+
+    #[test]
+    fn io_deltas_read_seed_layout() {
+        let io = IoDelta::from_json(&json!({
+            "block_device_delta": {"read_mib_delta": 1.5, "write_bytes_delta": 2097152},
+            "worker_process_io_delta": {"available": true, "read_mib_delta": 0.5, "write_mib_delta": 0.25},
+        }))
+        .unwrap();
+        assert_eq!(io.device_read_mib, Some(1.5));
+        assert_eq!(io.device_write_mib, Some(2.0));
+        assert_eq!(io.process_write_mib, Some(0.25));
+        assert!(IoDelta::from_json(&json!({"phase": "x"})).is_none());
+    }
+
+    #[test]
+    fn metrics_by_name() {
+        let p = PhaseStats::from_json(&json!({
+            "phase": "main", "req_per_s": 2.0, "output_tokens_per_s": 40.0,
+            "latency_ms": {"ttft": {"count": 3, "p95": 12.5, "p99.9": 20.0}},
+        }));
+        assert_eq!(p.metric("ttft_p95"), Some(12.5));
+        assert_eq!(p.metric("ttft_p99.9"), Some(20.0));
+        assert_eq!(p.metric("tpot_p95"), None);
+        assert_eq!(p.metric("output_tok_s"), Some(40.0));
+        assert_eq!(p.metric("req_s"), Some(2.0));
+    }
+}

@@ -1,0 +1,38 @@
+//! `sparkhost report`: (re)writes a run directory's reports offline, with the
+//! default generator or one the user built.
+
+use super::Exit;
+use crate::cli::ReportArgs;
+use crate::report::{ReportOptions, describe_generator, generate_report_with};
+use crate::sandbox::report::ReportLimits;
+
+pub fn report(args: ReportArgs) -> anyhow::Result<Exit> {
+    let opts = ReportOptions {
+        cache_dir: args.cache_dir.clone(),
+        limits: ReportLimits {
+            call_timeout: args.timeout,
+            memory_bytes: args.memory_mib << 20,
+        },
+        params: args.params.clone(),
+    };
+    if args.describe {
+        let (path, digest, info) = describe_generator(args.generator.as_deref(), &opts)?;
+        println!("{} {} ({})", info.name, info.version, path.display());
+        println!("sha256 {digest}");
+        if !info.description.is_empty() {
+            println!("{}", info.description);
+        }
+        for p in &info.params {
+            println!(
+                "  --param {}=…  {} (default {:?})",
+                p.name, p.description, p.default_value
+            );
+        }
+        return Ok(Exit::Ok);
+    }
+    let written = generate_report_with(&args.run_dir, args.generator.as_deref(), &opts)?;
+    for w in &written {
+        println!("{}", w.display());
+    }
+    Ok(Exit::Ok)
+}

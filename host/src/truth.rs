@@ -1,0 +1,241 @@
+//! A ground-truth OpenAI-compatible server for measuring sparkhost itself.
+//!
+//! It streams every response on an exact schedule — first token `ttft` after
+//! the request is read, then one token every `itl`, `max_tokens` tokens — and
+//! records when each chunk was really handed to the socket. `GET /truth`
+//! returns those records, so a benchmark can subtract the server's truth from
+//! what the client reported. HTTP/1.1 is spoken by hand on purpose: a framework
+//! would hide when bytes actually leave.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone, Copy)]
+pub struct TruthConfig {
+    pub ttft: Duration,
+    pub itl: Duration,
+}
+
+/// What the server really did for one request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TruthRecord {
+    /// The `id` of every chunk; sparkhost records it as `response_id`.
+    pub id: String,
+    pub stream: bool,
+    /// When the request had been read completely, ns since server start.
+    pub received_ns: u64,
+    /// When each token's chunk had been written to the socket, ns since server start.
+    pub token_writes_ns: Vec<u64>,
+    /// How late each write was against its schedule, ns.
+    pub lateness_ns: Vec<u64>,
+}
+
+#[derive(Default)]
+struct Shared {
+    records: Vec<TruthRecord>,
+    next_id: u64,
+}
+
+pub struct TruthServer {
+    cfg: TruthConfig,
+    start: Instant,
+    shared: Arc<Mutex<Shared>>,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+}
+
+impl TruthServer {
+    pub fn new(cfg: TruthConfig) -> Arc<Self> {
+        Arc::new(TruthServer {
+            cfg,
+            start: Instant::now(),
+            shared: Arc::default(),
+        })
+    }
+
+    fn ns(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.start).as_nanos() as u64
+    }
+
+    /// Serves until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (sock, _) = listener.accept().await?;
+            let _ = sock.set_nodelay(true);
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.connection(sock).await {
+                    tracing::debug!("truth connection ended: {e}");
+                }
+            });
+        }
+    }
+
+    async fn connection(&self, sock: TcpStream) -> std::io::Result<()> {
+        let (r, mut w) = sock.into_split();
+        let mut r = BufReader::new(r);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            let mut parts = line.split_whitespace();
+            let method = parts.next().unwrap_or("").to_owned();
+            let path = parts.next().unwrap_or("").to_owned();
+            let mut len = 0usize;
+            loop {
+                line.clear();
+                if r.read_line(&mut line).await? == 0 {
+                    return Ok(());
+                }
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = l.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).await?;
+            let received = Instant::now();
+            match (method.as_str(), path.as_str()) {
+                ("GET", "/v1/models") => {
+                    json_response(
+                        &mut w,
+                        200,
+                        br#"{"object":"list","data":[{"id":"truth","object":"model"}]}"#,
+                    )
+                    .await?
+                }
+                ("GET", "/truth") => {
+                    let bytes = {
+                        let s = self.shared.lock().expect("truth lock");
+                        serde_json::to_vec(&s.records).unwrap_or_default()
+                    };
+                    json_response(&mut w, 200, &bytes).await?
+                }
+                ("POST", "/truth/reset") => {
+                    self.shared.lock().expect("truth lock").records.clear();
+                    json_response(&mut w, 200, b"{}").await?
+                }
+                ("POST", "/v1/completions" | "/v1/chat/completions") => {
+                    let chat = path.contains("chat");
+                    match serde_json::from_slice::<Body>(&body) {
+                        Ok(b) => self.generate(&mut w, received, b, chat).await?,
+                        Err(e) => {
+                            let msg = serde_json::json!({"error": {"message": e.to_string(), "type": "BadRequestError", "code": 400}});
+                            json_response(&mut w, 400, msg.to_string().as_bytes()).await?
+                        }
+                    }
+                }
+                _ => {
+                    json_response(
+                        &mut w,
+                        404,
+                        br#"{"message":"Not Found","type":"Not Found","code":404}"#,
+                    )
+                    .await?
+                }
+            }
+        }
+    }
+
+    async fn generate(
+        &self,
+        w: &mut tokio::net::tcp::OwnedWriteHalf,
+        received: Instant,
+        b: Body,
+        chat: bool,
+    ) -> std::io::Result<()> {
+        let n = b.max_tokens.unwrap_or(16).max(1);
+        let id = {
+            let mut s = self.shared.lock().expect("truth lock");
+            s.next_id += 1;
+            format!("truth-{}", s.next_id)
+        };
+        let mut rec = TruthRecord {
+            id: id.clone(),
+            stream: b.stream,
+            received_ns: self.ns(received),
+            token_writes_ns: Vec::with_capacity(n as usize),
+            lateness_ns: Vec::with_capacity(n as usize),
+        };
+        let due = |k: u32| received + self.cfg.ttft + self.cfg.itl * k;
+        if !b.stream {
+            tokio::time::sleep_until(due(n - 1).into()).await;
+            let text = " tok".repeat(n as usize);
+            let body = if chat {
+                serde_json::json!({"id": id, "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}], "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}})
+            } else {
+                serde_json::json!({"id": id, "object": "text_completion", "choices": [{"index": 0, "text": text, "finish_reason": "length"}], "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}})
+            };
+            json_response(w, 200, body.to_string().as_bytes()).await?;
+            let t = Instant::now();
+            rec.token_writes_ns.push(self.ns(t));
+            rec.lateness_ns
+                .push(t.saturating_duration_since(due(n - 1)).as_nanos() as u64);
+            self.shared.lock().expect("truth lock").records.push(rec);
+            return Ok(());
+        }
+        w.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await?;
+        let event = if chat {
+            format!(
+                "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" tok\"}}}}]}}\n\n"
+            )
+        } else {
+            format!(
+                "data: {{\"id\":\"{id}\",\"object\":\"text_completion\",\"choices\":[{{\"index\":0,\"text\":\" tok\"}}]}}\n\n"
+            )
+        };
+        let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+        for k in 0..n {
+            tokio::time::sleep_until(due(k).into()).await;
+            w.write_all(chunk.as_bytes()).await?;
+            let t = Instant::now();
+            rec.token_writes_ns.push(self.ns(t));
+            rec.lateness_ns
+                .push(t.saturating_duration_since(due(k)).as_nanos() as u64);
+        }
+        let tail = format!(
+            "data: {{\"id\":\"{id}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":1,\"completion_tokens\":{n},\"total_tokens\":{}}}}}\n\ndata: [DONE]\n\n",
+            n + 1
+        );
+        let end = format!("{:x}\r\n{tail}\r\n0\r\n\r\n", tail.len());
+        w.write_all(end.as_bytes()).await?;
+        self.shared.lock().expect("truth lock").records.push(rec);
+        Ok(())
+    }
+}
+
+async fn json_response(
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    status: u16,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        _ => "Not Found",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    w.write_all(head.as_bytes()).await?;
+    w.write_all(body).await
+}
