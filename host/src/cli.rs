@@ -272,6 +272,10 @@ pub struct RunArgs {
     /// Open loop: most requests in flight before sends wait (and show as lateness).
     #[arg(long, default_value_t = 10_000)]
     pub max_in_flight: usize,
+    /// Keep-alive connections opened before the first phase (default: the
+    /// largest closed-loop concurrency, at most 1024; 0 opens none).
+    #[arg(long)]
+    pub prewarm_connections: Option<usize>,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
     #[command(flatten)]

@@ -232,6 +232,10 @@ fn run_client(
         "--quiet",
         "--kv-mode",
         "off",
+        // The dispatch engine alone: telemetry sampling and the report
+        // generator are not folded into its cost.
+        "--no-telemetry",
+        "--no-report",
     ])
     .args(load)
     .env("SPARKHOST_CACHE_DIR", cache)

@@ -523,6 +523,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
                 .wrapping_add((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         })
         .collect();
+    let prewarm = args.prewarm_connections.unwrap_or_else(|| {
+        phase_runs
+            .iter()
+            .filter_map(|p| match p.load {
+                LoadModel::Closed { concurrency } => Some(concurrency as usize),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+            .min(1024)
+    });
+    let prewarmed = if prewarm > 0 {
+        client.prewarm(prewarm).await
+    } else {
+        0
+    };
     let dispatch_end = runner
         .run(&phase_runs, &mut feed.requests, &ev_tx, stop_rx)
         .await;
@@ -606,6 +622,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         // Every planned request is in the manifest; whatever has no row was never sent,
         // whether it waited in the scheduler or still in the feed's channel.
         first_sent: recorder.first_sent,
+        prewarmed_connections: prewarmed as u64,
         unsent: feed_report
             .planned
             .saturating_sub(recorder.recorded)
@@ -657,6 +674,8 @@ async fn watch_model(
 struct DispatchInfo {
     #[serde(skip)]
     first_sent: Option<Instant>,
+    /// Keep-alive connections opened before the first request.
+    prewarmed_connections: u64,
     planned: u64,
     initially_planned: u64,
     recorded: u64,
