@@ -30,11 +30,11 @@ use crate::logs::DirSummary;
 use crate::memory::{MemoryDelta, MemorySnapshot};
 use crate::nvme::{SmartDelta, SmartLog};
 use crate::procio::{CgroupDelta, CgroupIo, ProcIo, ProcIoDelta, ProcSnapshot, TopEntry};
-use crate::prometheus::MetricType;
 use crate::prometheus::delta::{
     Distribution, SeriesDelta, counter_deltas, histogram_family_delta, merge_deltas,
 };
 use crate::prometheus::http::Scrape;
+use crate::prometheus::{Exposition, MetricType};
 use crate::verdict::PhaseEvidence;
 
 /// Everything read at one instant (a phase boundary).
@@ -409,25 +409,27 @@ pub struct MetricsDelta {
     pub counter_resets: Vec<String>,
 }
 
+/// The expositions before and after, and the URL of the one after; or why
+/// there is no pair.
 fn scrape_pair<'a>(
     b: &'a Option<Scrape>,
     a: &'a Option<Scrape>,
-) -> Result<(&'a Scrape, &'a Scrape), String> {
-    match (b, a) {
-        (Some(x), Some(y)) if x.success && y.success && x.expo.is_some() && y.expo.is_some() => {
-            Ok((x, y))
-        }
-        (Some(x), Some(y)) => Err(y
+) -> Result<(&'a Exposition, &'a Exposition, &'a str), String> {
+    let (Some(x), Some(y)) = (b, a) else {
+        return Err("not scraped".into());
+    };
+    match (&x.expo, &y.expo) {
+        (Some(eb), Some(ea)) if x.success && y.success => Ok((eb, ea, y.url.as_str())),
+        _ => Err(y
             .error
             .clone()
             .or_else(|| x.error.clone())
             .unwrap_or_else(|| "scrape failed".into())),
-        _ => Err("not scraped".into()),
     }
 }
 
 pub fn metrics_delta(b: &Option<Scrape>, a: &Option<Scrape>) -> MetricsDelta {
-    let (x, y) = match scrape_pair(b, a) {
+    let (eb, ea, url) = match scrape_pair(b, a) {
         Ok(p) => p,
         Err(reason) => {
             return MetricsDelta {
@@ -437,10 +439,6 @@ pub fn metrics_delta(b: &Option<Scrape>, a: &Option<Scrape>) -> MetricsDelta {
             };
         }
     };
-    let (eb, ea) = (
-        x.expo.as_ref().expect("checked"),
-        y.expo.as_ref().expect("checked"),
-    );
     let counters = counter_deltas(eb, ea);
     let mut histograms = BTreeMap::new();
     for f in ea
@@ -457,7 +455,7 @@ pub fn metrics_delta(b: &Option<Scrape>, a: &Option<Scrape>) -> MetricsDelta {
     MetricsDelta {
         available: true,
         reason: None,
-        url: Some(y.url.clone()),
+        url: Some(url.to_string()),
         counter_resets: counters
             .iter()
             .filter(|c| c.reset)
@@ -520,7 +518,7 @@ pub const FRONTEND_HISTOGRAMS: &[(&str, &str, f64)] = &[
 ];
 
 pub fn frontend_delta(b: &Option<Scrape>, a: &Option<Scrape>) -> FrontendDelta {
-    let (x, y) = match scrape_pair(b, a) {
+    let (eb, ea, url) = match scrape_pair(b, a) {
         Ok(p) => p,
         Err(reason) => {
             return FrontendDelta {
@@ -530,13 +528,9 @@ pub fn frontend_delta(b: &Option<Scrape>, a: &Option<Scrape>) -> FrontendDelta {
             };
         }
     };
-    let (eb, ea) = (
-        x.expo.as_ref().expect("checked"),
-        y.expo.as_ref().expect("checked"),
-    );
     let mut out = FrontendDelta {
         available: true,
-        url: Some(y.url.clone()),
+        url: Some(url.to_string()),
         ..Default::default()
     };
     let counters = counter_deltas(eb, ea);

@@ -248,7 +248,7 @@ impl wit_host::Host for State {
 }
 
 /// A frozen clock: guests get no wall clock, so their output cannot depend on when they run.
-pub(crate) struct FrozenClock;
+struct FrozenClock;
 
 impl wasmtime_wasi::HostWallClock for FrozenClock {
     fn resolution(&self) -> Duration {
@@ -348,21 +348,7 @@ impl Sandbox {
 
     /// Reads, checks, compiles (or loads from cache) and pre-links a workload.
     pub fn load(&self, path: &Path) -> Result<LoadedWorkload, SandboxError> {
-        let bytes = std::fs::read(path).map_err(|source| SandboxError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-            return Err(SandboxError::NotWasm {
-                path: path.to_owned(),
-            });
-        }
-        // Byte 6-7: layer; 0 is a core module, 1 a component.
-        if bytes[6..8] == [0, 0] {
-            return Err(SandboxError::CoreModule {
-                path: path.to_owned(),
-            });
-        }
+        let bytes = read_component(path)?;
         let digest = sha256_hex(&bytes);
         if bytes.len() > (1 << 20) && !self.cache.contains(&digest) {
             // Interpreter-based guests take 10–20 s to compile; say why we are quiet.
@@ -410,39 +396,17 @@ impl Sandbox {
         let data_dir = data.materialize()?;
         let mut seed_bytes = sha256_hex(&seed.to_le_bytes()).into_bytes();
         seed_bytes.truncate(32);
-        let mut builder = WasiCtx::builder();
-        if let Some(dir) = &data_dir {
-            builder
-                .preopened_dir(dir.path(), DATA_DIR, wasmtime_wasi::FsPerms::ReadOnly)
-                .map_err(|e| SandboxError::Data {
-                    path: dir.path().to_owned(),
-                    message: format!("{e:#}"),
-                })?;
-        }
-        let wasi = builder
-            .stdout(wasmtime_wasi::p2::pipe::SinkOutputStream)
-            .stderr(stderr.clone())
-            .wall_clock(FrozenClock)
-            .monotonic_clock(FrozenClock)
-            .secure_random(wasmtime_wasi::Deterministic::new(seed_bytes.clone()))
-            .insecure_random(wasmtime_wasi::Deterministic::new(seed_bytes))
-            .insecure_random_seed(u128::from(seed))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        let label = w
-            .path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let wasi = guest_wasi(
+            data_dir.as_ref().map(|d| (d.path(), DATA_DIR)),
+            &stderr,
+            seed_bytes,
+            u128::from(seed),
+        )?;
+        let label = file_label(&w.path);
         let state = State {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes as usize)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: memory_cap(self.limits.memory_bytes),
             tokens,
             label: label.clone(),
         };
@@ -470,6 +434,76 @@ impl Sandbox {
         inst.name = format!("{} {}", info.name, info.version);
         Ok(inst)
     }
+}
+
+/// The bytes of the component at `path`, refused unless they are one.
+pub(crate) fn read_component(path: &Path) -> Result<Vec<u8>, SandboxError> {
+    let bytes = std::fs::read(path).map_err(|source| SandboxError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(SandboxError::NotWasm {
+            path: path.to_owned(),
+        });
+    }
+    // Byte 6-7: layer; 0 is a core module, 1 a component.
+    if bytes[6..8] == [0, 0] {
+        return Err(SandboxError::CoreModule {
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// The WASI context of every guest: stdout discarded, stderr kept in
+/// `stderr`, the [`FrozenClock`], randomness from `random_seed` (and
+/// `insecure_seed`), no network, and no filesystem but `preopen`, a host
+/// directory granted read-only at a guest path.
+pub(crate) fn guest_wasi(
+    preopen: Option<(&Path, &str)>,
+    stderr: &MemoryOutputPipe,
+    random_seed: Vec<u8>,
+    insecure_seed: u128,
+) -> Result<WasiCtx, SandboxError> {
+    let mut builder = WasiCtx::builder();
+    if let Some((dir, guest_path)) = preopen {
+        // cap-std confines the guest to this directory: `..` and symbolic
+        // links that lead outside it are refused.
+        builder
+            .preopened_dir(dir, guest_path, wasmtime_wasi::FsPerms::ReadOnly)
+            .map_err(|e| SandboxError::Data {
+                path: dir.to_owned(),
+                message: format!("{e:#}"),
+            })?;
+    }
+    Ok(builder
+        .stdout(wasmtime_wasi::p2::pipe::SinkOutputStream)
+        .stderr(stderr.clone())
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .secure_random(wasmtime_wasi::Deterministic::new(random_seed.clone()))
+        .insecure_random(wasmtime_wasi::Deterministic::new(random_seed))
+        .insecure_random_seed(insecure_seed)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build())
+}
+
+/// Store limits that cap linear memory at `memory_bytes`; growing past it traps.
+pub(crate) fn memory_cap(memory_bytes: u64) -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(memory_bytes as usize)
+        .trap_on_grow_failure(true)
+        .build()
+}
+
+/// A component's file name, for messages and log fields.
+pub(crate) fn file_label(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Deadline, memory cap, or another trap (with what the guest wrote to

@@ -4,78 +4,22 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tempfile::TempDir;
 
-use crate::support::dynamo::{DynamoStack, StackOptions, http_get};
-use crate::{read_json, read_jsonl, repo, sparkhost, synthetic, text};
-
-fn start(mocker_args: &[&str]) -> DynamoStack {
-    DynamoStack::start(StackOptions::with_mocker_args(mocker_args.iter().copied()))
-        .unwrap_or_else(|e| panic!("starting the Dynamo stack: {e}"))
-}
-
-fn tokenizer() -> PathBuf {
-    let p = repo().join("target/dynamo-model/tiny-llama/tokenizer.json");
-    assert!(p.is_file(), "{} is missing: run `make dynamo`", p.display());
-    p
-}
-
-struct Dirs {
-    results: TempDir,
-    cache: TempDir,
-}
-
-fn dirs() -> Dirs {
-    Dirs {
-        results: tempfile::tempdir().unwrap(),
-        cache: tempfile::tempdir().unwrap(),
-    }
-}
+use crate::support::dynamo::{DynamoStack, http_get};
+use crate::{
+    Dirs, RunCmd, dirs, phase, read_json, read_jsonl, sparkhost, start_stack, synthetic, text,
+    tokenizer,
+};
 
 /// Runs the synthetic workload; returns the run directory.
 fn run(stack: &DynamoStack, d: &Dirs, run_id: &str, extra: &[&str], expect_exit: i32) -> PathBuf {
-    let tok = tokenizer();
-    let workload = synthetic();
-    let mut args = vec![
-        "run",
-        workload.to_str().unwrap(),
-        "--endpoint",
-        &stack.endpoint,
-        "--results-root",
-        d.results.path().to_str().unwrap(),
-        "--run-id",
-        run_id,
-        "--tokenizer",
-        tok.to_str().unwrap(),
-        "--model-resolve-timeout",
-        "30s",
-        "--kv-mode",
-        "off",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    let out = sparkhost(&args, d.cache.path());
-    assert_eq!(
-        out.status.code(),
-        Some(expect_exit),
-        "{}\nstack logs:\n{}",
-        text(&out),
-        stack.tail_logs()
-    );
-    d.results.path().join(run_id)
+    RunCmd::new(&synthetic(), &stack.endpoint, d.results.path(), run_id)
+        .args(extra)
+        .expect_exit(stack, d.cache.path(), expect_exit)
 }
 
 fn rows(dir: &Path) -> Vec<Value> {
     read_jsonl(&dir.join("requests.jsonl"))
-}
-
-fn phase<'a>(summary: &'a Value, name: &str) -> &'a Value {
-    summary["phase_summaries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["phase"] == name)
-        .unwrap_or_else(|| panic!("no phase {name} in {summary:#}"))
 }
 
 /// Sum of every series of `name` in a Prometheus text exposition.
@@ -92,7 +36,7 @@ fn prom_sum(text: &str, name: &str) -> f64 {
 
 #[test]
 fn completions_and_chat_streamed_and_unary_with_model_discovery() {
-    let stack = start(&[]);
+    let stack = start_stack(&[]);
     let d = dirs();
     let wait = sparkhost(
         &[
@@ -216,7 +160,7 @@ fn completions_and_chat_streamed_and_unary_with_model_discovery() {
 
 #[test]
 fn per_token_itl_matches_the_mockers_own_itl() {
-    let stack = start(&[]);
+    let stack = start_stack(&[]);
     let d = dirs();
     let dir = run(
         &stack,
@@ -260,7 +204,7 @@ fn per_token_itl_matches_the_mockers_own_itl() {
 
 #[test]
 fn a_repeated_long_prompt_is_served_from_cache_faster() {
-    let stack = start(&[]);
+    let stack = start_stack(&[]);
     let d = dirs();
     let args = [
         "--requests",
@@ -313,7 +257,7 @@ fn a_repeated_long_prompt_is_served_from_cache_faster() {
 
 #[test]
 fn over_long_prompts_are_errors_and_the_run_goes_on() {
-    let stack = start(&["--max-model-len", "1024"]);
+    let stack = start_stack(&["--max-model-len", "1024"]);
     let d = dirs();
     for stream in [false, true] {
         let id = format!("overlong-{stream}");
@@ -379,7 +323,7 @@ fn over_long_prompts_are_errors_and_the_run_goes_on() {
 
 #[test]
 fn same_workload_params_seed_and_tokenizer_give_a_byte_identical_manifest() {
-    let stack = start(&[]);
+    let stack = start_stack(&[]);
     let d = dirs();
     let args = [
         "--requests",
@@ -431,7 +375,7 @@ fn same_workload_params_seed_and_tokenizer_give_a_byte_identical_manifest() {
 
 #[test]
 fn preflight_refuses_prompts_that_cannot_fit_before_anything_is_sent() {
-    let stack = start(&[]);
+    let stack = start_stack(&[]);
     let d = dirs();
     // The seed's default long range (8192..32768) cannot fit an 8k engine.
     let dir = run(
@@ -497,7 +441,7 @@ fn preflight_refuses_prompts_that_cannot_fit_before_anything_is_sent() {
 
 #[test]
 fn every_phase_is_bracketed_by_telemetry_with_the_servers_own_view() {
-    let stack = start(&[]);
+    let stack = start_stack(&[]);
     let d = dirs();
     let dir = run(
         &stack,
@@ -561,7 +505,7 @@ fn every_phase_is_bracketed_by_telemetry_with_the_servers_own_view() {
 
 #[test]
 fn too_many_errors_invalidate_the_run_and_a_kv_tier_needs_kvbm_metrics() {
-    let stack = start(&["--max-model-len", "1024"]);
+    let stack = start_stack(&["--max-model-len", "1024"]);
     let d = dirs();
     let dir = run(
         &stack,

@@ -15,10 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::Value;
-use tempfile::TempDir;
 
-use crate::support::dynamo::{DynamoStack, StackOptions};
-use crate::{read_json, read_jsonl, repo, sparkhost, text};
+use crate::support::dynamo::DynamoStack;
+use crate::{Dirs, RunCmd, dirs, read_json, read_jsonl, sparkhost, start_stack, text};
 
 const LANGS: [&str; 3] = ["rust", "js", "python"];
 const SEED: &str = "7";
@@ -29,38 +28,21 @@ fn component(lang: &str, name: &str) -> PathBuf {
         "js" => "examples/js",
         _ => "examples/python",
     };
-    let p = repo().join(dir).join(format!("{name}.wasm"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run `make workloads`",
-        p.display()
-    );
-    p
-}
-
-fn tokenizer() -> PathBuf {
-    let p = repo().join("target/dynamo-model/tiny-llama/tokenizer.json");
-    assert!(p.is_file(), "{} is missing: run `make dynamo`", p.display());
-    p
+    crate::component(dir, name)
 }
 
 struct Harness {
     name: &'static str,
-    cache: TempDir,
-    results: TempDir,
+    dirs: Dirs,
 }
 
 impl Harness {
     fn new(name: &'static str) -> Self {
-        Self {
-            name,
-            cache: tempfile::tempdir().unwrap(),
-            results: tempfile::tempdir().unwrap(),
-        }
+        Self { name, dirs: dirs() }
     }
 
     fn sparkhost(&self, args: &[&str]) -> Output {
-        sparkhost(args, self.cache.path())
+        sparkhost(args, self.dirs.cache.path())
     }
 
     /// `inspect --json` twice: the first compiles (and caches) the
@@ -96,29 +78,10 @@ impl Harness {
     /// directory.
     fn run(&self, lang: &str, endpoint: &str, run_id: &str, extra: &[&str]) -> (Output, PathBuf) {
         let wasm = component(lang, self.name);
-        let tok = tokenizer();
-        let mut args = vec![
-            "run",
-            wasm.to_str().unwrap(),
-            "--endpoint",
-            endpoint,
-            "--results-root",
-            self.results.path().to_str().unwrap(),
-            "--run-id",
-            run_id,
-            "--tokenizer",
-            tok.to_str().unwrap(),
-            "--seed",
-            SEED,
-            "--model-resolve-timeout",
-            "30s",
-            "--kv-mode",
-            "off",
-            "--quiet",
-        ];
-        args.extend_from_slice(extra);
-        let out = self.sparkhost(&args);
-        (out, self.results.path().join(run_id))
+        let cmd = RunCmd::new(&wasm, endpoint, self.dirs.results.path(), run_id)
+            .args(&["--seed", SEED])
+            .args(extra);
+        (cmd.output(self.dirs.cache.path()), cmd.dir())
     }
 
     fn check_describe(&self) {
@@ -205,11 +168,6 @@ fn first_difference(a: &[u8], b: &[u8]) -> usize {
         + 1
 }
 
-fn start_stack() -> DynamoStack {
-    DynamoStack::start(StackOptions::default())
-        .unwrap_or_else(|e| panic!("starting the Dynamo stack: {e}"))
-}
-
 fn manifest_rows(dir: &Path) -> Vec<Value> {
     read_jsonl(&dir.join("request_manifest.jsonl"))
 }
@@ -228,7 +186,7 @@ fn reuse_verify_in_js_and_python_matches_rust() {
         &["-p", "request-seed=\u{200b}1"],
     ]);
 
-    let stack = start_stack();
+    let stack = start_stack(&[]);
     let defaults = h.check_manifests(&stack, "defaults", &["--max-tokens", "8"]);
     let rows = manifest_rows(&defaults);
     assert_eq!(rows.len(), 3, "three repeats by default");
@@ -276,7 +234,7 @@ fn local_copilot_burst_in_js_and_python_matches_rust() {
         &["-p", "temperature=-1e21"],
     ]);
 
-    let stack = start_stack();
+    let stack = start_stack(&[]);
     let common = [
         "--max-tokens",
         "8",

@@ -11,6 +11,11 @@
 //!
 //! Workload components come from `make workloads` (`workloads/synthetic.wasm`,
 //! `target/test-guests/*.wasm`); a missing one fails with that hint.
+//!
+//! Shared here: paths to built components and the mocker's tokenizer,
+//! [`start_stack`], [`Dirs`] (a test's results root and component cache)
+//! and [`RunCmd`], the `sparkhost run` command line of the tests that run a
+//! workload against a live endpoint.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -26,12 +31,18 @@ mod workloads;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::support::dynamo::{DynamoStack, StackOptions};
+
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-pub fn synthetic() -> PathBuf {
-    let p = repo().join("workloads/synthetic.wasm");
+/// `<dir>/<name>.wasm` under the repository, which `make workloads` builds.
+pub fn component(dir: &str, name: &str) -> PathBuf {
+    let p = repo().join(dir).join(format!("{name}.wasm"));
     assert!(
         p.is_file(),
         "{} is missing: run `make workloads`",
@@ -40,16 +51,114 @@ pub fn synthetic() -> PathBuf {
     p
 }
 
+/// `workloads/<name>.wasm`.
+pub fn workload(name: &str) -> PathBuf {
+    component("workloads", name)
+}
+
+pub fn synthetic() -> PathBuf {
+    workload("synthetic")
+}
+
 pub fn test_guest(name: &str) -> PathBuf {
-    let p = repo()
-        .join("target/test-guests")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run `make workloads`",
-        p.display()
-    );
+    component("target/test-guests", name)
+}
+
+/// The mocker model's tokenizer, from `make dynamo`.
+pub fn tokenizer() -> PathBuf {
+    let p = repo().join("target/dynamo-model/tiny-llama/tokenizer.json");
+    assert!(p.is_file(), "{} is missing: run `make dynamo`", p.display());
     p
+}
+
+/// The real Dynamo frontend + mocker, with extra mocker flags.
+pub fn start_stack(mocker_args: &[&str]) -> DynamoStack {
+    DynamoStack::start(StackOptions::with_mocker_args(mocker_args.iter().copied()))
+        .unwrap_or_else(|e| panic!("starting the Dynamo stack: {e}"))
+}
+
+/// A test's own results root and component cache, removed when dropped.
+pub struct Dirs {
+    pub results: TempDir,
+    pub cache: TempDir,
+}
+
+pub fn dirs() -> Dirs {
+    Dirs {
+        results: tempfile::tempdir().unwrap(),
+        cache: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// `sparkhost run` of a workload against a live endpoint, with the mocker's
+/// tokenizer and no KV tier:
+///
+/// ```text
+/// run WASM --endpoint E --results-root R --run-id ID --tokenizer T
+///     --model-resolve-timeout 30s --kv-mode off --quiet [more args]
+/// ```
+pub struct RunCmd {
+    args: Vec<String>,
+    dir: PathBuf,
+}
+
+impl RunCmd {
+    pub fn new(wasm: &Path, endpoint: &str, results_root: &Path, run_id: &str) -> Self {
+        let tok = tokenizer();
+        let args = [
+            "run",
+            wasm.to_str().unwrap(),
+            "--endpoint",
+            endpoint,
+            "--results-root",
+            results_root.to_str().unwrap(),
+            "--run-id",
+            run_id,
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--model-resolve-timeout",
+            "30s",
+            "--kv-mode",
+            "off",
+            "--quiet",
+        ];
+        Self {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            dir: results_root.join(run_id),
+        }
+    }
+
+    /// Appends arguments.
+    pub fn args(mut self, more: &[&str]) -> Self {
+        self.args.extend(more.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// The run directory.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
+    /// Runs it with component cache `cache`.
+    pub fn output(&self, cache: &Path) -> Output {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        sparkhost(&args, cache)
+    }
+
+    /// Runs it against `stack` and asserts the exit code (showing the
+    /// output and the stack's logs otherwise); returns the run directory.
+    pub fn expect_exit(&self, stack: &DynamoStack, cache: &Path, code: i32) -> PathBuf {
+        let out = self.output(cache);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{}: {}\nstack logs:\n{}",
+            self.dir.display(),
+            text(&out),
+            stack.tail_logs()
+        );
+        self.dir()
+    }
 }
 
 /// Runs the real binary with a private component cache.
@@ -74,6 +183,16 @@ pub fn text(o: &Output) -> String {
 pub fn read_json(p: &Path) -> serde_json::Value {
     let s = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
     serde_json::from_str(&s).unwrap_or_else(|e| panic!("{} is not JSON: {e}", p.display()))
+}
+
+/// The summary of phase `name` in a `summary.json`.
+pub fn phase<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["phase_summaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phase"] == name)
+        .unwrap_or_else(|| panic!("no phase {name} in {summary:#}"))
 }
 
 pub fn read_jsonl(p: &Path) -> Vec<serde_json::Value> {

@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{read_json, repo, sparkhost, synthetic, text};
+use super::{read_json, repo, sparkhost, synthetic, text, workload};
 
 fn fixture() -> PathBuf {
     repo().join("tests/fixtures/run-basic")
@@ -35,25 +35,27 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn default_generator() -> PathBuf {
-    let p = repo().join("workloads/report-default.wasm");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `make workloads`",
-        p.display()
-    );
-    p
+    workload("report-default")
+}
+
+/// `sparkhost report RUN_DIR --generator GENERATOR`.
+fn report(run_dir: &Path, generator: &Path, cache: &Path) -> Output {
+    sparkhost(
+        &[
+            "report",
+            run_dir.to_str().unwrap(),
+            "--generator",
+            generator.to_str().unwrap(),
+        ],
+        cache,
+    )
 }
 
 /// The fixture copied into a temp dir, with reports written by the default generator.
 fn reported_fixture(cache: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixture(), dir.path());
-    let gen_path = default_generator();
-    let g = gen_path.to_str().unwrap();
-    let o = sparkhost(
-        &["report", dir.path().to_str().unwrap(), "--generator", g],
-        cache,
-    );
+    let o = report(dir.path(), &default_generator(), cache);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     dir
 }
@@ -91,15 +93,7 @@ fn golden_report_md() {
         );
     }
     // Regenerating replaces the earlier report (and only it) with the same bytes.
-    let o = sparkhost(
-        &[
-            "report",
-            dir.path().to_str().unwrap(),
-            "--generator",
-            default_generator().to_str().unwrap(),
-        ],
-        cache.path(),
-    );
+    let o = report(dir.path(), &default_generator(), cache.path());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(
         std::fs::read_to_string(dir.path().join("report.md")).unwrap(),
@@ -721,15 +715,7 @@ fn report_without_telemetry_says_not_collected() {
             tags: vec![],
         },
     );
-    let o = sparkhost(
-        &[
-            "report",
-            dir.to_str().unwrap(),
-            "--generator",
-            default_generator().to_str().unwrap(),
-        ],
-        cache.path(),
-    );
+    let o = report(&dir, &default_generator(), cache.path());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     for want in [
@@ -752,15 +738,7 @@ fn report_without_telemetry_says_not_collected() {
     assert!(html.contains("<svg id=\"chart-ttft-cdf\""));
 
     // A workload is not a report generator; the error says so.
-    let o = sparkhost(
-        &[
-            "report",
-            dir.to_str().unwrap(),
-            "--generator",
-            synthetic().to_str().unwrap(),
-        ],
-        cache.path(),
-    );
+    let o = report(&dir, &synthetic(), cache.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("not a sparkhost report generator"),

@@ -9,77 +9,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tempfile::TempDir;
 
-use crate::support::dynamo::{DynamoStack, StackOptions};
-use crate::{read_json, read_jsonl, repo, sparkhost, text};
-
-fn start(mocker_args: &[&str]) -> DynamoStack {
-    DynamoStack::start(StackOptions::with_mocker_args(mocker_args.iter().copied()))
-        .unwrap_or_else(|e| panic!("starting the Dynamo stack: {e}"))
-}
-
-fn workload(name: &str) -> PathBuf {
-    let p = repo().join("workloads").join(format!("{name}.wasm"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run `make workloads`",
-        p.display()
-    );
-    p
-}
-
-fn tokenizer() -> PathBuf {
-    let p = repo().join("target/dynamo-model/tiny-llama/tokenizer.json");
-    assert!(p.is_file(), "{} is missing: run `make dynamo`", p.display());
-    p
-}
-
-struct Dirs {
-    results: TempDir,
-    cache: TempDir,
-}
-
-fn dirs() -> Dirs {
-    Dirs {
-        results: tempfile::tempdir().unwrap(),
-        cache: tempfile::tempdir().unwrap(),
-    }
-}
+use crate::support::dynamo::DynamoStack;
+use crate::{Dirs, RunCmd, dirs, phase, read_json, read_jsonl, repo, start_stack, workload};
 
 /// Runs workload `name` (streamed, with the mocker's tokenizer); returns
 /// the run directory after checking the exit code is 0.
 fn run(stack: &DynamoStack, d: &Dirs, name: &str, run_id: &str, extra: &[&str]) -> PathBuf {
-    let tok = tokenizer();
-    let wasm = workload(name);
-    let mut args = vec![
-        "run",
-        wasm.to_str().unwrap(),
-        "--endpoint",
-        &stack.endpoint,
-        "--results-root",
-        d.results.path().to_str().unwrap(),
-        "--run-id",
-        run_id,
-        "--tokenizer",
-        tok.to_str().unwrap(),
-        "--model-resolve-timeout",
-        "30s",
-        "--kv-mode",
-        "off",
-        "--stream",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    let out = sparkhost(&args, d.cache.path());
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{name}: {}\nstack logs:\n{}",
-        text(&out),
-        stack.tail_logs()
-    );
-    let dir = d.results.path().join(run_id);
+    let dir = RunCmd::new(&workload(name), &stack.endpoint, d.results.path(), run_id)
+        .args(&["--stream"])
+        .args(extra)
+        .expect_exit(stack, d.cache.path(), 0);
     let summary = read_json(&dir.join("summary.json"));
     assert_eq!(summary["run_valid"], true, "{name}: {summary:#}");
     dir
@@ -105,15 +45,6 @@ fn phase_names(summary: &Value) -> Vec<String> {
         .iter()
         .map(|p| p["phase"].as_str().unwrap().to_string())
         .collect()
-}
-
-fn phase<'a>(summary: &'a Value, name: &str) -> &'a Value {
-    summary["phase_summaries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["phase"] == name)
-        .unwrap_or_else(|| panic!("no phase {name} in {summary:#}"))
 }
 
 fn label<'a>(row: &'a Value, key: &str) -> &'a str {
@@ -166,7 +97,7 @@ fn assert_turns_follow(session: &[&Value], think_ms: f64) {
 
 #[test]
 fn reuse_verify_hits_the_cache_and_is_faster_on_repeats() {
-    let stack = start(&[]);
+    let stack = start_stack(&[]);
     let d = dirs();
     let dir = run(
         &stack,
@@ -238,7 +169,7 @@ fn eviction_replay_loses_its_hits_without_a_host_tier_and_keeps_them_with_one() 
         if let Some(n) = host_blocks {
             mocker.extend(["--num-host-blocks", n]);
         }
-        let stack = start(&mocker);
+        let stack = start_stack(&mocker);
         let dir = run(&stack, &d, "eviction_replay", run_id, &EVICTION_ARGS);
         let s = summary(&dir);
         assert_eq!(phase_names(&s), ["warm_A", "pressure_B", "replay_A"]);
@@ -280,7 +211,7 @@ fn eviction_replay_loses_its_hits_without_a_host_tier_and_keeps_them_with_one() 
 
 #[test]
 fn local_copilot_burst_spaces_bursts_and_grows_history() {
-    let stack = start(&[]);
+    let stack = start_stack(&[]);
     let d = dirs();
     let dir = run(
         &stack,
@@ -354,7 +285,7 @@ fn local_copilot_burst_spaces_bursts_and_grows_history() {
 
 #[test]
 fn agent_loop_sessions_grow_and_think() {
-    let stack = start(&[]);
+    let stack = start_stack(&[]);
     let d = dirs();
     let dir = run(
         &stack,
@@ -396,7 +327,7 @@ fn agent_loop_sessions_grow_and_think() {
 
 #[test]
 fn rehydrate_replay_resends_the_populate_prompts() {
-    let stack = start(&[]);
+    let stack = start_stack(&[]);
     let d = dirs();
     let dir = run(
         &stack,
@@ -441,7 +372,7 @@ fn rehydrate_replay_resends_the_populate_prompts() {
 
 #[test]
 fn rag_summarize_reuses_documents() {
-    let stack = start(&[]);
+    let stack = start_stack(&[]);
     let d = dirs();
     let dir = run(
         &stack,
@@ -493,7 +424,7 @@ fn rag_summarize_reuses_documents() {
 
 #[test]
 fn kv_pressure_sizes_the_working_set_against_the_gpu_tier() {
-    let stack = start(&EVICTION_MOCKER);
+    let stack = start_stack(&EVICTION_MOCKER);
     let d = dirs();
     let common = [
         "--max-tokens",
@@ -538,7 +469,7 @@ fn kv_pressure_sizes_the_working_set_against_the_gpu_tier() {
 
 #[test]
 fn trace_replay_follows_the_example_trace() {
-    let stack = start(&[]);
+    let stack = start_stack(&[]);
     let d = dirs();
     let trace = repo().join("workloads/trace_replay/example_trace.jsonl");
     let grant = format!("trace=@{}", trace.display());

@@ -36,14 +36,8 @@ const FIXED: [&str; 22] = [
     "schedule_lateness_p99_ms",
 ];
 
-/// Per replay phase: KVBM deltas and disk I/O.
-const PHASE_COLS: [&str; 10] = [
-    "offload_blocks_d2h",
-    "offload_blocks_h2d",
-    "offload_blocks_d2d",
-    "onboard_blocks_h2d",
-    "onboard_blocks_d2d",
-    "matched_tokens",
+/// Per replay phase, after the KVBM deltas ([`KVBM_COUNTERS`]): disk I/O.
+const IO_COLS: [&str; 4] = [
     "disk_read_mib",
     "disk_write_mib",
     "proc_read_mib",
@@ -81,7 +75,7 @@ pub fn table(runs: &[RunRecord], slo: Option<&Slo>) -> Table {
     let any_goodput = slo.is_some() || runs.iter().any(|r| r.goodput.is_some());
     let mut header: Vec<String> = FIXED.iter().map(|s| (*s).to_owned()).collect();
     for ph in &replay {
-        for c in PHASE_COLS {
+        for c in KVBM_COUNTERS.iter().chain(&IO_COLS) {
             header.push(format!("{ph}.{c}"));
         }
     }

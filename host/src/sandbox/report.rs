@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Store, StoreLimits};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::{FrozenClock, Sandbox, SandboxError, ticks};
+use super::{Sandbox, SandboxError, file_label, guest_wasi, memory_cap, read_component, ticks};
 use crate::results::identity::sha256_hex;
 
 mod bindings {
@@ -152,20 +152,7 @@ impl<'a> ReportRuntime<'a> {
     }
 
     pub fn load(&self, path: &Path) -> Result<LoadedGenerator, SandboxError> {
-        let bytes = std::fs::read(path).map_err(|source| SandboxError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-            return Err(SandboxError::NotWasm {
-                path: path.to_owned(),
-            });
-        }
-        if bytes[6..8] == [0, 0] {
-            return Err(SandboxError::CoreModule {
-                path: path.to_owned(),
-            });
-        }
+        let bytes = read_component(path)?;
         let digest = sha256_hex(&bytes);
         let engine = self.sandbox.engine();
         let (component, from_cache) = self
@@ -231,42 +218,13 @@ impl<'a> ReportRuntime<'a> {
         run_dir: Option<&Path>,
     ) -> Result<Instance, SandboxError> {
         let stderr = MemoryOutputPipe::new(64 << 10);
-        let mut builder = WasiCtx::builder();
-        if let Some(dir) = run_dir {
-            // cap-std confines the guest to this directory: `..` and symbolic
-            // links that lead outside it are refused.
-            builder
-                .preopened_dir(dir, RUN_DIR, wasmtime_wasi::FsPerms::ReadOnly)
-                .map_err(|e| SandboxError::Data {
-                    path: dir.to_owned(),
-                    message: format!("{e:#}"),
-                })?;
-        }
         let seed = sha256_hex(b"sparkhost-report").into_bytes();
-        let wasi = builder
-            .stdout(wasmtime_wasi::p2::pipe::SinkOutputStream)
-            .stderr(stderr.clone())
-            .wall_clock(FrozenClock)
-            .monotonic_clock(FrozenClock)
-            .secure_random(wasmtime_wasi::Deterministic::new(seed.clone()))
-            .insecure_random(wasmtime_wasi::Deterministic::new(seed))
-            .insecure_random_seed(0)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        let label = g
-            .path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let wasi = guest_wasi(run_dir.map(|dir| (dir, RUN_DIR)), &stderr, seed, 0)?;
+        let label = file_label(&g.path);
         let state = ReportState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes as usize)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: memory_cap(self.limits.memory_bytes),
             label: label.clone(),
         };
         let mut store = Store::new(self.sandbox.engine(), state);

@@ -20,9 +20,9 @@
 
 use sparkhost_workload::text::{self, FILLER, SizeSet, TOPICS};
 use sparkhost_workload::{
-    Api, Arrival, Generation, GenerationDefaults, HostTokenizer, LoadModel, ParamInfo, Params,
-    Phase, PromptFormat, RequestSpec, Result, Sequence, SplitMix64, Template, Tokenizer, Workload,
-    WorkloadInfo, counted, generation_params, label, message, param, sha256_hex,
+    Api, Arrival, Generation, GenerationDefaults, ParamInfo, Params, PromptFormat, RequestSpec,
+    Result, Sequence, SequenceWorkload, SplitMix64, Template, Tokenizer, WorkloadInfo,
+    closed_phase, counted, generation_params, label, message, param, sha256_hex,
 };
 
 /// The seed's offsets from the run's seed.
@@ -45,14 +45,12 @@ pub struct Config {
 impl Config {
     pub fn from_params(p: &Params) -> Result<Self> {
         let concurrency = p.get_u32_min("concurrency", 1)?;
-        let a_concurrency = match p.get_opt_u32("a-concurrency")? {
-            Some(_) => p.get_u32_min("a-concurrency", 1)?,
-            None => concurrency,
-        };
-        let b_concurrency = match p.get_opt_u32("b-concurrency")? {
-            Some(_) => p.get_u32_min("b-concurrency", 1)?,
-            None => a_concurrency.max(concurrency.saturating_mul(2)),
-        };
+        let a_concurrency = p
+            .get_opt_u32_min("a-concurrency", 1)?
+            .unwrap_or(concurrency);
+        let b_concurrency = p
+            .get_opt_u32_min("b-concurrency", 1)?
+            .unwrap_or_else(|| a_concurrency.max(concurrency.saturating_mul(2)));
         Ok(Self {
             a_requests: p.get_u32_min("a-requests", 1)?,
             b_requests: p.get_u32_min("b-requests", 1)?,
@@ -196,25 +194,18 @@ fn phase_source(
     })
 }
 
-/// The planner of one run.
-pub struct EvictionReplay {
-    seq: Sequence,
-}
+/// The planner, exported as [`Sequenced<EvictionReplay>`](sparkhost_workload::Sequenced).
+pub struct EvictionReplay;
 
 impl EvictionReplay {
     /// Phases: `warmup` (if any; excluded), `warm_A`, `pressure_B`,
     /// `replay_A`, with their concurrencies.
     pub fn sequence(config: &Config, seed: u64) -> Sequence {
-        let phase = |name: &str, include: bool, concurrency: u32| Phase {
-            name: name.to_string(),
-            include_in_summary: include,
-            load: Some(LoadModel::Closed(concurrency)),
-        };
         let (a, b) = (config.a_concurrency, config.b_concurrency);
         let mut seq = Sequence::new();
         if config.warmup > 0 {
             seq.push(
-                phase("warmup", false, a),
+                closed_phase("warmup", false, a),
                 phase_source(
                     config,
                     seed.wrapping_add(WARMUP_SEED_OFFSET),
@@ -228,7 +219,7 @@ impl EvictionReplay {
             );
         }
         seq.push(
-            phase("warm_A", true, a),
+            closed_phase("warm_A", true, a),
             phase_source(
                 config,
                 seed,
@@ -241,7 +232,7 @@ impl EvictionReplay {
             ),
         );
         seq.push(
-            phase("pressure_B", true, b),
+            closed_phase("pressure_B", true, b),
             phase_source(
                 config,
                 seed.wrapping_add(B_SEED_OFFSET),
@@ -254,7 +245,7 @@ impl EvictionReplay {
             ),
         );
         seq.push(
-            phase("replay_A", true, a),
+            closed_phase("replay_A", true, a),
             phase_source(
                 config,
                 seed,
@@ -270,7 +261,7 @@ impl EvictionReplay {
     }
 }
 
-impl Workload for EvictionReplay {
+impl SequenceWorkload for EvictionReplay {
     fn describe() -> WorkloadInfo {
         WorkloadInfo {
             name: "eviction_replay".to_string(),
@@ -285,28 +276,17 @@ impl Workload for EvictionReplay {
         }
     }
 
-    fn create(params: &Params, seed: u64) -> Result<Self> {
-        let config = Config::from_params(params)?;
-        Ok(Self {
-            seq: Self::sequence(&config, seed),
-        })
-    }
-
-    fn phases(&self) -> Vec<Phase> {
-        self.seq.phases()
-    }
-
-    fn next_batch(&mut self, max: u32) -> Result<sparkhost_workload::Batch> {
-        self.seq.next_batch(max, &HostTokenizer)
+    fn plan(params: &Params, seed: u64) -> Result<Sequence> {
+        Ok(Self::sequence(&Config::from_params(params)?, seed))
     }
 }
 
-sparkhost_workload::export_workload!(EvictionReplay);
+sparkhost_workload::export_workload!(sparkhost_workload::Sequenced<EvictionReplay>);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sparkhost_workload::{WordTokenizer, WorkloadError};
+    use sparkhost_workload::{LoadModel, WordTokenizer, WorkloadError};
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config> {
         Config::from_params(&Params::from_pairs(&declared_params(), pairs)?)

@@ -22,8 +22,8 @@
 
 use sparkhost_workload::text::{self, FILLER, TOPICS};
 use sparkhost_workload::{
-    Api, Arrival, Generation, GenerationDefaults, HostTokenizer, ParamInfo, Params, Phase,
-    PromptFormat, RequestSpec, Result, Sequence, SplitMix64, Template, Tokenizer, Workload,
+    Api, Arrival, Generation, GenerationDefaults, ParamInfo, Params, Phase, PromptFormat,
+    RequestSpec, Result, Sequence, SequenceWorkload, SplitMix64, Template, Tokenizer,
     WorkloadError, WorkloadInfo, counted, generation_params, label, message, param, sha256_hex,
 };
 
@@ -219,10 +219,8 @@ fn phase_source(
     })
 }
 
-/// The planner of one run.
-pub struct RagSummarize {
-    seq: Sequence,
-}
+/// The planner, exported as [`Sequenced<RagSummarize>`](sparkhost_workload::Sequenced).
+pub struct RagSummarize;
 
 impl RagSummarize {
     /// Phases `warmup` (if any; excluded) and `main`, at the CLI's load.
@@ -255,7 +253,7 @@ impl RagSummarize {
     }
 }
 
-impl Workload for RagSummarize {
+impl SequenceWorkload for RagSummarize {
     fn describe() -> WorkloadInfo {
         WorkloadInfo {
             name: "rag_summarize".to_string(),
@@ -269,22 +267,12 @@ impl Workload for RagSummarize {
         }
     }
 
-    fn create(params: &Params, seed: u64) -> Result<Self> {
-        Ok(Self {
-            seq: Self::sequence(&Config::from_params(params)?, seed),
-        })
-    }
-
-    fn phases(&self) -> Vec<Phase> {
-        self.seq.phases()
-    }
-
-    fn next_batch(&mut self, max: u32) -> Result<sparkhost_workload::Batch> {
-        self.seq.next_batch(max, &HostTokenizer)
+    fn plan(params: &Params, seed: u64) -> Result<Sequence> {
+        Ok(Self::sequence(&Config::from_params(params)?, seed))
     }
 }
 
-sparkhost_workload::export_workload!(RagSummarize);
+sparkhost_workload::export_workload!(sparkhost_workload::Sequenced<RagSummarize>);
 
 #[cfg(test)]
 mod tests {

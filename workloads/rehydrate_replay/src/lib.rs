@@ -25,9 +25,9 @@
 
 use sparkhost_workload::text::{self, FILLER, TOPICS};
 use sparkhost_workload::{
-    Api, Arrival, Generation, GenerationDefaults, HostTokenizer, LoadModel, ParamInfo, Params,
-    Phase, PromptFormat, RequestSpec, Result, Sequence, Source, SplitMix64, Template, Workload,
-    WorkloadInfo, generation_params, label, message, param, sha256_hex,
+    Api, Arrival, Generation, GenerationDefaults, ParamInfo, Params, PromptFormat, RequestSpec,
+    Result, Sequence, SequenceWorkload, Source, SplitMix64, Template, WorkloadInfo, closed_phase,
+    generation_params, label, message, param, sha256_hex,
 };
 
 /// The seed's offsets from the run's seed.
@@ -52,12 +52,7 @@ pub struct Config {
 impl Config {
     pub fn from_params(p: &Params) -> Result<Self> {
         let concurrency = p.get_u32_min("concurrency", 1)?;
-        let opt = |name: &str| -> Result<Option<u32>> {
-            match p.get_opt_u32(name)? {
-                Some(_) => p.get_u32_min(name, 1).map(Some),
-                None => Ok(None),
-            }
-        };
+        let opt = |name: &str| p.get_opt_u32_min(name, 1);
         let populate_concurrency = opt("populate-concurrency")?.unwrap_or(concurrency);
         let thrash_concurrency = opt("thrash-concurrency")?
             .unwrap_or_else(|| populate_concurrency.max(concurrency.saturating_mul(2)));
@@ -274,20 +269,14 @@ pub fn thrash_source(config: &Config, seed: u64) -> Source {
     })
 }
 
-/// The planner of one run.
-pub struct RehydrateReplay {
-    seq: Sequence,
-}
+/// The planner, exported as [`Sequenced<RehydrateReplay>`](sparkhost_workload::Sequenced).
+pub struct RehydrateReplay;
 
 impl RehydrateReplay {
     /// Phases: `populate`, `thrash` (unless 0 sessions), `replay`,
     /// `replay_2`, …; all in the summary, each with its concurrency.
     pub fn sequence(config: &Config, seed: u64) -> Sequence {
-        let phase = |name: &str, concurrency: u32| Phase {
-            name: name.to_string(),
-            include_in_summary: true,
-            load: Some(LoadModel::Closed(concurrency)),
-        };
+        let phase = |name: &str, concurrency: u32| closed_phase(name, true, concurrency);
         let mut seq = Sequence::new();
         seq.push(
             phase("populate", config.populate_concurrency),
@@ -310,7 +299,7 @@ impl RehydrateReplay {
     }
 }
 
-impl Workload for RehydrateReplay {
+impl SequenceWorkload for RehydrateReplay {
     fn describe() -> WorkloadInfo {
         WorkloadInfo {
             name: "rehydrate_replay".to_string(),
@@ -325,23 +314,12 @@ impl Workload for RehydrateReplay {
         }
     }
 
-    fn create(params: &Params, seed: u64) -> Result<Self> {
-        let config = Config::from_params(params)?;
-        Ok(Self {
-            seq: Self::sequence(&config, seed),
-        })
-    }
-
-    fn phases(&self) -> Vec<Phase> {
-        self.seq.phases()
-    }
-
-    fn next_batch(&mut self, max: u32) -> Result<sparkhost_workload::Batch> {
-        self.seq.next_batch(max, &HostTokenizer)
+    fn plan(params: &Params, seed: u64) -> Result<Sequence> {
+        Ok(Self::sequence(&Config::from_params(params)?, seed))
     }
 }
 
-sparkhost_workload::export_workload!(RehydrateReplay);
+sparkhost_workload::export_workload!(sparkhost_workload::Sequenced<RehydrateReplay>);
 
 #[cfg(test)]
 mod tests {

@@ -139,8 +139,9 @@ fn open(s: &mut String, id: &str, title: &str) {
     );
 }
 
-fn axes(s: &mut String, x: &Scale, y: &Scale, x_label: &str, y_label: &str) {
-    let (x0, x1, y0, y1) = (LEFT, W - RIGHT, H - BOTTOM, TOP);
+/// A light horizontal line and a label at every tick of `y`, across the plot.
+fn y_grid(s: &mut String, y: &Scale) {
+    let (x0, x1) = (LEFT, W - RIGHT);
     for t in y.ticks() {
         let py = y.at(t);
         let _ = write!(
@@ -151,6 +152,11 @@ fn axes(s: &mut String, x: &Scale, y: &Scale, x_label: &str, y_label: &str) {
             tick_label(t)
         );
     }
+}
+
+fn axes(s: &mut String, x: &Scale, y: &Scale, x_label: &str, y_label: &str) {
+    let (x0, x1, y0, y1) = (LEFT, W - RIGHT, H - BOTTOM, TOP);
+    y_grid(s, y);
     for t in x.ticks() {
         let px = x.at(t);
         let _ = write!(
@@ -373,16 +379,7 @@ pub fn bar_chart(
     );
     let x0 = LEFT;
     let x1 = W - RIGHT;
-    for t in y.ticks() {
-        let py = y.at(t);
-        let _ = write!(
-            s,
-            "<line x1=\"{x0}\" y1=\"{py:.1}\" x2=\"{x1}\" y2=\"{py:.1}\" stroke=\"#eee\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            x0 - 6.0,
-            py + 4.0,
-            tick_label(t)
-        );
-    }
+    y_grid(&mut s, &y);
     let n = categories.len().max(1) as f64;
     let gw = (x1 - x0) / n;
     let bw = (gw * 0.8) / series.len().max(1) as f64;

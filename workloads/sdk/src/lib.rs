@@ -78,7 +78,8 @@
 //! - [`text`]: the synthetic document builder, the seed's size rules and
 //!   the Llama-3 template.
 //! - [`plan`]: [`Sequence`], phases whose requests are built lazily, in
-//!   order, by one [`Source`] each.
+//!   order, by one [`Source`] each; [`Sequenced`], the [`Workload`] of a
+//!   planner that is one such sequence ([`SequenceWorkload`]).
 //! - [`prompt`]: [`PromptFormat`] (`api`/`template` params) rendering chat
 //!   messages as a chat or completions prompt.
 //! - [`hash`]: [`sha256_hex`], the form of every `prefix_hash`.
@@ -104,7 +105,7 @@ pub mod tokens;
 
 pub use hash::sha256_hex;
 pub use params::{GenerationDefaults, Params, generation_params};
-pub use plan::{Sequence, Source, counted};
+pub use plan::{Sequence, SequenceWorkload, Sequenced, Source, closed_phase, counted};
 pub use prompt::{Api, PromptFormat, Template, message};
 pub use rng::SplitMix64;
 pub use tokens::{HostTokenizer, Tokenizer, WordTokenizer};

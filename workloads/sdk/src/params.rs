@@ -137,6 +137,14 @@ impl Params {
             .ok_or_else(|| invalid(name, value, "a whole number from 0 to 4294967295, or empty"))
     }
 
+    /// A whole number of at least `min`, or `None` when the value is empty.
+    pub fn get_opt_u32_min(&self, name: &str, min: u32) -> Result<Option<u32>> {
+        match self.get_opt_u32(name)? {
+            Some(_) => self.get_u32_min(name, min).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// A finite number.
     pub fn get_f64(&self, name: &str) -> Result<f64> {
         let value = self.get_str(name)?;
@@ -479,6 +487,10 @@ mod tests {
         assert!(msg.contains("from 5 to 10"), "{msg}");
         assert_eq!(p.get_opt_u32("seed").unwrap(), None);
         assert_eq!(p.get_opt_u32("requests").unwrap(), Some(3));
+        assert_eq!(p.get_opt_u32_min("seed", 4).unwrap(), None);
+        assert_eq!(p.get_opt_u32_min("requests", 3).unwrap(), Some(3));
+        let msg = config_message(p.get_opt_u32_min("requests", 4).unwrap_err());
+        assert!(msg.contains("at least 4"), "{msg}");
     }
 
     #[test]

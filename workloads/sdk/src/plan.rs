@@ -5,9 +5,15 @@
 //! `create`. A [`Sequence`] keeps one [`Source`] per phase and asks them in
 //! phase order, so `next_batch` becomes one call and prompts are built only
 //! when the host asks for them.
+//!
+//! A workload whose whole plan is one [`Sequence`] implements
+//! [`SequenceWorkload`] and exports [`Sequenced`], which supplies the
+//! [`Workload`] methods.
 
-use crate::tokens::Tokenizer;
-use crate::{Batch, Phase, RequestSpec, Result};
+use std::marker::PhantomData;
+
+use crate::tokens::{HostTokenizer, Tokenizer};
+use crate::{Batch, LoadModel, Params, Phase, RequestSpec, Result, Workload, WorkloadInfo};
 
 /// Produces the next request of a phase, or `None` once the phase is fully
 /// planned. Gets the tokenizer to fit texts with.
@@ -28,6 +34,16 @@ where
         next += 1;
         Ok(Some(spec))
     })
+}
+
+/// A phase that sets its own closed-loop load of `concurrency` requests in
+/// flight.
+pub fn closed_phase(name: &str, include_in_summary: bool, concurrency: u32) -> Phase {
+    Phase {
+        name: name.to_string(),
+        include_in_summary,
+        load: Some(LoadModel::Closed(concurrency)),
+    }
 }
 
 /// The phases of a run, each with its source, planned in order.
@@ -79,6 +95,46 @@ impl Sequence {
                 return Ok(all);
             }
         }
+    }
+}
+
+/// A workload planned as one [`Sequence`], built from the params in
+/// `create` and fitted with the host's tokenizer. Export it as
+/// `export_workload!(Sequenced<MyWorkload>)`.
+pub trait SequenceWorkload: 'static {
+    /// As [`Workload::describe`].
+    fn describe() -> WorkloadInfo;
+
+    /// The run's phases and their sources, as [`Workload::create`] would
+    /// build them.
+    fn plan(params: &Params, seed: u64) -> Result<Sequence>;
+}
+
+/// The [`Workload`] of a [`SequenceWorkload`]: phases and batches come from
+/// its [`Sequence`], with the [`HostTokenizer`].
+pub struct Sequenced<W> {
+    seq: Sequence,
+    workload: PhantomData<W>,
+}
+
+impl<W: SequenceWorkload> Workload for Sequenced<W> {
+    fn describe() -> WorkloadInfo {
+        W::describe()
+    }
+
+    fn create(params: &Params, seed: u64) -> Result<Self> {
+        Ok(Self {
+            seq: W::plan(params, seed)?,
+            workload: PhantomData,
+        })
+    }
+
+    fn phases(&self) -> Vec<Phase> {
+        self.seq.phases()
+    }
+
+    fn next_batch(&mut self, max: u32) -> Result<Batch> {
+        self.seq.next_batch(max, &HostTokenizer)
     }
 }
 
@@ -136,6 +192,47 @@ mod tests {
         let ids: Vec<&str> = rest.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["a2", "b0", "b1"]);
         assert!(seq.next_batch(5, &WordTokenizer).unwrap().done);
+    }
+
+    /// `n` requests (param, default 2) in one closed-loop phase.
+    struct Counted;
+
+    impl SequenceWorkload for Counted {
+        fn describe() -> WorkloadInfo {
+            WorkloadInfo {
+                name: "counted".to_string(),
+                version: "0.1.0".to_string(),
+                description: String::new(),
+                params: vec![crate::param("n", "Requests.", "2")],
+            }
+        }
+
+        fn plan(params: &Params, _seed: u64) -> Result<Sequence> {
+            let n = params.get_u32("n")?;
+            let mut seq = Sequence::new();
+            seq.push(
+                closed_phase("a", true, 3),
+                counted(n, |i, _| Ok(spec(format!("a{i}"), "a"))),
+            );
+            Ok(seq)
+        }
+    }
+
+    #[test]
+    fn sequenced_takes_describe_and_phases_from_the_plan() {
+        let info = Sequenced::<Counted>::describe();
+        assert_eq!(info.name, "counted");
+        let params = |n| Params::from_pairs(&info.params, &[("n", n)]).unwrap();
+        let w = Sequenced::<Counted>::create(&params("1"), 0).unwrap();
+        assert_eq!(
+            w.phases(),
+            [Phase {
+                name: "a".to_string(),
+                include_in_summary: true,
+                load: Some(LoadModel::Closed(3)),
+            }]
+        );
+        assert!(Sequenced::<Counted>::create(&params("x"), 0).is_err());
     }
 
     #[test]
