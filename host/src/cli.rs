@@ -106,6 +106,10 @@ pub struct BenchArgs {
     /// Requests planned per planning measurement.
     #[arg(long, default_value_t = 20_000)]
     pub planning_requests: u64,
+    /// Extra NAME=VALUE params for the planning measurement (repeatable), e.g.
+    /// `history=synthetic` for session workloads that otherwise wait for answers.
+    #[arg(long = "planning-param", value_parser = parse_param)]
+    pub planning_params: Vec<(String, String)>,
     /// Where bench-<time>/ with every run and bench.json is written.
     #[arg(long, default_value = "bench/results")]
     pub results_root: PathBuf,

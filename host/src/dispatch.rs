@@ -7,6 +7,7 @@
 //! - [`pacer`]: open-loop arrival schedules as pure functions.
 //! - [`runner`]: phases, slots, sessions and arrival times; feeds the recorder.
 //! - [`models`]: `/v1/models` discovery and readiness.
+//! - [`timer`]: sub-millisecond sleeps without spinning.
 
 pub mod client;
 pub mod models;
@@ -14,6 +15,7 @@ pub mod openai;
 pub mod pacer;
 pub mod runner;
 pub mod sse;
+pub mod timer;
 
 use std::sync::Arc;
 

@@ -585,11 +585,20 @@ fn planning(args: &BenchArgs) -> anyhow::Result<Value> {
                 ("warmup", "0"),
                 ("short-range", "16:16"),
             ];
-            let params: Vec<(String, String)> = wanted
+            let mut params: Vec<(String, String)> = wanted
                 .iter()
                 .filter(|(k, _)| declared.iter().any(|d| d == k))
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect();
+            // Each extra param goes to the workloads that declare it.
+            for (k, v) in args
+                .planning_params
+                .iter()
+                .filter(|(k, _)| declared.contains(k))
+            {
+                params.retain(|(p, _)| p != k);
+                params.push((k.clone(), v.clone()));
+            }
             inst.create(&params, 1)?;
             let start = Instant::now();
             let mut planned = 0u64;

@@ -507,6 +507,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     };
 
     let runner = Runner {
+        timer: crate::dispatch::timer::PreciseTimer::new(),
         boundaries: telemetry.as_mut().and_then(TelemetryRun::hook),
         client: client.clone(),
         lookahead: args.lookahead.max(1),

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use super::Prepared;
 use super::client::{Client, Outcome};
 use super::pacer::Schedule;
+use super::timer::PreciseTimer;
 use crate::plan::{Arrival, LoadModel};
 
 /// What the planner sends the dispatcher.
@@ -80,6 +81,8 @@ pub type BoundaryHook = mpsc::UnboundedSender<(Boundary, tokio::sync::oneshot::S
 
 pub struct Runner {
     pub client: Client,
+    /// Wakes the scheduler at send times with sub-millisecond precision.
+    pub timer: PreciseTimer,
     /// Told about phase boundaries (telemetry snapshots); `None` skips them.
     pub boundaries: Option<BoundaryHook>,
     /// Most requests buffered ahead of their send time.
@@ -87,10 +90,6 @@ pub struct Runner {
     /// Cap on in-flight requests in open loop (protects the client machine).
     pub max_in_flight: usize,
 }
-
-/// Below this the scheduler yields instead of sleeping: tokio's timer wheel
-/// has millisecond granularity and would make every send up to 1 ms late.
-const SPIN_WINDOW: Duration = Duration::from_micros(1500);
 
 struct Timed {
     due: Instant,
@@ -328,24 +327,20 @@ impl Runner {
 
                 let now = Instant::now();
                 let next = st.next_due(self.max_in_flight);
-                if let Some((due, from_asap)) = next {
-                    if due <= now {
-                        let p = st.take(from_asap);
-                        let client = self.client.clone();
-                        let tx = done_tx.clone();
-                        let pi = st.index;
-                        tokio::spawn(async move {
-                            let o = client.execute(&p, due).await;
-                            let _ = tx.send((pi, p, o));
-                        });
-                        continue;
-                    }
-                    if due - now <= SPIN_WINDOW {
-                        tokio::task::yield_now().await;
-                        continue;
-                    }
+                if let Some((due, from_asap)) = next
+                    && due <= now
+                {
+                    let p = st.take(from_asap);
+                    let client = self.client.clone();
+                    let tx = done_tx.clone();
+                    let pi = st.index;
+                    tokio::spawn(async move {
+                        let o = client.execute(&p, due).await;
+                        let _ = tx.send((pi, p, o));
+                    });
+                    continue;
                 }
-                let sleep_until = next.map(|(due, _)| due - SPIN_WINDOW / 2);
+                let sleep_until = next.map(|(due, _)| due);
                 let want_feed = !phase_fed && st.buffered() < self.lookahead;
                 tokio::select! {
                     biased;
@@ -355,7 +350,7 @@ impl Runner {
                         None => { phase_fed = true; feed_closed = true; }
                     },
                     _ = stop.changed() => {}
-                    _ = sleep_opt(sleep_until) => {}
+                    _ = sleep_opt(&self.timer, sleep_until) => {}
                 }
             }
 
@@ -451,9 +446,9 @@ impl Runner {
     }
 }
 
-async fn sleep_opt(until: Option<Instant>) {
+async fn sleep_opt(timer: &PreciseTimer, until: Option<Instant>) {
     match until {
-        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        Some(t) => timer.sleep_until(t).await,
         None => std::future::pending().await,
     }
 }
