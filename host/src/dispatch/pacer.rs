@@ -113,14 +113,21 @@ impl Schedule {
     /// Offsets below `sent` are forgotten, so memory stays bounded on long runs.
     pub fn pace(&mut self, elapsed: Duration, sent: u64) -> Pace {
         let intended = self.offset(sent);
-        while self.first < sent && !self.offsets.is_empty() {
-            self.offsets.pop_front();
-            self.first += 1;
-        }
+        self.forget_before(sent);
         if intended <= elapsed {
             Pace::SendNow { intended }
         } else {
             Pace::Wait(intended - elapsed)
+        }
+    }
+}
+
+impl Schedule {
+    /// Drops offsets of requests before `n`, which have been sent.
+    pub fn forget_before(&mut self, n: u64) {
+        while self.first < n && !self.offsets.is_empty() {
+            self.offsets.pop_front();
+            self.first += 1;
         }
     }
 }

@@ -228,8 +228,7 @@ impl PhaseState<'_> {
         if from_asap {
             self.asap_sent += 1;
             if let Some(s) = &mut self.schedule {
-                // Lets the schedule forget offsets that are behind us.
-                let _ = s.pace(Duration::ZERO, self.asap_sent);
+                s.forget_before(self.asap_sent);
             }
             self.asap.pop_front().expect("asap head exists")
         } else {
