@@ -188,9 +188,15 @@ impl FeedState {
             }
             let batch = planner.next_batch(self.cfg.batch_max)?;
             let n = batch.requests.len();
+            // Rows of the whole batch are written and flushed once, before any
+            // of its requests is handed on: every request is in the manifest
+            // before it can be sent, for one write instead of one per row.
+            let mut ready = Vec::with_capacity(n);
             for r in batch.requests {
                 let (p, violation) = self.prepare(r)?;
-                manifest.append(&*p.meta).map_err(|e| e.to_string())?;
+                manifest
+                    .append_unflushed(&*p.meta)
+                    .map_err(|e| e.to_string())?;
                 self.write_prompt(&p.meta, prompts)?;
                 self.seq += 1;
                 if let Some(v) = violation {
@@ -200,15 +206,21 @@ impl FeedState {
                         self.preflight.errors.push(v);
                     }
                 }
-                if self.preflight.failed {
-                    // Keep planning the initial window so the report lists every
-                    // offender, but send nothing; mid-run, stop at once.
-                    if self.started || self.seq as usize >= self.cfg.lookahead.max(1) * 4 {
-                        return Err(self.preflight_error());
-                    }
-                    continue;
+                ready.push(p);
+            }
+            manifest.flush().map_err(|e| e.to_string())?;
+            prompts.flush().map_err(|e| e.to_string())?;
+            if self.preflight.failed {
+                // Keep planning the initial window so the report lists every
+                // offender, but send nothing; mid-run, stop at once.
+                if self.started || self.seq as usize >= self.cfg.lookahead.max(1) * 4 {
+                    return Err(self.preflight_error());
                 }
-                if self.seq as usize >= self.cfg.lookahead {
+                ready.clear();
+            }
+            for p in ready {
+                // `seq` is 0-based: request `seq` is the (seq + 1)-th planned.
+                if p.seq as usize + 1 >= self.cfg.lookahead {
                     self.signal(init);
                 }
                 if tx.blocking_send(FeedItem::Request(p)).is_err() {
@@ -265,7 +277,7 @@ impl FeedState {
             return Ok(());
         }
         prompts
-            .append(&PromptRow {
+            .append_unflushed(&PromptRow {
                 prompt_id: &m.id,
                 prompt_set: m.prompt_set.as_deref(),
                 target_tokens: m.prompt_target_tokens,

@@ -117,6 +117,11 @@ impl TokenCounter {
             }
             candidate[..e].to_owned()
         };
+        // The heuristic's tokens are independent spans: a cut after token k has
+        // exactly k tokens, so no search is needed.
+        if matches!(self, TokenCounter::Heuristic) {
+            return cut_at(target);
+        }
         // Re-tokenizing a cut can merge or split tokens; search for the longest
         // prefix whose own count is within the target.
         let (mut lo, mut hi) = (0usize, target);

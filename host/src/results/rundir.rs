@@ -107,10 +107,20 @@ pub struct JsonlWriter {
 
 impl JsonlWriter {
     pub fn append<T: Serialize + ?Sized>(&mut self, row: &T) -> Result<(), RunDirError> {
+        self.append_unflushed(row)?;
+        self.flush()
+    }
+
+    /// Buffers a whole line; [`JsonlWriter::flush`] makes it durable. A line is
+    /// never split across flushes, because the buffer only holds whole lines.
+    pub fn append_unflushed<T: Serialize + ?Sized>(&mut self, row: &T) -> Result<(), RunDirError> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, row).map_err(|e| self.err(io::Error::other(e)))?;
         self.line.push(b'\n');
-        self.out.write_all(&self.line).map_err(|e| self.err(e))?;
+        self.out.write_all(&self.line).map_err(|e| self.err(e))
+    }
+
+    pub fn flush(&mut self) -> Result<(), RunDirError> {
         self.out.flush().map_err(|e| self.err(e))
     }
 
