@@ -229,6 +229,12 @@ pub struct RunArgs {
     /// Per-request limit, from send to the last byte.
     #[arg(long, alias = "timeout-s", default_value = "600s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Where chunk arrival times come from: `kernel` receive timestamps
+    /// (SO_TIMESTAMPNS; the parser's own delay is then reported as the
+    /// read-path delay instead of skewing TTFT/ITL) or `application`, the
+    /// parser's clock, as other harnesses measure.
+    #[arg(long, value_enum, default_value = "kernel")]
+    pub arrival_clock: crate::dispatch::stamp::RxClock,
     /// Seed handed to the workload and the open-loop schedule.
     #[arg(long, default_value_t = 1337)]
     pub seed: u64,

@@ -8,6 +8,7 @@
 //! - [`runner`]: phases, slots, sessions and arrival times; feeds the recorder.
 //! - [`models`]: `/v1/models` discovery and readiness.
 //! - [`timer`]: sub-millisecond sleeps without spinning.
+//! - [`stamp`]: kernel receive timestamps and wire send times per connection.
 
 pub mod client;
 pub mod models;
@@ -15,6 +16,7 @@ pub mod openai;
 pub mod pacer;
 pub mod runner;
 pub mod sse;
+pub mod stamp;
 pub mod timer;
 
 use std::sync::Arc;

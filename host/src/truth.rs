@@ -1,18 +1,29 @@
 //! A ground-truth OpenAI-compatible server for measuring sparkhost itself.
 //!
 //! It streams every response on an exact schedule — first token `ttft` after
-//! the request is read, then one token every `itl`, `max_tokens` tokens — and
-//! records when each chunk was really handed to the socket. `GET /truth`
+//! the request arrived, then one token every `itl`, `max_tokens` tokens — and
+//! records when each chunk was really handed to the socket. Arrival is the
+//! kernel's receive timestamp of the request's last segment, so the truth
+//! does not depend on how fast this server's own task was scheduled. `GET /truth`
 //! returns those records, so a benchmark can subtract the server's truth from
 //! what the client reported. HTTP/1.1 is spoken by hand on purpose: a framework
 //! would hide when bytes actually leave.
 
+use std::io;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, Interest, ReadBuf,
+};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::dispatch::stamp::{enable_rx_timestamps, recv_stamped};
 
 #[derive(Debug, Clone, Copy)]
 pub struct TruthConfig {
@@ -26,12 +37,17 @@ pub struct TruthRecord {
     /// The `id` of every chunk; sparkhost records it as `response_id`.
     pub id: String,
     pub stream: bool,
-    /// When the request had been read completely, ns since server start.
+    /// When the request's last segment reached the socket (kernel receive
+    /// timestamp), ns since server start.
     pub received_ns: u64,
-    /// When each token's chunk had been written to the socket, ns since server start.
+    /// When each token's chunk was handed to the socket, ns since server start.
     pub token_writes_ns: Vec<u64>,
     /// How late each write was against its schedule, ns.
     pub lateness_ns: Vec<u64>,
+    /// The longest chunk write of the response, from hand-over to return:
+    /// a bound on how uncertain the write times themselves are.
+    #[serde(default)]
+    pub write_ns_max: u64,
 }
 
 #[derive(Default)]
@@ -82,8 +98,12 @@ impl TruthServer {
     }
 
     async fn connection(&self, sock: TcpStream) -> std::io::Result<()> {
+        let stamped = enable_rx_timestamps(sock.as_raw_fd()).is_ok();
         let (r, mut w) = sock.into_split();
-        let mut r = BufReader::new(r);
+        let mut r = BufReader::new(StampedRead {
+            inner: r,
+            last_arrival: None,
+        });
         let mut line = String::new();
         loop {
             line.clear();
@@ -111,7 +131,10 @@ impl TruthServer {
             }
             let mut body = vec![0; len];
             r.read_exact(&mut body).await?;
-            let received = Instant::now();
+            let received = match r.get_ref().last_arrival {
+                Some(at) if stamped => at,
+                _ => Instant::now(),
+            };
             match (method.as_str(), path.as_str()) {
                 ("GET", "/v1/models") => {
                     json_response(
@@ -173,6 +196,7 @@ impl TruthServer {
             received_ns: self.ns(received),
             token_writes_ns: Vec::with_capacity(n as usize),
             lateness_ns: Vec::with_capacity(n as usize),
+            write_ns_max: 0,
         };
         let due = |k: u32| received + self.cfg.ttft + self.cfg.itl * k;
         if !b.stream {
@@ -205,8 +229,12 @@ impl TruthServer {
         let chunk = format!("{:x}\r\n{event}\r\n", event.len());
         for k in 0..n {
             tokio::time::sleep_until(due(k).into()).await;
-            w.write_all(chunk.as_bytes()).await?;
+            // Stamped as the chunk is handed over: the kernel queues it to the
+            // peer inside this write, and this task may lose its CPU after.
             let t = Instant::now();
+            w.write_all(chunk.as_bytes()).await?;
+            let took = t.elapsed().as_nanos() as u64;
+            rec.write_ns_max = rec.write_ns_max.max(took);
             rec.token_writes_ns.push(self.ns(t));
             rec.lateness_ns
                 .push(t.saturating_duration_since(due(k)).as_nanos() as u64);
@@ -219,6 +247,47 @@ impl TruthServer {
         w.write_all(end.as_bytes()).await?;
         self.shared.lock().expect("truth lock").records.push(rec);
         Ok(())
+    }
+}
+
+/// The read half, through `recvmsg`, remembering the newest arrival stamp.
+struct StampedRead {
+    inner: OwnedReadHalf,
+    last_arrival: Option<Instant>,
+}
+
+impl AsyncRead for StampedRead {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        let sock: &TcpStream = me.inner.as_ref();
+        loop {
+            ready!(sock.poll_read_ready(cx))?;
+            // SAFETY: recv writes only initialised bytes, and exactly `n` are
+            // marked filled below.
+            #[allow(unsafe_code)]
+            let unfilled = unsafe { buf.unfilled_mut() };
+            match sock.try_io(Interest::READABLE, || {
+                recv_stamped(sock.as_raw_fd(), unfilled)
+            }) {
+                Ok((n, arrival)) => {
+                    if arrival.is_some() {
+                        me.last_arrival = arrival;
+                    }
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        buf.assume_init(n)
+                    };
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }
 

@@ -52,6 +52,41 @@ fn bench_fidelity_matches_every_request_and_token_to_the_servers_truth() {
     ] {
         assert!(row[k]["median"].as_f64().unwrap() >= 0.0, "{k}: {row:#}");
     }
+    // The default run timed arrivals with kernel stamps; the application-clock
+    // run reports its own read-path delay, the error its figures carry.
+    assert!(
+        row["chunks_sharing_a_read"]["median"].is_number(),
+        "{row:#}"
+    );
+    for k in ["ttft_abs_p99_ms", "reported_read_path_delay_p99_ms"] {
+        assert!(
+            row["application_clock"][k]["median"].as_f64().unwrap() >= 0.0,
+            "{k}: {row:#}"
+        );
+    }
+    for (clock, want) in [("kernel", "kernel"), ("application", "application")] {
+        let run = dir.join(format!("fidelity-{clock}-c4-r0"));
+        let summary = read_json(&run.join("summary.json"));
+        let budget = &summary["timing_error_budget"];
+        // Stamping is switched on lazily by the kernel, so the very first
+        // reads of a machine may be unstamped: then the run says "mixed".
+        let got = budget["arrival_clock"].as_str().unwrap();
+        assert!(
+            got == want || (clock == "kernel" && got == "mixed"),
+            "{budget:#}"
+        );
+        let stamped = budget["chunks_kernel_stamped"].as_u64().unwrap();
+        assert!(stamped > 0 && stamped <= 40, "{budget:#}");
+        assert_eq!(
+            budget["read_path_delay_ms"]["count"].as_u64(),
+            Some(stamped)
+        );
+        let config = read_json(&run.join("config.json"));
+        assert_eq!(
+            config["client_request_parameters"]["arrival_clock"], clock,
+            "{config:#}"
+        );
+    }
     let planned = bench["planning"][0]["requests_per_s"]["median"]
         .as_f64()
         .unwrap();

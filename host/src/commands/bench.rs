@@ -109,6 +109,8 @@ struct Errors {
     ttft: Vec<f64>,
     itl: Vec<f64>,
     server_lateness: Vec<f64>,
+    /// Longest single chunk write on the server, ms: the truth's own uncertainty.
+    server_write_max: f64,
     unmatched: usize,
 }
 
@@ -150,6 +152,7 @@ fn compare(rows: &[Value], truth: &[TruthRecord]) -> Errors {
         }
         e.server_lateness
             .extend(t.lateness_ns.iter().map(|&n| n as f64 / 1e6));
+        e.server_write_max = e.server_write_max.max(t.write_ns_max as f64 / 1e6);
     }
     e
 }
@@ -177,8 +180,9 @@ fn stats(v: &[f64]) -> ErrorStats {
     }
 }
 
-/// One fidelity repeat: TTFT errors, ITL errors, server lateness p99, the run's summary.
-type Repeat = (ErrorStats, ErrorStats, f64, Value);
+/// One fidelity repeat: TTFT errors, ITL errors, server lateness p99, the
+/// run's summary, the server's longest chunk write.
+type Repeat = (ErrorStats, ErrorStats, f64, Value, f64);
 
 struct RunOut {
     dir: PathBuf,
@@ -319,6 +323,57 @@ fn machine() -> Value {
     })
 }
 
+/// `args.repeats` fidelity runs at `c` streams with one arrival clock.
+async fn fidelity_repeats(
+    exe: &Path,
+    args: &BenchArgs,
+    root: &Path,
+    cache: &Path,
+    c: u32,
+    clock: &str,
+) -> anyhow::Result<Vec<Repeat>> {
+    let mut per_repeat = Vec::new();
+    for rep in 0..args.repeats {
+        let server = TruthChild::start(exe, args.ttft, args.itl)?;
+        let requests = (u64::from(c) * args.rounds).max(1);
+        let run = run_client(
+            exe,
+            args,
+            &server.endpoint,
+            root,
+            &format!("fidelity-{clock}-c{c}-r{rep}"),
+            &[
+                "--concurrency".into(),
+                c.to_string(),
+                "--arrival-clock".into(),
+                clock.into(),
+            ],
+            args.tokens,
+            requests,
+            cache,
+        )?;
+        let truth = server.records().await?;
+        let e = compare(&run.rows, &truth);
+        if e.unmatched > 0 {
+            bail!(
+                "{} requests of {} could not be matched to the server's truth",
+                e.unmatched,
+                run.dir.display()
+            );
+        }
+        let mut late = e.server_lateness.clone();
+        late.sort_by(f64::total_cmp);
+        per_repeat.push((
+            stats(&e.ttft),
+            stats(&e.itl),
+            quantile(&late, 0.99),
+            run.summary,
+            e.server_write_max,
+        ));
+    }
+    Ok(per_repeat)
+}
+
 async fn fidelity(
     exe: &Path,
     args: &BenchArgs,
@@ -335,56 +390,51 @@ async fn fidelity(
     );
     let mut out = Vec::new();
     for &c in &args.concurrency {
-        let mut per_repeat = Vec::new();
-        for rep in 0..args.repeats {
-            let server = TruthChild::start(exe, args.ttft, args.itl)?;
-            let requests = (u64::from(c) * args.rounds).max(1);
-            let run = run_client(
-                exe,
-                args,
-                &server.endpoint,
-                root,
-                &format!("fidelity-c{c}-r{rep}"),
-                &["--concurrency".into(), c.to_string()],
-                args.tokens,
-                requests,
-                cache,
-            )?;
-            let truth = server.records().await?;
-            let e = compare(&run.rows, &truth);
-            if e.unmatched > 0 {
-                bail!(
-                    "{} requests of {} could not be matched to the server's truth",
-                    e.unmatched,
-                    run.dir.display()
-                );
-            }
-            let mut late = e.server_lateness.clone();
-            late.sort_by(f64::total_cmp);
-            per_repeat.push((
-                stats(&e.ttft),
-                stats(&e.itl),
-                quantile(&late, 0.99),
-                run.summary,
-            ));
-        }
-        let pick = |f: &dyn Fn(&Repeat) -> f64| spread(per_repeat.iter().map(f).collect());
+        // Kernel arrival stamps (the default) against the truth, then the
+        // parser's clock, whose error against the truth must match the
+        // read-path delay that same run reports in its timing-error budget.
+        let kernel = fidelity_repeats(exe, args, root, cache, c, "kernel").await?;
+        let app = fidelity_repeats(exe, args, root, cache, c, "application").await?;
+        let pick = |rs: &[Repeat], f: &dyn Fn(&Repeat) -> f64| spread(rs.iter().map(f).collect());
+        let budget = |r: &Repeat, k: &str| {
+            r.3["timing_error_budget"]["read_path_delay_ms"][k]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        };
         let row = json!({
             "concurrency": c,
-            "ttft_abs_p50_ms": pick(&|r| r.0.abs_p50),
-            "ttft_abs_p99_ms": pick(&|r| r.0.abs_p99),
-            "ttft_abs_max_ms": pick(&|r| r.0.abs_max),
-            "ttft_signed_median_ms": pick(&|r| r.0.signed_median),
-            "itl_abs_p50_ms": pick(&|r| r.1.abs_p50),
-            "itl_abs_p99_ms": pick(&|r| r.1.abs_p99),
-            "itl_abs_max_ms": pick(&|r| r.1.abs_max),
-            "server_lateness_p99_ms": pick(&|r| r.2),
-            "client_schedule_lateness_p99_ms": pick(&|r| r.3["timing_error_budget"]["schedule_lateness_ms"]["p99"].as_f64().unwrap_or(f64::NAN)),
-            "client_cpu_s": pick(&|r| cpu_s(&r.3)),
-            "ttft_samples": per_repeat[0].0.samples,
-            "itl_samples": per_repeat[0].1.samples,
+            "ttft_abs_p50_ms": pick(&kernel, &|r| r.0.abs_p50),
+            "ttft_abs_p99_ms": pick(&kernel, &|r| r.0.abs_p99),
+            "ttft_abs_max_ms": pick(&kernel, &|r| r.0.abs_max),
+            "ttft_signed_median_ms": pick(&kernel, &|r| r.0.signed_median),
+            "itl_abs_p50_ms": pick(&kernel, &|r| r.1.abs_p50),
+            "itl_abs_p99_ms": pick(&kernel, &|r| r.1.abs_p99),
+            "itl_abs_max_ms": pick(&kernel, &|r| r.1.abs_max),
+            "server_lateness_p99_ms": pick(&kernel, &|r| r.2),
+            "server_write_max_ms": pick(&kernel, &|r| r.4),
+            "client_schedule_lateness_p99_ms": pick(&kernel, &|r| r.3["timing_error_budget"]["schedule_lateness_ms"]["p99"].as_f64().unwrap_or(f64::NAN)),
+            "reported_read_path_delay_p50_ms": pick(&kernel, &|r| budget(r, "p50")),
+            "reported_read_path_delay_p99_ms": pick(&kernel, &|r| budget(r, "p99")),
+            "chunks_sharing_a_read": pick(&kernel, &|r| r.3["timing_error_budget"]["chunks_sharing_a_read"].as_f64().unwrap_or(f64::NAN)),
+            "client_cpu_s": pick(&kernel, &|r| cpu_s(&r.3)),
+            "ttft_samples": kernel[0].0.samples,
+            "itl_samples": kernel[0].1.samples,
+            "application_clock": {
+                "ttft_abs_p50_ms": pick(&app, &|r| r.0.abs_p50),
+                "ttft_abs_p99_ms": pick(&app, &|r| r.0.abs_p99),
+                "itl_abs_p50_ms": pick(&app, &|r| r.1.abs_p50),
+                "itl_abs_p99_ms": pick(&app, &|r| r.1.abs_p99),
+                "reported_read_path_delay_p50_ms": pick(&app, &|r| budget(r, "p50")),
+                "reported_read_path_delay_p99_ms": pick(&app, &|r| budget(r, "p99")),
+                "client_cpu_s": pick(&app, &|r| cpu_s(&r.3)),
+            },
         });
         let m = |k: &str| row[k]["median"].as_f64().unwrap_or(f64::NAN);
+        let ma = |k: &str| {
+            row["application_clock"][k]["median"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        };
         println!(
             "{c:>6} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>12.3}",
             m("ttft_abs_p50_ms"),
@@ -394,6 +444,16 @@ async fn fidelity(
             m("itl_abs_p99_ms"),
             m("itl_abs_max_ms"),
             m("server_lateness_p99_ms")
+        );
+        println!(
+            "{:>6} application clock: ttft err p50 {:.3} p99 {:.3}, itl err p50 {:.3} p99 {:.3}; its reported read-path delay p50 {:.3} p99 {:.3}",
+            "",
+            ma("ttft_abs_p50_ms"),
+            ma("ttft_abs_p99_ms"),
+            ma("itl_abs_p50_ms"),
+            ma("itl_abs_p99_ms"),
+            ma("reported_read_path_delay_p50_ms"),
+            ma("reported_read_path_delay_p99_ms"),
         );
         out.push(row);
     }
@@ -637,6 +697,7 @@ mod tests {
             received_ns: received_ms * 1_000_000,
             token_writes_ns: writes_ms.iter().map(|w| w * 1_000_000).collect(),
             lateness_ns: vec![0; writes_ms.len()],
+            write_ns_max: 0,
         }
     }
 

@@ -236,6 +236,7 @@ impl Context_ {
                 "stream": args.stream,
                 "stream_usage": args.stream && !args.no_stream_usage,
                 "timeout_s": args.timeout.as_secs_f64(),
+                "arrival_clock": args.arrival_clock,
             },
             "load": self.default_load,
             "params": params,
@@ -383,7 +384,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     }
 
     let mut validity = Validity::default();
-    let client = Client::new(&args.endpoint.endpoint, args.timeout);
+    let client = Client::with_clock(&args.endpoint.endpoint, args.timeout, args.arrival_clock);
     let wanted = (args.model != "auto").then_some(args.model.as_str());
     let model = match models::wait_for_model(
         &client,

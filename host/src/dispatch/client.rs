@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client as HyperClient, connect::HttpConnector};
+
+use super::stamp::{RxClock, StampingConnector, Stamps};
 use hyper_util::rt::TokioExecutor;
 use tokio::time::timeout_at;
 
@@ -17,12 +19,18 @@ use super::openai::{self, ServerError, Usage};
 use super::sse::{SseEvent, SseParser};
 use super::{ErrorKind, Prepared};
 
-/// A content-bearing chunk: when it was read and where its text ends.
+/// A content-bearing chunk: when it arrived and where its text ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkMark {
+    /// Arrival at the socket (kernel stamp) or, without stamps, the read time.
     pub at: Instant,
     /// Byte offset in [`Outcome::text`] just past this chunk's text.
     pub text_end: u32,
+    /// How long after `at` the parser saw it (0 without kernel stamps), µs.
+    pub read_delay_us: u32,
+    /// It arrived in the same read as the chunk before it, so its kernel stamp
+    /// is that of the read's last segment.
+    pub shared_read: bool,
 }
 
 /// A request's failure, recorded next to its timings.
@@ -36,7 +44,14 @@ pub struct RequestError {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub intended: Instant,
+    /// When the request's first byte went to the socket (or, if the
+    /// connection never wrote, when it was handed to the HTTP client).
     pub sent: Instant,
+    /// The socket gave kernel arrival stamps, so each chunk's read-path delay
+    /// was measured.
+    pub kernel_stamped: bool,
+    /// Which clock the reported arrival times come from.
+    pub clock: RxClock,
     pub headers: Option<Instant>,
     pub first_byte: Option<Instant>,
     /// First SSE event carrying data (TTFC).
@@ -61,6 +76,8 @@ impl Outcome {
         Outcome {
             intended,
             sent,
+            kernel_stamped: false,
+            clock: RxClock::Application,
             headers: None,
             first_byte: None,
             first_chunk: None,
@@ -116,24 +133,30 @@ fn mentions_prompt_limit(message: &str) -> bool {
 /// HTTP/1.1 keep-alive client for one endpoint.
 #[derive(Clone)]
 pub struct Client {
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<StampingConnector, Full<Bytes>>,
     base: String,
     timeout: Duration,
+    clock: RxClock,
 }
 
 impl Client {
     pub fn new(base: &str, timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(30))));
+        Self::with_clock(base, timeout, RxClock::Kernel)
+    }
+
+    pub fn with_clock(base: &str, timeout: Duration, clock: RxClock) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(30))));
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_max_idle_per_host(usize::MAX)
             .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+            .build(StampingConnector(http));
         Client {
             http,
             base: base.trim_end_matches('/').to_owned(),
             timeout,
+            clock,
         }
     }
 
@@ -229,7 +252,13 @@ impl Client {
             }
             Ok(Ok(r)) => r,
         };
-        o.headers = Some(Instant::now());
+        let mut rx = Rx::new(self.clock, resp.extensions().get::<Stamps>().cloned());
+        if let Some(w) = rx.stamps.as_ref().and_then(Stamps::request_written)
+            && w >= o.sent
+        {
+            o.sent = w;
+        }
+        o.headers = Some(rx.arrival().0);
         o.status = resp.status().as_u16();
         o.server_request_id = resp
             .headers()
@@ -245,7 +274,7 @@ impl Client {
         let mut body = resp.into_body();
 
         if !status.is_success() {
-            let bytes = read_all(&mut body, deadline, o).await;
+            let bytes = read_all(&mut body, deadline, o, &mut rx).await;
             let kind = match status.as_u16() {
                 429 => ErrorKind::Http429,
                 400..=499 => ErrorKind::Http4xx,
@@ -266,11 +295,11 @@ impl Client {
         }
 
         if o.streamed && is_sse {
-            read_stream(&mut body, deadline, o).await;
+            read_stream(&mut body, deadline, o, &mut rx).await;
         } else {
             // A server may answer a streamed request with one JSON body; measure it as unary.
             o.streamed = false;
-            let bytes = read_all(&mut body, deadline, o).await;
+            let bytes = read_all(&mut body, deadline, o, &mut rx).await;
             if o.error.is_some() {
                 return;
             }
@@ -293,10 +322,47 @@ impl Client {
     }
 }
 
+/// Where the parser gets arrival times from for one response.
+struct Rx {
+    clock: RxClock,
+    stamps: Option<Stamps>,
+    /// The read that carried the previous content chunk.
+    last_content_read: Option<u64>,
+}
+
+impl Rx {
+    fn new(clock: RxClock, stamps: Option<Stamps>) -> Self {
+        Rx {
+            clock,
+            stamps,
+            last_content_read: None,
+        }
+    }
+
+    /// The time to report for bytes just handed over, the kernel read they
+    /// came from, and how much later than their arrival the parser sees them.
+    /// The delay is measured whichever clock is reported: with the
+    /// application clock it is the error the reported times carry.
+    fn arrival(&self) -> (Instant, Option<u64>, Duration) {
+        let now = Instant::now();
+        match self.stamps.as_ref().and_then(Stamps::last_arrival) {
+            Some(a) if a.at <= now => {
+                let at = match self.clock {
+                    RxClock::Kernel => a.at,
+                    RxClock::Application => now,
+                };
+                (at, Some(a.read), now - a.at)
+            }
+            _ => (now, None, Duration::ZERO),
+        }
+    }
+}
+
 async fn read_all(
     body: &mut hyper::body::Incoming,
     deadline: tokio::time::Instant,
     o: &mut Outcome,
+    rx: &mut Rx,
 ) -> Vec<u8> {
     let mut buf = Vec::new();
     loop {
@@ -316,7 +382,7 @@ async fn read_all(
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     if o.first_byte.is_none() && !data.is_empty() {
-                        o.first_byte = Some(Instant::now());
+                        o.first_byte = Some(rx.arrival().0);
                     }
                     buf.extend_from_slice(&data);
                 }
@@ -330,6 +396,7 @@ async fn read_stream(
     body: &mut hyper::body::Incoming,
     deadline: tokio::time::Instant,
     o: &mut Outcome,
+    rx: &mut Rx,
 ) {
     let mut parser = SseParser::new();
     loop {
@@ -348,15 +415,24 @@ async fn read_stream(
             }
             Ok(Some(Ok(frame))) => frame,
         };
-        // One timestamp per read: every event in it arrived at the same moment.
-        let at = Instant::now();
+        // One timestamp per frame: every event in it arrived together.
         let Ok(data) = frame.into_data() else {
             continue;
+        };
+        let (at, read, late) = rx.arrival();
+        if read.is_some() {
+            o.kernel_stamped = true;
+            o.clock = rx.clock;
+        }
+        let mark = Seen {
+            at,
+            read_delay_us: late.as_micros().min(u128::from(u32::MAX)) as u32,
+            read,
         };
         if o.first_byte.is_none() && !data.is_empty() {
             o.first_byte = Some(at);
         }
-        parser.push(&data, |ev| on_event(ev, at, o));
+        parser.push(&data, |ev| on_event(ev, mark, &mut rx.last_content_read, o));
     }
     if parser.has_partial() {
         o.fail(ErrorKind::Malformed, "stream ended inside an SSE event");
@@ -377,7 +453,16 @@ async fn read_stream(
     }
 }
 
-fn on_event(ev: SseEvent<'_>, at: Instant, o: &mut Outcome) {
+/// When a frame's events arrived, as [`Rx::arrival`] saw it.
+#[derive(Clone, Copy)]
+struct Seen {
+    at: Instant,
+    read_delay_us: u32,
+    read: Option<u64>,
+}
+
+fn on_event(ev: SseEvent<'_>, seen: Seen, last_read: &mut Option<u64>, o: &mut Outcome) {
+    let at = seen.at;
     match ev {
         SseEvent::Done => o.done_seen = true,
         SseEvent::Data { event, data } => {
@@ -406,9 +491,13 @@ fn on_event(ev: SseEvent<'_>, at: Instant, o: &mut Outcome) {
                             o.first_token = Some(at);
                         }
                         o.text.push_str(&info.text);
+                        let shared_read = seen.read.is_some() && seen.read == *last_read;
+                        *last_read = seen.read;
                         o.chunks.push(ChunkMark {
                             at,
                             text_end: o.text.len() as u32,
+                            read_delay_us: seen.read_delay_us,
+                            shared_read,
                         });
                     }
                     if info.usage.is_some() {

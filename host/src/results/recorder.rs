@@ -15,6 +15,7 @@ use super::summary::{Accumulator, Metric};
 use super::tokens::{token_times, tokens_per_chunk};
 use crate::dispatch::ErrorKind;
 use crate::dispatch::runner::{Event, Finished};
+use crate::dispatch::stamp::RxClock;
 use crate::plan::ResponseSummary;
 use crate::tokenize::TokenCounter;
 
@@ -175,6 +176,17 @@ impl Recorder {
             for &v in &tt.itl_ns {
                 acc.record_ns(Metric::Itl, v);
             }
+            if o.kernel_stamped {
+                for c in &o.chunks {
+                    acc.record_read_delay_us(c.read_delay_us, c.shared_read);
+                }
+            }
+            if !o.chunks.is_empty() {
+                match o.clock {
+                    RxClock::Kernel => acc.requests_kernel_timed += 1,
+                    RxClock::Application => acc.requests_application_timed += 1,
+                }
+            }
             if let Some(v) = tt.tpot_ns {
                 acc.record_ns(Metric::Tpot, v);
             }
@@ -223,6 +235,14 @@ impl Recorder {
                 .map(|v| (v * 1e3).round() / 1e3),
             chunk_offsets_ms: o.chunks.iter().map(|c| ms_between(c.at, o.sent)).collect(),
             chunk_tokens: chunk_tokens.clone(),
+            read_path_delay_max_ms: o
+                .chunks
+                .iter()
+                .map(|c| c.read_delay_us)
+                .max()
+                .filter(|_| o.kernel_stamped)
+                .map(|us| f64::from(us) / 1e3),
+            chunks_sharing_a_read: o.chunks.iter().filter(|c| c.shared_read).count() as u32,
             token_source,
             status_code: o.status,
             ok,

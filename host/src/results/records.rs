@@ -68,6 +68,11 @@ pub struct RequestRow<'a> {
     pub itl_max_ms: Option<f64>,
     /// Arrival of each content chunk, ms from the actual send.
     pub chunk_offsets_ms: Vec<f64>,
+    /// Most any chunk's parser time trailed its kernel arrival; null when
+    /// arrivals were timed by the parser.
+    pub read_path_delay_max_ms: Option<f64>,
+    /// Chunks stamped with a later chunk's arrival because one read held both.
+    pub chunks_sharing_a_read: u32,
     pub chunk_tokens: Vec<u32>,
     pub token_source: TokenSource,
     pub status_code: u16,

@@ -47,6 +47,14 @@ fn new_hist() -> Histogram<u64> {
 #[derive(Debug, Clone)]
 pub struct Accumulator {
     hists: Vec<Histogram<u64>>,
+    /// Parser time minus kernel arrival, per kernel-stamped content chunk.
+    read_path_delay: Histogram<u64>,
+    /// Content chunks stamped by the kernel, and those sharing a read.
+    pub chunks_kernel_stamped: u64,
+    pub chunks_sharing_a_read: u64,
+    /// Requests whose reported arrivals are the parser's clock, not the kernel's.
+    pub requests_application_timed: u64,
+    pub requests_kernel_timed: u64,
     pub requests: u64,
     pub ok: u64,
     pub errors: BTreeMap<String, u64>,
@@ -64,6 +72,11 @@ impl Default for Accumulator {
     fn default() -> Self {
         Accumulator {
             hists: (0..METRICS.len()).map(|_| new_hist()).collect(),
+            read_path_delay: new_hist(),
+            chunks_kernel_stamped: 0,
+            chunks_sharing_a_read: 0,
+            requests_application_timed: 0,
+            requests_kernel_timed: 0,
             requests: 0,
             ok: 0,
             errors: BTreeMap::new(),
@@ -85,6 +98,13 @@ impl Accumulator {
         let _ = self.hists[m as usize].record(us);
     }
 
+    /// One kernel-stamped content chunk and how late the parser saw it.
+    pub fn record_read_delay_us(&mut self, us: u32, shared_read: bool) {
+        let _ = self.read_path_delay.record(u64::from(us).max(1));
+        self.chunks_kernel_stamped += 1;
+        self.chunks_sharing_a_read += u64::from(shared_read);
+    }
+
     pub fn hist(&self, m: Metric) -> &Histogram<u64> {
         &self.hists[m as usize]
     }
@@ -93,6 +113,11 @@ impl Accumulator {
         for (a, b) in self.hists.iter_mut().zip(&o.hists) {
             let _ = a.add(b);
         }
+        let _ = self.read_path_delay.add(&o.read_path_delay);
+        self.chunks_kernel_stamped += o.chunks_kernel_stamped;
+        self.chunks_sharing_a_read += o.chunks_sharing_a_read;
+        self.requests_application_timed += o.requests_application_timed;
+        self.requests_kernel_timed += o.requests_kernel_timed;
         self.requests += o.requests;
         self.ok += o.ok;
         for (k, v) in &o.errors {
@@ -141,6 +166,14 @@ impl Accumulator {
             latency_ms: latency,
             timing_error_budget: TimingBudget {
                 schedule_lateness_ms: Stats::from_hist(self.hist(Metric::ScheduleLateness)),
+                arrival_clock: match (self.requests_kernel_timed, self.requests_application_timed) {
+                    (0, _) => "application",
+                    (_, 0) => "kernel",
+                    _ => "mixed",
+                },
+                read_path_delay_ms: Stats::from_hist(&self.read_path_delay),
+                chunks_kernel_stamped: self.chunks_kernel_stamped,
+                chunks_sharing_a_read: self.chunks_sharing_a_read,
             },
         }
     }
@@ -196,8 +229,19 @@ impl Stats {
 /// The harness's own timing error for the run.
 #[derive(Debug, Clone, Serialize)]
 pub struct TimingBudget {
-    /// Actual minus intended send time over all requests.
+    /// Actual (first byte to the socket) minus intended send time, all requests.
     pub schedule_lateness_ms: Stats,
+    /// Where chunk arrival times came from: `kernel` receive timestamps,
+    /// the `application` parser's clock, or `mixed`.
+    pub arrival_clock: &'static str,
+    /// How much later than its kernel arrival the parser saw each content
+    /// chunk: with the `application` clock, the error the reported figures
+    /// carry; with `kernel`, the error removed from them.
+    pub read_path_delay_ms: Stats,
+    pub chunks_kernel_stamped: u64,
+    /// Chunks that arrived in one read with the chunk before them: their
+    /// kernel stamp is the read's last segment, late by up to the gap between them.
+    pub chunks_sharing_a_read: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

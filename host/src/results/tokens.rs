@@ -133,6 +133,8 @@ mod tests {
             .map(|(&ms, &e)| ChunkMark {
                 at: base + Duration::from_millis(ms),
                 text_end: e,
+                read_delay_us: 0,
+                shared_read: false,
             })
             .collect()
     }
