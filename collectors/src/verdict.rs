@@ -128,39 +128,42 @@ pub struct ReuseOpportunity {
     pub unique_prefix_hashes: u64,
 }
 
-impl ReuseOpportunity {
-    /// From `request_manifest.jsonl` rows, in file (planned) order.
-    pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a serde_json::Value>) -> Self {
-        let mut seen_prefix = HashSet::new();
-        let mut seen_identity = HashSet::new();
-        let mut r = ReuseOpportunity::default();
-        for row in rows {
-            r.requests += 1;
-            let prefix = row
-                .get("prefix_hash")
-                .and_then(|v| v.as_str())
-                .filter(|s| !s.is_empty());
-            let identity = row
-                .get("request_identity_sha256")
-                .or_else(|| row.get("prompt_sha256"))
-                .and_then(|v| v.as_str());
-            let mut opp = false;
-            if let Some(p) = prefix {
-                r.with_prefix_hash += 1;
-                if !seen_prefix.insert(p.to_string()) {
-                    r.repeated_prefix += 1;
-                    opp = true;
-                }
+/// Counts [`ReuseOpportunity`] one manifest row at a time, in planned order.
+#[derive(Debug, Default)]
+struct ReuseCounter {
+    seen_prefix: HashSet<String>,
+    seen_identity: HashSet<String>,
+    r: ReuseOpportunity,
+}
+
+impl ReuseCounter {
+    fn add(&mut self, prefix: Option<&str>, identity: Option<&str>) {
+        let r = &mut self.r;
+        r.requests += 1;
+        let mut opp = false;
+        if let Some(p) = prefix.filter(|s| !s.is_empty()) {
+            r.with_prefix_hash += 1;
+            if !self.seen_prefix.contains(p) {
+                self.seen_prefix.insert(p.to_owned());
+            } else {
+                r.repeated_prefix += 1;
+                opp = true;
             }
-            if let Some(i) = identity
-                && !seen_identity.insert(i.to_string())
-            {
+        }
+        if let Some(i) = identity {
+            if !self.seen_identity.contains(i) {
+                self.seen_identity.insert(i.to_owned());
+            } else {
                 r.repeated_identity += 1;
                 opp = true;
             }
-            r.opportunities += u64::from(opp);
         }
-        r.unique_prefix_hashes = seen_prefix.len() as u64;
+        r.opportunities += u64::from(opp);
+    }
+
+    fn finish(self) -> ReuseOpportunity {
+        let mut r = self.r;
+        r.unique_prefix_hashes = self.seen_prefix.len() as u64;
         r.rate = if r.requests > 0 {
             crate::common::round6(r.opportunities as f64 / r.requests as f64)
         } else {
@@ -168,21 +171,52 @@ impl ReuseOpportunity {
         };
         r
     }
+}
 
-    pub fn from_manifest_file(path: &Path) -> Result<Self, String> {
-        let text = crate::common::read_text(path)?;
-        let mut rows = Vec::new();
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            rows.push(
-                serde_json::from_str::<serde_json::Value>(line)
-                    .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?,
-            );
+/// The manifest fields reuse is judged on; the rest of a row is skipped unparsed.
+#[derive(Deserialize)]
+struct ReuseFields<'a> {
+    #[serde(default, borrow)]
+    prefix_hash: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    request_identity_sha256: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    prompt_sha256: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl ReuseOpportunity {
+    /// From `request_manifest.jsonl` rows, in file (planned) order.
+    pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a serde_json::Value>) -> Self {
+        let mut c = ReuseCounter::default();
+        for row in rows {
+            let prefix = row.get("prefix_hash").and_then(|v| v.as_str());
+            let identity = row
+                .get("request_identity_sha256")
+                .or_else(|| row.get("prompt_sha256"))
+                .and_then(|v| v.as_str());
+            c.add(prefix, identity);
         }
-        Ok(Self::from_rows(&rows))
+        c.finish()
+    }
+
+    /// Streams the file: a long run's manifest is tens of megabytes, and
+    /// holding it parsed would dwarf the harness's own memory.
+    pub fn from_manifest_file(path: &Path) -> Result<Self, String> {
+        use std::io::BufRead;
+        let f =
+            std::fs::File::open(path).map_err(|e| crate::common::describe_io_error(path, &e))?;
+        let mut c = ReuseCounter::default();
+        for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+            let line = line.map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let row: ReuseFields<'_> = serde_json::from_str(&line)
+                .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
+            let identity = row.request_identity_sha256.or(row.prompt_sha256);
+            c.add(row.prefix_hash.as_deref(), identity.as_deref());
+        }
+        Ok(c.finish())
     }
 }
 
