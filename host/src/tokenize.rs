@@ -66,13 +66,16 @@ impl TokenCounter {
     }
 
     pub fn count(&self, text: &str) -> u32 {
-        self.token_ends(text).len() as u32
+        match self {
+            TokenCounter::Heuristic => HeuristicSpans::new(text).count() as u32,
+            TokenCounter::Hf { .. } => self.token_ends(text).len() as u32,
+        }
     }
 
     /// Byte offsets just past each token of `text`.
     fn token_ends(&self, text: &str) -> Vec<usize> {
         match self {
-            TokenCounter::Heuristic => heuristic_spans(text).into_iter().map(|(_, e)| e).collect(),
+            TokenCounter::Heuristic => HeuristicSpans::new(text).map(|(_, e)| e).collect(),
             TokenCounter::Hf { tokenizer, .. } => match tokenizer.encode(text, false) {
                 Ok(enc) => enc.get_offsets().iter().map(|&(_, e)| e).collect(),
                 // Encoding plain text does not fail for loaded tokenizers; count nothing if it does.
@@ -86,12 +89,15 @@ impl TokenCounter {
     /// that does not exceed `target` after re-tokenization.
     pub fn fit(&self, text: &str, target: u32, filler: &str) -> String {
         let target = target as usize;
-        let mut candidate = text.to_owned();
         let filler = if filler.trim().is_empty() {
             "lorem"
         } else {
             filler
         };
+        if matches!(self, TokenCounter::Heuristic) {
+            return fit_heuristic(text, target, filler);
+        }
+        let mut candidate = text.to_owned();
         let mut ends = self.token_ends(&candidate);
         if ends.len() < target {
             let per = self.count(filler).max(1) as usize;
@@ -117,11 +123,6 @@ impl TokenCounter {
             }
             candidate[..e].to_owned()
         };
-        // The heuristic's tokens are independent spans: a cut after token k has
-        // exactly k tokens, so no search is needed.
-        if matches!(self, TokenCounter::Heuristic) {
-            return cut_at(target);
-        }
         // Re-tokenizing a cut can merge or split tokens; search for the longest
         // prefix whose own count is within the target.
         let (mut lo, mut hi) = (0usize, target);
@@ -146,25 +147,90 @@ fn is_word(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
 
-fn heuristic_spans(text: &str) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut word_start: Option<usize> = None;
-    for (i, c) in text.char_indices() {
-        if is_word(c) {
-            word_start.get_or_insert(i);
-            continue;
+/// [`TokenCounter::fit`] for the heuristic, whose tokens are independent
+/// spans: a cut after token k has exactly k tokens, so the text is scanned
+/// only as far as token `target + 1`, and no search is needed.
+fn fit_heuristic(text: &str, target: usize, filler: &str) -> String {
+    // The end of token `target` when the text has more than `target` tokens.
+    let cut = |t: &str| -> Option<usize> {
+        let mut end = 0;
+        for (n, (_, e)) in HeuristicSpans::new(t).enumerate() {
+            if n == target {
+                return Some(end);
+            }
+            end = e;
         }
-        if let Some(s) = word_start.take() {
-            out.push((s, i));
+        None
+    };
+    if let Some(e) = cut(text) {
+        return text[..e].to_owned();
+    }
+    let have = HeuristicSpans::new(text).count();
+    if have == target {
+        return text.to_owned();
+    }
+    let per = HeuristicSpans::new(filler).count().max(1);
+    let reps = (target - have).div_ceil(per) + 1;
+    let mut candidate = String::with_capacity(text.len() + reps * (filler.len() + 1));
+    candidate.push_str(text);
+    for _ in 0..reps {
+        if !candidate.is_empty() && !candidate.ends_with(char::is_whitespace) {
+            candidate.push(' ');
         }
-        if !c.is_whitespace() {
-            out.push((i, i + c.len_utf8()));
+        candidate.push_str(filler);
+    }
+    match cut(&candidate) {
+        Some(e) => candidate[..e].to_owned(),
+        None => candidate,
+    }
+}
+
+/// The heuristic's tokens, lazily: a word (alphanumerics and `_`) or any
+/// other non-space character. Lazy so that counting allocates nothing and a
+/// fit stops scanning at its target.
+struct HeuristicSpans<'a> {
+    len: usize,
+    chars: std::str::CharIndices<'a>,
+    /// A punctuation token that ended the word just returned.
+    pending: Option<(usize, usize)>,
+}
+
+impl<'a> HeuristicSpans<'a> {
+    fn new(text: &'a str) -> Self {
+        HeuristicSpans {
+            len: text.len(),
+            chars: text.char_indices(),
+            pending: None,
         }
     }
-    if let Some(s) = word_start {
-        out.push((s, text.len()));
+}
+
+impl Iterator for HeuristicSpans<'_> {
+    type Item = (usize, usize);
+
+    fn next(&mut self) -> Option<(usize, usize)> {
+        if let Some(p) = self.pending.take() {
+            return Some(p);
+        }
+        let mut word_start: Option<usize> = None;
+        loop {
+            let Some((i, c)) = self.chars.next() else {
+                return word_start.map(|s| (s, self.len));
+            };
+            if is_word(c) {
+                word_start.get_or_insert(i);
+                continue;
+            }
+            let own = (!c.is_whitespace()).then(|| (i, i + c.len_utf8()));
+            if let Some(s) = word_start {
+                self.pending = own;
+                return Some((s, i));
+            }
+            if own.is_some() {
+                return own;
+            }
+        }
     }
-    out
 }
 
 #[cfg(test)]
@@ -190,6 +256,58 @@ mod tests {
         }
         assert_eq!(t.fit(text, 3, "x"), "one two,");
         assert_eq!(t.fit("a", 3, "b"), "a b b");
+    }
+
+    /// The eager definition the lazy spans replaced, kept as the reference.
+    fn reference_spans(text: &str) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut word_start: Option<usize> = None;
+        for (i, c) in text.char_indices() {
+            if is_word(c) {
+                word_start.get_or_insert(i);
+                continue;
+            }
+            if let Some(s) = word_start.take() {
+                out.push((s, i));
+            }
+            if !c.is_whitespace() {
+                out.push((i, i + c.len_utf8()));
+            }
+        }
+        if let Some(s) = word_start {
+            out.push((s, text.len()));
+        }
+        out
+    }
+
+    #[test]
+    fn lazy_spans_match_the_reference_and_fit_is_exact() {
+        let alphabet = [
+            'a', 'Z', '9', '_', ' ', '\n', ',', '.', '!', 'é', '日', '🙂', '\'',
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let t = TokenCounter::Heuristic;
+        for _ in 0..2000 {
+            let len = (state % 24) as usize;
+            let text: String = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    alphabet[(state % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let want = reference_spans(&text);
+            assert_eq!(
+                HeuristicSpans::new(&text).collect::<Vec<_>>(),
+                want,
+                "{text:?}"
+            );
+            let target = (state % 12) as u32;
+            let fitted = t.fit(&text, target, "x, y");
+            assert_eq!(t.count(&fitted), target, "{text:?} → {fitted:?}");
+            assert!(fitted.starts_with(text.trim_end()) || text.starts_with(&fitted));
+        }
     }
 
     #[test]

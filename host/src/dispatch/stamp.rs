@@ -226,19 +226,31 @@ impl Read for StampedStream {
             // SAFETY: recv only writes initialised bytes into the slice, and
             // `advance` is called with exactly the count it wrote.
             let unfilled = unsafe { buf.as_mut() };
-            match me
-                .inner
-                .try_io(Interest::READABLE, || recv_stamped(fd, unfilled))
-            {
-                Ok((n, arrival)) => {
+            let want = unfilled.len();
+            let mut got = None;
+            // A short read drained the socket: reporting WouldBlock from the
+            // closure makes tokio forget the readiness (as its own TcpStream
+            // does), instead of the next poll paying a recvmsg that fails.
+            let r = me.inner.try_io(Interest::READABLE, || {
+                let (n, arrival) = recv_stamped(fd, unfilled)?;
+                got = Some((n, arrival));
+                if n > 0 && n < want {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            match (r, got) {
+                (_, Some((n, arrival))) => {
                     if n > 0 {
                         me.stamps.on_read(arrival);
                     }
                     unsafe { buf.advance(n) };
                     return Poll::Ready(Ok(()));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (Err(e), None) => return Poll::Ready(Err(e)),
+                (Ok(()), None) => unreachable!("the closure ran and set `got`"),
             }
         }
     }
