@@ -283,7 +283,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10_000)]
     pub max_in_flight: usize,
     /// Keep-alive connections opened before the first phase (default: the
-    /// largest closed-loop concurrency, at most 1024; 0 opens none).
+    /// largest closed-loop concurrency or 10 ms of open-loop arrivals, at
+    /// most 1024; 0 opens none).
     #[arg(long)]
     pub prewarm_connections: Option<usize>,
     #[command(flatten)]

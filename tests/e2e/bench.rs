@@ -12,6 +12,7 @@ fn bench_fidelity_matches_every_request_and_token_to_the_servers_truth() {
         &[
             "bench",
             "fidelity",
+            "capacity",
             "planning",
             "--workload",
             workload.to_str().unwrap(),
@@ -27,6 +28,10 @@ fn bench_fidelity_matches_every_request_and_token_to_the_servers_truth() {
             "2ms",
             "--planning-requests",
             "500",
+            "--rates",
+            "100",
+            "--capacity-duration",
+            "300ms",
             "--results-root",
             results.path().to_str().unwrap(),
         ],
@@ -87,6 +92,20 @@ fn bench_fidelity_matches_every_request_and_token_to_the_servers_truth() {
             "{config:#}"
         );
     }
+    // Capacity: one rate, every request sent and none failed; the truth
+    // server's ceiling is measured with wrk or says why it was skipped.
+    let step = &bench["capacity"]["steps"][0];
+    assert_eq!(step["errors"], 0, "{step:#}");
+    assert!(
+        step["achieved_rate"]["median"].as_f64().unwrap() > 0.0,
+        "{step:#}"
+    );
+    let ceiling = &bench["capacity"]["truth_server_ceiling"];
+    assert!(
+        ceiling["requests_per_s"].as_f64().is_some_and(|r| r > 0.0)
+            || ceiling["skipped"].is_string(),
+        "{ceiling:#}"
+    );
     let planned = bench["planning"][0]["requests_per_s"]["median"]
         .as_f64()
         .unwrap();

@@ -462,65 +462,118 @@ async fn fidelity(
 
 fn capacity(exe: &Path, args: &BenchArgs, root: &Path, cache: &Path) -> anyhow::Result<Value> {
     println!(
-        "capacity: open loop, constant arrivals, {} tokens per streamed response, {:?} per step",
-        args.capacity_tokens, args.capacity_duration
+        "capacity: open loop, constant arrivals, {} tokens per streamed response, {:?} per run, {} runs per rate",
+        args.capacity_tokens, args.capacity_duration, args.repeats
     );
     println!(
-        "{:>8} {:>10} {:>8} {:>8} {:>12} {:>6}",
-        "target", "achieved", "ratio", "errors", "late p99 ms", "pass"
+        "{:>8} {:>10} {:>8} {:>8} {:>12} {:>10} {:>6}",
+        "target", "achieved", "ratio", "errors", "late p99 ms", "client cpu", "pass"
     );
     let mut steps = Vec::new();
     let mut best: Option<f64> = None;
     for &rate in &args.rates {
-        let server = TruthChild::start(exe, Duration::from_millis(1), Duration::from_millis(1))?;
-        let requests = (rate * args.capacity_duration.as_secs_f64()).ceil() as u64;
-        let run = run_client(
-            exe,
-            args,
-            &server.endpoint,
-            root,
-            &format!("capacity-{rate}"),
-            &[
-                "--rate".into(),
-                rate.to_string(),
-                "--arrival".into(),
-                "constant".into(),
-            ],
-            args.capacity_tokens,
-            requests,
-            cache,
-        )?;
-        let sent: Vec<f64> = run
-            .rows
-            .iter()
-            .filter_map(|r| r["sent_offset_ms"].as_f64())
-            .collect();
-        let span_s = (sent.iter().copied().fold(f64::MIN, f64::max)
-            - sent.iter().copied().fold(f64::MAX, f64::min))
-            / 1e3;
-        let achieved = if span_s > 0.0 {
-            (sent.len() as f64 - 1.0) / span_s
-        } else {
-            0.0
-        };
-        let errors = run.summary["overall_measured"]["error_requests"]
-            .as_u64()
-            .unwrap_or(u64::MAX);
-        let late = run.summary["timing_error_budget"]["schedule_lateness_ms"]["p99"]
-            .as_f64()
-            .unwrap_or(f64::NAN);
-        let pass = achieved >= 0.95 * rate && errors == 0 && late < 1.0;
+        let mut achieved = Vec::new();
+        let mut late = Vec::new();
+        let mut cpu = Vec::new();
+        let mut errors = 0u64;
+        for rep in 0..args.repeats {
+            let server =
+                TruthChild::start(exe, Duration::from_millis(1), Duration::from_millis(1))?;
+            let requests = (rate * args.capacity_duration.as_secs_f64()).ceil() as u64;
+            let run = run_client(
+                exe,
+                args,
+                &server.endpoint,
+                root,
+                &format!("capacity-{rate}-r{rep}"),
+                &[
+                    "--rate".into(),
+                    rate.to_string(),
+                    "--arrival".into(),
+                    "constant".into(),
+                ],
+                args.capacity_tokens,
+                requests,
+                cache,
+            )?;
+            let sent: Vec<f64> = run
+                .rows
+                .iter()
+                .filter_map(|r| r["sent_offset_ms"].as_f64())
+                .collect();
+            let span_s = (sent.iter().copied().fold(f64::MIN, f64::max)
+                - sent.iter().copied().fold(f64::MAX, f64::min))
+                / 1e3;
+            achieved.push(if span_s > 0.0 {
+                (sent.len() as f64 - 1.0) / span_s
+            } else {
+                0.0
+            });
+            errors += run.summary["overall_measured"]["error_requests"]
+                .as_u64()
+                .unwrap_or(u64::MAX);
+            late.push(
+                run.summary["timing_error_budget"]["schedule_lateness_ms"]["p99"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+            );
+            cpu.push(cpu_s(&run.summary));
+        }
+        let (achieved, late, cpu) = (spread(achieved), spread(late), spread(cpu));
+        let med = |s: &Option<Spread>| s.as_ref().map_or(f64::NAN, |s| s.median);
+        // The median run decides; errors in any run fail the step.
+        let pass = med(&achieved) >= 0.95 * rate && errors == 0 && med(&late) < 1.0;
         println!(
-            "{rate:>8.0} {achieved:>10.0} {:>8.3} {errors:>8} {late:>12.3} {:>6}",
-            achieved / rate,
+            "{rate:>8.0} {:>10.0} {:>8.3} {errors:>8} {:>12.3} {:>10.2} {:>6}",
+            med(&achieved),
+            med(&achieved) / rate,
+            med(&late),
+            med(&cpu),
             if pass { "yes" } else { "no" }
         );
         if pass {
             best = Some(best.map_or(rate, |b: f64| b.max(rate)));
         }
-        steps.push(json!({"target_rate": rate, "achieved_rate": achieved, "errors": errors, "schedule_lateness_p99_ms": late, "pass": pass, "client_cpu_s": cpu_s(&run.summary)}));
+        steps.push(json!({"target_rate": rate, "achieved_rate": achieved, "errors": errors, "schedule_lateness_p99_ms": late, "pass": pass, "client_cpu_s": cpu}));
     }
-    Ok(json!({"steps": steps, "highest_passing_rate": best}))
+    let ceiling = server_ceiling(exe)?;
+    Ok(json!({"steps": steps, "highest_passing_rate": best, "truth_server_ceiling": ceiling}))
+}
+
+/// The truth server's own ceiling for the capacity responses, measured with
+/// `wrk` (a C load generator, closed loop, 256 keep-alive connections), so a
+/// reader can see whether sparkhost or the server ran out first. Skipped,
+/// with a note, where `wrk` is not installed.
+fn server_ceiling(exe: &Path) -> anyhow::Result<Value> {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        println!("truth server ceiling: skipped (`wrk` is not installed; `apt-get install wrk`)");
+        return Ok(json!({"skipped": "wrk is not installed"}));
+    }
+    let server = TruthChild::start(exe, Duration::from_millis(1), Duration::from_millis(1))?;
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("post.lua");
+    std::fs::write(
+        &script,
+        r#"wrk.method = "POST"
+wrk.body = '{"model":"truth","prompt":"one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen","max_tokens":4,"stream":true}'
+wrk.headers["Content-Type"] = "application/json"
+"#,
+    )?;
+    let out = Command::new("wrk")
+        .args(["-t1", "-c256", "-d4s", "-s"])
+        .arg(&script)
+        .arg(format!("{}/v1/completions", server.endpoint))
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("wrk printed no Requests/sec:\n{text}"))?;
+    let non_2xx = text.lines().any(|l| l.contains("Non-2xx"));
+    println!("truth server ceiling (wrk, closed loop, 256 connections): {rps:.0} req/s");
+    Ok(json!({"tool": "wrk -t1 -c256 -d4s", "requests_per_s": rps, "non_2xx_seen": non_2xx}))
 }
 
 fn cost(exe: &Path, args: &BenchArgs, root: &Path) -> anyhow::Result<Value> {

@@ -102,12 +102,15 @@ impl Recorder {
         self
     }
 
-    /// Consumes events until the dispatcher hangs up. Rows are flushed
-    /// whenever the recorder has caught up with the dispatcher (and at least
-    /// every [`FLUSH_EVERY`] rows): one write per burst instead of one per
-    /// request, and a row is on disk as soon as nothing else is waiting.
-    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) -> Self {
-        while let Some(ev) = events.recv().await {
+    /// Consumes events until the dispatcher hangs up, on the calling thread
+    /// (its own: row serialization and file writes, which can block in the
+    /// file system, never hold up a runtime worker that is about to send).
+    /// Rows are flushed whenever the recorder has caught up with the
+    /// dispatcher (and at least every [`FLUSH_EVERY`] rows): one write per
+    /// burst instead of one per request, and a row is on disk as soon as
+    /// nothing else is waiting.
+    pub fn run_blocking(mut self, mut events: mpsc::UnboundedReceiver<Event>) -> Self {
+        while let Some(ev) = events.blocking_recv() {
             self.handle(ev);
             let mut n = 1;
             while let Ok(ev) = events.try_recv() {
