@@ -358,6 +358,22 @@ impl Rx {
     }
 }
 
+type Frame = Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>;
+
+/// The next body frame, or `Err(())` once `expiry` fires. One timer serves
+/// the whole body: a fresh timeout per frame cost a timer-wheel insert and
+/// removal for every streamed token.
+async fn next_frame(
+    body: &mut hyper::body::Incoming,
+    mut expiry: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Result<Frame, ()> {
+    tokio::select! {
+        biased;
+        f = body.frame() => Ok(f),
+        _ = expiry.as_mut() => Err(()),
+    }
+}
+
 async fn read_all(
     body: &mut hyper::body::Incoming,
     deadline: tokio::time::Instant,
@@ -365,8 +381,10 @@ async fn read_all(
     rx: &mut Rx,
 ) -> Vec<u8> {
     let mut buf = Vec::new();
+    let expiry = tokio::time::sleep_until(deadline);
+    tokio::pin!(expiry);
     loop {
-        match timeout_at(deadline, body.frame()).await {
+        match next_frame(body, expiry.as_mut()).await {
             Err(_) => {
                 o.fail(
                     ErrorKind::Timeout,
@@ -399,8 +417,10 @@ async fn read_stream(
     rx: &mut Rx,
 ) {
     let mut parser = SseParser::new();
+    let expiry = tokio::time::sleep_until(deadline);
+    tokio::pin!(expiry);
     loop {
-        let frame = match timeout_at(deadline, body.frame()).await {
+        let frame = match next_frame(body, expiry.as_mut()).await {
             Err(_) => {
                 o.fail(
                     ErrorKind::Timeout,
