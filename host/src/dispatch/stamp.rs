@@ -156,7 +156,6 @@ pub fn recv_stamped(
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let now = Instant::now();
     let mut arrival = None;
     // SAFETY: the CMSG_* walk stays within msg_controllen, set by the kernel.
     unsafe {
@@ -164,7 +163,7 @@ pub fn recv_stamped(
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
                 let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                arrival = Some(to_monotonic(ts, now));
+                arrival = Some(to_monotonic(ts));
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
@@ -174,16 +173,29 @@ pub fn recv_stamped(
 
 /// Kernel stamps are wall-clock; the harness measures on the monotonic clock.
 /// Both are read now, so only the wall clock's slew since arrival (parts per
-/// million of a delay that is itself milliseconds) enters the conversion.
-fn to_monotonic(stamp: libc::timespec, now: Instant) -> Instant {
-    let mut wall = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut wall) };
+/// million of a delay that is itself milliseconds) enters the conversion. The
+/// wall clock is read between two monotonic reads, and again if this thread
+/// lost its CPU in between, so the pair is at most a few µs apart.
+fn to_monotonic(stamp: libc::timespec) -> Instant {
     let ns = |t: &libc::timespec| t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128;
-    let delay = ns(&wall) - ns(&stamp);
+    let mut pair = None;
+    for _ in 0..4 {
+        let before = Instant::now();
+        let mut wall = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid clock id and a valid out pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut wall) };
+        let after = Instant::now();
+        let gap = after - before;
+        pair = Some((before + gap / 2, ns(&wall)));
+        if gap < Duration::from_micros(20) {
+            break;
+        }
+    }
+    let (now, wall) = pair.expect("the loop runs at least once");
+    let delay = wall - ns(&stamp);
     // A stepped wall clock gives a negative or absurd delay; fall back to now.
     if (0..10_000_000_000).contains(&delay) {
         now.checked_sub(Duration::from_nanos(delay as u64))
