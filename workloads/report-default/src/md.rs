@@ -750,6 +750,40 @@ fn identity(s: &mut String, run: &Run) {
     );
 }
 
+/// Where chunk arrival times came from and how late the parser saw them.
+/// Runs recorded before receive timestamps existed have neither; say nothing.
+fn read_path(s: &mut String, run: &Run) {
+    let clock = run
+        .s(&["timing_error_budget", "arrival_clock"])
+        .and_then(Value::as_str);
+    let Some(d) = run.s(&["timing_error_budget", "read_path_delay_ms"]) else {
+        return;
+    };
+    let n = |k: &str| json_num(run.s(&["timing_error_budget", k]));
+    let delay = format!(
+        "p50 {} ms, p99 {} ms, max {} ms over {} chunks",
+        json_num(d.get("p50")),
+        json_num(d.get("p99")),
+        json_num(d.get("max")),
+        json_num(d.get("count"))
+    );
+    let _ = match clock {
+        Some("kernel") => writeln!(
+            s,
+            "Chunk arrivals are the kernel's receive timestamps, so TTFT and ITL do not include the client's own read-path delay ({delay}). {} chunks shared a read with the chunk before them and carry that read's later stamp.\n",
+            n("chunks_sharing_a_read")
+        ),
+        Some("application") => writeln!(
+            s,
+            "Chunk arrivals are the client's parser clock (`--arrival-clock application`), so TTFT and ITL **include** its read-path delay: {delay}.\n"
+        ),
+        _ => writeln!(
+            s,
+            "Chunk arrivals are kernel receive timestamps for some requests and the parser's clock for others (stamping started late); read-path delay {delay}.\n"
+        ),
+    };
+}
+
 fn timing(s: &mut String, run: &Run) {
     s.push_str("## Timing-Error Budget\n\n");
     let b = run.s(&["timing_error_budget", "schedule_lateness_ms"]);
@@ -802,6 +836,7 @@ fn timing(s: &mut String, run: &Run) {
         }
         _ => {}
     }
+    read_path(s, run);
     if let Some(h) = run.s(&["harness"]).and_then(Value::as_object) {
         let parts: Vec<String> = h
             .iter()
