@@ -1,8 +1,11 @@
 //! Sends one request and timestamps everything that happens to it.
 //!
-//! Timestamps are taken where bytes are read, before any parsing, and parsing
-//! borrows from the read buffer; nothing here takes a lock shared with other
-//! streams. Every failure ends as data in the [`Outcome`], never as an error.
+//! Arrival times are the kernel's receive stamps of the reads that brought the
+//! bytes, and the send time is when the request's first byte went to `write`
+//! (both from [`super::stamp`]); the parser's own lateness is kept per chunk
+//! as the read-path delay. Parsing borrows from the read buffer, and the only
+//! lock taken is the connection's own stamp cell. Every failure ends as data
+//! in the [`Outcome`], never as an error.
 
 use std::time::{Duration, Instant};
 
