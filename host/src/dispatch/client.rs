@@ -29,8 +29,9 @@ pub struct ChunkMark {
     pub at: Instant,
     /// Byte offset in [`Outcome::text`] just past this chunk's text.
     pub text_end: u32,
-    /// How long after `at` the parser saw it (0 without kernel stamps), µs.
-    pub read_delay_us: u32,
+    /// How long after its kernel arrival the parser saw it, µs; `None` when
+    /// the read that brought it had no stamp.
+    pub read_delay_us: Option<u32>,
     /// It arrived in the same read as the chunk before it, so its kernel stamp
     /// is that of the read's last segment.
     pub shared_read: bool,
@@ -50,9 +51,6 @@ pub struct Outcome {
     /// When the request's first byte went to the socket (or, if the
     /// connection never wrote, when it was handed to the HTTP client).
     pub sent: Instant,
-    /// The socket gave kernel arrival stamps, so each chunk's read-path delay
-    /// was measured.
-    pub kernel_stamped: bool,
     /// Which clock the reported arrival times come from.
     pub clock: RxClock,
     pub headers: Option<Instant>,
@@ -79,7 +77,6 @@ impl Outcome {
         Outcome {
             intended,
             sent,
-            kernel_stamped: false,
             clock: RxClock::Application,
             headers: None,
             first_byte: None,
@@ -443,13 +440,13 @@ async fn read_stream(
             continue;
         };
         let (at, read, late) = rx.arrival();
+        // A request counts as kernel-timed once any of its reads was stamped.
         if read.is_some() {
-            o.kernel_stamped = true;
             o.clock = rx.clock;
         }
         let mark = Seen {
             at,
-            read_delay_us: late.as_micros().min(u128::from(u32::MAX)) as u32,
+            read_delay_us: read.map(|_| late.as_micros().min(u128::from(u32::MAX)) as u32),
             read,
         };
         if o.first_byte.is_none() && !data.is_empty() {
@@ -480,7 +477,7 @@ async fn read_stream(
 #[derive(Clone, Copy)]
 struct Seen {
     at: Instant,
-    read_delay_us: u32,
+    read_delay_us: Option<u32>,
     read: Option<u64>,
 }
 

@@ -201,9 +201,9 @@ impl Recorder {
             for &v in &tt.itl_ns {
                 acc.record_ns(Metric::Itl, v);
             }
-            if o.kernel_stamped {
-                for c in &o.chunks {
-                    acc.record_read_delay_us(c.read_delay_us, c.shared_read);
+            for c in &o.chunks {
+                if let Some(us) = c.read_delay_us {
+                    acc.record_read_delay_us(us, c.shared_read);
                 }
             }
             if !o.chunks.is_empty() {
@@ -263,9 +263,8 @@ impl Recorder {
             read_path_delay_max_ms: o
                 .chunks
                 .iter()
-                .map(|c| c.read_delay_us)
+                .filter_map(|c| c.read_delay_us)
                 .max()
-                .filter(|_| o.kernel_stamped)
                 .map(|us| f64::from(us) / 1e3),
             chunks_sharing_a_read: o.chunks.iter().filter(|c| c.shared_read).count() as u32,
             token_source,

@@ -133,7 +133,7 @@ mod tests {
             .map(|(&ms, &e)| ChunkMark {
                 at: base + Duration::from_millis(ms),
                 text_end: e,
-                read_delay_us: 0,
+                read_delay_us: None,
                 shared_read: false,
             })
             .collect()
