@@ -17,13 +17,11 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{
-    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, Interest, ReadBuf,
-};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::dispatch::stamp::{enable_rx_timestamps, recv_stamped};
+use crate::dispatch::stamp::{enable_rx_timestamps, poll_recv_stamped};
 
 #[derive(Debug, Clone, Copy)]
 pub struct TruthConfig {
@@ -263,31 +261,21 @@ impl AsyncRead for StampedRead {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let me = self.get_mut();
-        let sock: &TcpStream = me.inner.as_ref();
-        loop {
-            ready!(sock.poll_read_ready(cx))?;
-            // SAFETY: recv writes only initialised bytes, and exactly `n` are
-            // marked filled below.
-            #[allow(unsafe_code)]
-            let unfilled = unsafe { buf.unfilled_mut() };
-            match sock.try_io(Interest::READABLE, || {
-                recv_stamped(sock.as_raw_fd(), unfilled)
-            }) {
-                Ok((n, arrival)) => {
-                    if arrival.is_some() {
-                        me.last_arrival = arrival;
-                    }
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        buf.assume_init(n)
-                    };
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        // SAFETY: recv writes only initialised bytes, and exactly `n` are
+        // marked filled below.
+        #[allow(unsafe_code)]
+        let unfilled = unsafe { buf.unfilled_mut() };
+        let (n, arrival) = ready!(poll_recv_stamped(me.inner.as_ref(), cx, unfilled))?;
+        if n > 0 {
+            // An unstamped read must not inherit an older read's stamp.
+            me.last_arrival = arrival;
         }
+        #[allow(unsafe_code)]
+        unsafe {
+            buf.assume_init(n)
+        };
+        buf.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -558,7 +558,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     // crossing threads through a futex for every request.
     let mut requests = feed.requests;
     let dispatch = {
-        let phase_runs = phase_runs.clone();
         tokio::spawn(async move {
             let end = runner
                 .run(&phase_runs, &mut requests, &ev_tx, stop_rx)

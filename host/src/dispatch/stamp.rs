@@ -45,15 +45,6 @@ pub enum RxClock {
     Application,
 }
 
-impl RxClock {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RxClock::Kernel => "kernel",
-            RxClock::Application => "application",
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct State {
     /// A write has happened since the last read that returned data.
@@ -171,6 +162,39 @@ pub fn recv_stamped(
     Ok((n as usize, arrival))
 }
 
+/// Polls one [`recv_stamped`] on a tokio socket until it has bytes (or EOF,
+/// or an error), for any reader that wants arrival stamps.
+pub fn poll_recv_stamped(
+    sock: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut [MaybeUninit<u8>],
+) -> Poll<io::Result<(usize, Option<Instant>)>> {
+    let fd = sock.as_raw_fd();
+    let want = buf.len();
+    loop {
+        ready!(sock.poll_read_ready(cx))?;
+        let mut got = None;
+        // A short read drained the socket: reporting WouldBlock from the
+        // closure makes tokio forget the readiness (as its own TcpStream
+        // does), instead of the next poll paying a recvmsg that fails.
+        let r = sock.try_io(Interest::READABLE, || {
+            let (n, arrival) = recv_stamped(fd, buf)?;
+            got = Some((n, arrival));
+            if n > 0 && n < want {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match (r, got) {
+            (_, Some(read)) => return Poll::Ready(Ok(read)),
+            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            (Err(e), None) => return Poll::Ready(Err(e)),
+            (Ok(()), None) => unreachable!("the closure ran and set `got`"),
+        }
+    }
+}
+
 /// Kernel stamps are wall-clock; the harness measures on the monotonic clock.
 /// Both are read now, so only the wall clock's slew since arrival (parts per
 /// million of a delay that is itself milliseconds) enters the conversion. The
@@ -232,39 +256,15 @@ impl Read for StampedStream {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let me = self.get_mut();
-        loop {
-            ready!(me.inner.poll_read_ready(cx))?;
-            let fd = me.inner.as_raw_fd();
-            // SAFETY: recv only writes initialised bytes into the slice, and
-            // `advance` is called with exactly the count it wrote.
-            let unfilled = unsafe { buf.as_mut() };
-            let want = unfilled.len();
-            let mut got = None;
-            // A short read drained the socket: reporting WouldBlock from the
-            // closure makes tokio forget the readiness (as its own TcpStream
-            // does), instead of the next poll paying a recvmsg that fails.
-            let r = me.inner.try_io(Interest::READABLE, || {
-                let (n, arrival) = recv_stamped(fd, unfilled)?;
-                got = Some((n, arrival));
-                if n > 0 && n < want {
-                    Err(io::ErrorKind::WouldBlock.into())
-                } else {
-                    Ok(())
-                }
-            });
-            match (r, got) {
-                (_, Some((n, arrival))) => {
-                    if n > 0 {
-                        me.stamps.on_read(arrival);
-                    }
-                    unsafe { buf.advance(n) };
-                    return Poll::Ready(Ok(()));
-                }
-                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                (Err(e), None) => return Poll::Ready(Err(e)),
-                (Ok(()), None) => unreachable!("the closure ran and set `got`"),
-            }
+        // SAFETY: recv only writes initialised bytes into the slice, and
+        // `advance` is called with exactly the count it wrote.
+        let unfilled = unsafe { buf.as_mut() };
+        let (n, arrival) = ready!(poll_recv_stamped(&me.inner, cx, unfilled))?;
+        if n > 0 {
+            me.stamps.on_read(arrival);
         }
+        unsafe { buf.advance(n) };
+        Poll::Ready(Ok(()))
     }
 }
 
