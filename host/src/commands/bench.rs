@@ -16,6 +16,8 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+mod floor;
+
 use super::Exit;
 use crate::cli::{BenchArgs, BenchKind};
 use crate::plan::Planner;
@@ -587,6 +589,9 @@ fn cost(exe: &Path, args: &BenchArgs, root: &Path) -> anyhow::Result<Value> {
     let mut rss_small = Vec::new();
     let mut cold = Vec::new();
     let mut cached = Vec::new();
+    let mut floor_per_1k = Vec::new();
+    let mut floor_reads_per_token = Vec::new();
+    let mut over_floor = Vec::new();
     for rep in 0..args.repeats {
         let fresh_cache = root.join(format!("cache-cost-{rep}"));
         let server = TruthChild::start(exe, args.ttft, args.itl)?;
@@ -641,7 +646,19 @@ fn cost(exe: &Path, args: &BenchArgs, root: &Path) -> anyhow::Result<Value> {
         let tokens = big.summary["overall_measured"]["output_tokens_total"]
             .as_f64()
             .unwrap_or(f64::NAN);
-        per_1k.push(cpu_s(&big.summary) / tokens * 1000.0);
+        let ours = cpu_s(&big.summary) / tokens * 1000.0;
+        per_1k.push(ours);
+        // Same server, same streams and tokens, right after: the least any
+        // per-chunk client could have spent.
+        let f = floor::measure(&server.endpoint, c, args.rounds, args.tokens)?;
+        let theirs = f.cpu_s / f.tokens as f64 * 1000.0;
+        println!(
+            "  r{rep}: sparkhost {ours:.4} CPU-s/1k tokens, floor {theirs:.4} ({} reads, {} stamped, {:.2} s)",
+            f.reads, f.stamped_reads, f.wall_s
+        );
+        floor_per_1k.push(theirs);
+        floor_reads_per_token.push(f.reads as f64 / f.tokens as f64);
+        over_floor.push(ours / theirs);
         rss.push(
             big.summary["harness"]["peak_rss_kib"]
                 .as_f64()
@@ -661,6 +678,12 @@ fn cost(exe: &Path, args: &BenchArgs, root: &Path) -> anyhow::Result<Value> {
         "rss_kib_per_in_flight_stream": spread(per_stream),
         "first_send_after_start_ms_cold_cache": spread(cold),
         "first_send_after_start_ms_cached": spread(cached),
+        "floor": {
+            "what": "one thread, one stamped recvmsg per arrival, chunk framing only: the least a client timing every chunk spends",
+            "cpu_s_per_1000_tokens": spread(floor_per_1k),
+            "reads_per_token": spread(floor_reads_per_token),
+        },
+        "sparkhost_over_floor": spread(over_floor),
     });
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(v)

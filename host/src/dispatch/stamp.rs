@@ -195,6 +195,19 @@ pub fn poll_recv_stamped(
     }
 }
 
+/// [`poll_recv_stamped`] into an initialised buffer, for readers that keep
+/// their bytes in a plain `[u8]`.
+pub fn poll_recv_stamped_init(
+    sock: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<io::Result<(usize, Option<Instant>)>> {
+    // SAFETY: `MaybeUninit<u8>` has `u8`'s layout, and recvmsg only ever
+    // writes initialised bytes into it, so `buf` stays initialised.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    poll_recv_stamped(sock, cx, uninit)
+}
+
 /// Kernel stamps are wall-clock; the harness measures on the monotonic clock.
 /// Both are read now, so only the wall clock's slew since arrival (parts per
 /// million of a delay that is itself milliseconds) enters the conversion. The
