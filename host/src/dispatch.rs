@@ -11,6 +11,7 @@
 //! - [`stamp`]: kernel receive timestamps and wire send times per connection.
 
 pub mod client;
+pub mod h1;
 pub mod models;
 pub mod openai;
 pub mod pacer;

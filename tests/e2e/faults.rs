@@ -512,8 +512,8 @@ fn expected_kind(b: Behaviour) -> Option<&'static str> {
         Behaviour::Normal => None,
         Behaviour::Http500 => Some("http_5xx"),
         Behaviour::Http429 => Some("http_429"),
-        // The socket closes inside a chunked body: hyper reports a body error,
-        // which the client files as a broken connection, not a short stream.
+        // The socket closes inside a chunked body: a broken connection, not
+        // a short stream.
         Behaviour::ResetMidStream => Some("connection_reset"),
         Behaviour::Malformed => Some("malformed_response"),
         Behaviour::Stall => Some("timeout"),

@@ -58,7 +58,7 @@ impl TruthChild {
     }
 
     async fn records(&self) -> anyhow::Result<Vec<TruthRecord>> {
-        let client = crate::dispatch::client::Client::new(&self.endpoint, Duration::from_secs(30));
+        let client = crate::dispatch::client::Client::new(&self.endpoint, Duration::from_secs(30))?;
         let (status, body) = client.get("/truth").await.map_err(anyhow::Error::msg)?;
         if !status.is_success() {
             bail!("GET /truth answered {status}");

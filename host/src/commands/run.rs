@@ -282,6 +282,9 @@ impl Context_ {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
+    // A bad endpoint is a flag error: say so before any work is done.
+    let client = Client::with_clock(&args.endpoint.endpoint, args.timeout, args.arrival_clock)
+        .context("--endpoint")?;
     let default_load = default_load(&args)?;
     let kv = KvModeInfo::resolve(
         args.kv_mode,
@@ -384,7 +387,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     }
 
     let mut validity = Validity::default();
-    let client = Client::with_clock(&args.endpoint.endpoint, args.timeout, args.arrival_clock);
     let wanted = (args.model != "auto").then_some(args.model.as_str());
     let model = match models::wait_for_model(
         &client,

@@ -1,5 +1,6 @@
 //! `sparkhost smoke`: one request of each kind, to check an endpoint end to end.
 
+use anyhow::Context;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use crate::results::identity::RequestIdentity;
 use crate::results::records::RequestMeta;
 
 pub async fn smoke(args: SmokeArgs) -> anyhow::Result<Exit> {
-    let client = Client::new(&args.endpoint.endpoint, args.timeout);
+    let client = Client::new(&args.endpoint.endpoint, args.timeout).context("--endpoint")?;
     let model = if args.model == "auto" {
         match models::wait_for_model(
             &client,

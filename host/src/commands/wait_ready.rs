@@ -4,12 +4,14 @@ use super::Exit;
 use crate::cli::WaitReadyArgs;
 use crate::dispatch::client::Client;
 use crate::dispatch::models;
+use anyhow::Context;
 
 pub async fn wait_ready(args: WaitReadyArgs) -> anyhow::Result<Exit> {
     let client = Client::new(
         &args.endpoint.endpoint,
         args.poll.max(std::time::Duration::from_secs(5)),
-    );
+    )
+    .context("--endpoint")?;
     match models::wait_for_model(
         &client,
         args.model.as_deref(),

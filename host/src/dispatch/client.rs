@@ -7,19 +7,18 @@
 //! lock taken is the connection's own stamp cell. Every failure ends as data
 //! in the [`Outcome`], never as an error.
 
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{Client as HyperClient, connect::HttpConnector};
+use http::StatusCode;
+use tokio::time::Sleep;
 
-use super::stamp::{RxClock, StampingConnector, Stamps};
-use hyper_util::rt::TokioExecutor;
-use tokio::time::timeout_at;
-
+use super::h1::{self, Pool};
 use super::openai::{self, ServerError, Usage};
 use super::sse::{SseEvent, SseParser};
+use super::stamp::RxClock;
 use super::{ErrorKind, Prepared};
 
 /// A content-bearing chunk: when it arrived and where its text ends.
@@ -133,31 +132,24 @@ fn mentions_prompt_limit(message: &str) -> bool {
 /// HTTP/1.1 keep-alive client for one endpoint.
 #[derive(Clone)]
 pub struct Client {
-    http: HyperClient<StampingConnector, Full<Bytes>>,
+    pool: Arc<Pool>,
     base: String,
     timeout: Duration,
     clock: RxClock,
 }
 
 impl Client {
-    pub fn new(base: &str, timeout: Duration) -> Self {
+    pub fn new(base: &str, timeout: Duration) -> Result<Self, h1::Error> {
         Self::with_clock(base, timeout, RxClock::Kernel)
     }
 
-    pub fn with_clock(base: &str, timeout: Duration, clock: RxClock) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(30))));
-        let http = HyperClient::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(usize::MAX)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(StampingConnector(http));
-        Client {
-            http,
+    pub fn with_clock(base: &str, timeout: Duration, clock: RxClock) -> Result<Self, h1::Error> {
+        Ok(Client {
+            pool: Arc::new(Pool::new(h1::Endpoint::parse(base)?)),
             base: base.trim_end_matches('/').to_owned(),
             timeout,
             clock,
-        }
+        })
     }
 
     pub fn base(&self) -> &str {
@@ -166,21 +158,25 @@ impl Client {
 
     /// A plain GET returning status and body (for `/v1/models`, `/health`).
     pub async fn get(&self, path: &str) -> Result<(StatusCode, Bytes), String> {
-        let req = Request::get(format!("{}{}", self.base, path))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        let deadline = tokio::time::Instant::now() + self.timeout.min(Duration::from_secs(30));
-        let resp = timeout_at(deadline, self.http.request(req))
+        let request = self.pool.endpoint.request("GET", path, false, b"");
+        let expiry = tokio::time::sleep(self.timeout.min(Duration::from_secs(30)));
+        tokio::pin!(expiry);
+        let (mut resp, _) = self
+            .start(&request, expiry.as_mut())
             .await
-            .map_err(|_| format!("GET {path}: timed out"))?
-            .map_err(|e| format!("GET {}{path}: {}", self.base, describe_client_error(&e)))?;
-        let status = resp.status();
-        let body = timeout_at(deadline, resp.into_body().collect())
-            .await
-            .map_err(|_| format!("GET {path}: body timed out"))?
-            .map_err(|e| format!("GET {path}: {e}"))?
-            .to_bytes();
-        Ok((status, body))
+            .map_err(|e| format!("GET {}{path}: {e}", self.base))?;
+        let mut body = Vec::new();
+        loop {
+            match resp.next(expiry.as_mut()).await {
+                Ok(Some(_)) => body.extend_from_slice(resp.data()),
+                Ok(None) => break,
+                Err(e) => return Err(format!("GET {}{path}: body: {e}", self.base)),
+            }
+        }
+        let status = StatusCode::from_u16(resp.head.status)
+            .map_err(|_| format!("GET {path}: bad status {}", resp.head.status))?;
+        resp.finish(&self.pool);
+        Ok((status, body.into()))
     }
 
     /// Opens up to `n` keep-alive connections before a run, by sending `n`
@@ -203,79 +199,78 @@ impl Client {
         ok
     }
 
+    /// Sends `request` on a pooled connection and reads the response head;
+    /// returns the response and when the request's first byte was written.
+    /// A reused connection that the server had closed while idle gives no
+    /// response at all: the request then goes out again on another one.
+    async fn start(
+        &self,
+        request: &[u8],
+        mut expiry: Pin<&mut Sleep>,
+    ) -> Result<(h1::Response, Instant), h1::Error> {
+        loop {
+            let (mut conn, reused) = self.pool.checkout(expiry.as_mut()).await?;
+            let sent = match conn.send(request, expiry.as_mut()).await {
+                Err(h1::Error::Write(_)) if reused => continue,
+                r => r?,
+            };
+            match conn.read_head(expiry.as_mut()).await {
+                Err(h1::Error::ClosedBeforeResponse) if reused => continue,
+                r => return r.map(|resp| (resp, sent)),
+            }
+        }
+    }
+
     /// Sends `p` now; `intended` is when the schedule wanted it sent.
     pub async fn execute(&self, p: &Prepared, intended: Instant) -> Outcome {
-        let uri = format!("{}{}", self.base, p.api.path());
-        let mut builder = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
-        if p.stream {
-            builder = builder.header(header::ACCEPT, "text/event-stream");
-        }
-        let req = match builder.body(Full::new(p.body.clone())) {
-            Ok(r) => r,
-            Err(e) => {
-                let now = Instant::now();
-                let mut o = Outcome::new(intended, now, p.stream);
-                o.fail(ErrorKind::Malformed, format!("cannot build request: {e}"));
-                return o;
-            }
-        };
-        let sent = Instant::now();
-        let deadline = tokio::time::Instant::from_std(sent + self.timeout);
-        let mut o = Outcome::new(intended, sent, p.stream);
-        self.exchange(req, deadline, &mut o).await;
+        let request = self
+            .pool
+            .endpoint
+            .request("POST", p.api.path(), p.stream, &p.body);
+        let mut o = Outcome::new(intended, Instant::now(), p.stream);
+        let expiry = tokio::time::sleep(self.timeout);
+        tokio::pin!(expiry);
+        self.exchange(&request, expiry.as_mut(), &mut o).await;
         o.end = Instant::now();
         o
     }
 
-    async fn exchange(
-        &self,
-        req: Request<Full<Bytes>>,
-        deadline: tokio::time::Instant,
-        o: &mut Outcome,
-    ) {
-        let resp = match timeout_at(deadline, self.http.request(req)).await {
-            Err(_) => {
-                return o.fail(
-                    ErrorKind::Timeout,
-                    "no response headers before the request timeout",
-                );
+    async fn exchange(&self, request: &[u8], mut expiry: Pin<&mut Sleep>, o: &mut Outcome) {
+        let mut resp = match self.start(request, expiry.as_mut()).await {
+            Ok((resp, sent)) => {
+                o.sent = sent;
+                resp
             }
-            Ok(Err(e)) => {
-                let kind = if is_refused(&e) {
-                    ErrorKind::ConnectRefused
-                } else if e.is_connect() {
-                    ErrorKind::Connect
-                } else {
-                    ErrorKind::ConnectionReset
+            Err(e) => {
+                let kind = match &e {
+                    h1::Error::Timeout => {
+                        return o.fail(
+                            ErrorKind::Timeout,
+                            "no response headers before the request timeout",
+                        );
+                    }
+                    e if e.is_refused() => ErrorKind::ConnectRefused,
+                    h1::Error::Connect { .. } | h1::Error::Endpoint(_) => ErrorKind::Connect,
+                    h1::Error::Malformed(_) => ErrorKind::Malformed,
+                    _ => ErrorKind::ConnectionReset,
                 };
-                return o.fail(kind, describe_client_error(&e));
+                return o.fail(kind, e.to_string());
             }
-            Ok(Ok(r)) => r,
         };
-        let mut rx = Rx::new(self.clock, resp.extensions().get::<Stamps>().cloned());
-        if let Some(w) = rx.stamps.as_ref().and_then(Stamps::request_written)
-            && w >= o.sent
-        {
-            o.sent = w;
-        }
-        o.headers = Some(rx.arrival().0);
-        o.status = resp.status().as_u16();
-        o.server_request_id = resp
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let mut rx = Rx::new(self.clock);
+        o.headers = Some(rx.arrival(&resp.head.read).0);
+        o.status = resp.head.status;
+        o.server_request_id = resp.head.request_id.clone();
         let is_sse = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
+            .head
+            .content_type
+            .as_deref()
             .is_some_and(|v| v.starts_with("text/event-stream"));
-        let status = resp.status();
-        let mut body = resp.into_body();
+        let status = resp.head.status;
 
-        if !status.is_success() {
-            let bytes = read_all(&mut body, deadline, o, &mut rx).await;
-            let kind = match status.as_u16() {
+        if !(200..300).contains(&status) {
+            let bytes = read_all(&mut resp, expiry, o, &mut rx).await;
+            let kind = match status {
                 429 => ErrorKind::Http429,
                 400..=499 => ErrorKind::Http4xx,
                 _ => ErrorKind::Http5xx,
@@ -285,125 +280,104 @@ impl Client {
                 None => o.fail(
                     kind,
                     format!(
-                        "HTTP {}: {}",
-                        status.as_u16(),
+                        "HTTP {status}: {}",
                         String::from_utf8_lossy(&bytes[..bytes.len().min(512)])
                     ),
                 ),
             }
-            return;
-        }
-
-        if o.streamed && is_sse {
-            read_stream(&mut body, deadline, o, &mut rx).await;
+        } else if o.streamed && is_sse {
+            read_stream(&mut resp, expiry, o, &mut rx).await;
         } else {
             // A server may answer a streamed request with one JSON body; measure it as unary.
             o.streamed = false;
-            let bytes = read_all(&mut body, deadline, o, &mut rx).await;
-            if o.error.is_some() {
-                return;
-            }
-            match openai::parse_chunk(&bytes) {
-                Ok(info) => {
-                    if let Some(e) = &info.error {
-                        o.fail_server(ErrorKind::StreamError, e);
+            let bytes = read_all(&mut resp, expiry, o, &mut rx).await;
+            if o.error.is_none() {
+                match openai::parse_chunk(&bytes) {
+                    Ok(info) => {
+                        if let Some(e) = &info.error {
+                            o.fail_server(ErrorKind::StreamError, e);
+                        }
+                        o.usage = info.usage;
+                        o.response_id = info.id;
+                        o.finish_reason = info.finish_reason;
+                        o.text.push_str(&info.text);
                     }
-                    o.usage = info.usage;
-                    o.response_id = info.id;
-                    o.finish_reason = info.finish_reason;
-                    o.text.push_str(&info.text);
+                    Err(e) => o.fail(
+                        ErrorKind::Malformed,
+                        format!("response body is not an OpenAI JSON object: {e}"),
+                    ),
                 }
-                Err(e) => o.fail(
-                    ErrorKind::Malformed,
-                    format!("response body is not an OpenAI JSON object: {e}"),
-                ),
             }
         }
+        resp.finish(&self.pool);
     }
 }
 
 /// Where the parser gets arrival times from for one response.
 struct Rx {
     clock: RxClock,
-    stamps: Option<Stamps>,
     /// The read that carried the previous content chunk.
     last_content_read: Option<u64>,
 }
 
 impl Rx {
-    fn new(clock: RxClock, stamps: Option<Stamps>) -> Self {
+    fn new(clock: RxClock) -> Self {
         Rx {
             clock,
-            stamps,
             last_content_read: None,
         }
     }
 
-    /// The time to report for bytes just handed over, the kernel read they
-    /// came from, and how much later than their arrival the parser sees them.
-    /// The delay is measured whichever clock is reported: with the
+    /// The time to report for the bytes of `read`, its number when the
+    /// kernel stamped it, and how much later than their arrival the parser
+    /// got them. The delay is measured whichever clock is reported: with the
     /// application clock it is the error the reported times carry.
-    fn arrival(&self) -> (Instant, Option<u64>, Duration) {
-        let now = Instant::now();
-        match self.stamps.as_ref().and_then(Stamps::last_arrival) {
-            Some(a) if a.at <= now => {
+    fn arrival(&self, read: &h1::Read) -> (Instant, Option<u64>, Duration) {
+        match read.kernel {
+            Some(k) if k <= read.seen => {
                 let at = match self.clock {
-                    RxClock::Kernel => a.at,
-                    RxClock::Application => now,
+                    RxClock::Kernel => k,
+                    RxClock::Application => read.seen,
                 };
-                (at, Some(a.read), now - a.at)
+                (at, Some(read.number), read.seen - k)
             }
-            _ => (now, None, Duration::ZERO),
+            _ => (read.seen, None, Duration::ZERO),
         }
     }
 }
 
-type Frame = Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>;
-
-/// The next body frame, or `Err(())` once `expiry` fires. One timer serves
-/// the whole body: a fresh timeout per frame cost a timer-wheel insert and
-/// removal for every streamed token.
-async fn next_frame(
-    body: &mut hyper::body::Incoming,
-    mut expiry: std::pin::Pin<&mut tokio::time::Sleep>,
-) -> Result<Frame, ()> {
-    tokio::select! {
-        biased;
-        f = body.frame() => Ok(f),
-        _ = expiry.as_mut() => Err(()),
-    }
-}
-
+/// The whole body (bounded by the request's expiry).
 async fn read_all(
-    body: &mut hyper::body::Incoming,
-    deadline: tokio::time::Instant,
+    resp: &mut h1::Response,
+    mut expiry: Pin<&mut Sleep>,
     o: &mut Outcome,
     rx: &mut Rx,
 ) -> Vec<u8> {
     let mut buf = Vec::new();
-    let expiry = tokio::time::sleep_until(deadline);
-    tokio::pin!(expiry);
     loop {
-        match next_frame(body, expiry.as_mut()).await {
-            Err(_) => {
+        match resp.next(expiry.as_mut()).await {
+            Err(h1::Error::Timeout) => {
                 o.fail(
                     ErrorKind::Timeout,
                     "body not complete before the request timeout",
                 );
                 break;
             }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
+            Err(e @ h1::Error::Malformed(_)) => {
+                o.fail(ErrorKind::Malformed, e.to_string());
+                break;
+            }
+            Err(e) => {
                 o.fail(ErrorKind::ConnectionReset, format!("reading body: {e}"));
                 break;
             }
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    if o.first_byte.is_none() && !data.is_empty() {
-                        o.first_byte = Some(rx.arrival().0);
-                    }
-                    buf.extend_from_slice(&data);
+            Ok(None) => break,
+            Ok(Some(read)) => {
+                let data = resp.data();
+                if o.first_byte.is_none() && !data.is_empty() {
+                    o.first_byte = Some(rx.arrival(&read).0);
                 }
+                buf.extend_from_slice(data);
             }
         }
     }
@@ -411,48 +385,48 @@ async fn read_all(
 }
 
 async fn read_stream(
-    body: &mut hyper::body::Incoming,
-    deadline: tokio::time::Instant,
+    resp: &mut h1::Response,
+    mut expiry: Pin<&mut Sleep>,
     o: &mut Outcome,
     rx: &mut Rx,
 ) {
     let mut parser = SseParser::new();
-    let expiry = tokio::time::sleep_until(deadline);
-    tokio::pin!(expiry);
     loop {
-        let frame = match next_frame(body, expiry.as_mut()).await {
-            Err(_) => {
-                o.fail(
+        let read = match resp.next(expiry.as_mut()).await {
+            Err(h1::Error::Timeout) => {
+                return o.fail(
                     ErrorKind::Timeout,
                     "stream not finished before the request timeout",
                 );
-                return;
+            }
+            Err(e @ h1::Error::Malformed(_)) => {
+                return o.fail(ErrorKind::Malformed, e.to_string());
+            }
+            Err(e) => {
+                return o.fail(ErrorKind::ConnectionReset, format!("stream broken: {e}"));
             }
             Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                o.fail(ErrorKind::ConnectionReset, format!("stream broken: {e}"));
-                return;
-            }
-            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(read)) => read,
         };
-        // One timestamp per frame: every event in it arrived together.
-        let Ok(data) = frame.into_data() else {
+        let data = resp.data();
+        if data.is_empty() {
             continue;
-        };
-        let (at, read, late) = rx.arrival();
+        }
+        // One timestamp per read: every event in it arrived together.
+        let (at, number, late) = rx.arrival(&read);
         // A request counts as kernel-timed once any of its reads was stamped.
-        if read.is_some() {
+        if number.is_some() {
             o.clock = rx.clock;
         }
         let mark = Seen {
             at,
-            read_delay_us: read.map(|_| late.as_micros().min(u128::from(u32::MAX)) as u32),
-            read,
+            read_delay_us: number.map(|_| late.as_micros().min(u128::from(u32::MAX)) as u32),
+            read: number,
         };
-        if o.first_byte.is_none() && !data.is_empty() {
+        if o.first_byte.is_none() {
             o.first_byte = Some(at);
         }
-        parser.push(&data, |ev| on_event(ev, mark, &mut rx.last_content_read, o));
+        parser.push(data, |ev| on_event(ev, mark, &mut rx.last_content_read, o));
     }
     if parser.has_partial() {
         o.fail(ErrorKind::Malformed, "stream ended inside an SSE event");
@@ -473,7 +447,7 @@ async fn read_stream(
     }
 }
 
-/// When a frame's events arrived, as [`Rx::arrival`] saw it.
+/// When a read's events arrived, as [`Rx::arrival`] saw it.
 #[derive(Clone, Copy)]
 struct Seen {
     at: Instant,
@@ -533,29 +507,6 @@ fn on_event(ev: SseEvent<'_>, seen: Seen, last_read: &mut Option<u64>, o: &mut O
             }
         }
     }
-}
-
-fn is_refused(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::ConnectionRefused;
-        }
-        src = s.source();
-    }
-    false
-}
-
-/// The whole cause chain: hyper's top-level message alone ("client error (Connect)") hides the reason.
-fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

@@ -3,13 +3,11 @@
 //! A timestamp taken where a response is parsed includes however long that
 //! task waited for a CPU after the bytes arrived: on a loaded client it is
 //! most of the measurement error (milliseconds at hundreds of streams on two
-//! cores). So every connection is a [`StampedStream`]: reads go through
-//! `recvmsg` with `SO_TIMESTAMPNS`, and the kernel says when the last segment
-//! of each read reached the socket; writes note when a request's first byte was
-//! handed to the kernel. The parser reads both from the connection's
-//! [`Stamps`], which hyper hands to every response as an extension, and what it
-//! loses by being late becomes the run's *read-path delay*, a reported figure
-//! instead of a hidden error.
+//! cores). So every read goes through `recvmsg` with `SO_TIMESTAMPNS`, and
+//! the kernel says when the last segment of each read reached the socket.
+//! The client ([`super::h1`]) hands each read's stamp to the parser with its
+//! bytes, and what the parser loses by being late becomes the run's
+//! *read-path delay*, a reported figure instead of a hidden error.
 //!
 //! One limit is the kernel's: a read that drains several segments carries the
 //! stamp of the last one, so chunks that share a read are stamped late by up
@@ -19,19 +17,13 @@
 //! messages, which no socket crate exposes for an uninitialised read buffer.
 #![allow(unsafe_code)]
 
-use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, RawFd};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use http::Uri;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use tokio::io::{AsyncWrite, Interest};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Where arrival times come from.
@@ -43,65 +35,6 @@ pub enum RxClock {
     Kernel,
     /// The moment the response parser got the bytes (what other harnesses do).
     Application,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    /// A write has happened since the last read that returned data.
-    writing: bool,
-    /// When the current request's first byte went to `write`.
-    write_started: Option<Instant>,
-    /// Arrival of the newest kernel-stamped read, and that read's number.
-    last_arrival: Option<(Instant, u64)>,
-    /// Reads that returned data so far.
-    reads: u64,
-}
-
-/// What one connection's socket calls saw, shared with its responses.
-#[derive(Debug, Clone, Default)]
-pub struct Stamps(Arc<Mutex<State>>);
-
-/// The newest read's arrival and its sequence number on the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Arrival {
-    pub at: Instant,
-    pub read: u64,
-}
-
-impl Stamps {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // The state is plain data; a panic elsewhere cannot leave it torn.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn on_write(&self, at: Instant) {
-        let mut s = self.lock();
-        if !s.writing {
-            s.writing = true;
-            s.write_started = Some(at);
-        }
-    }
-
-    fn on_read(&self, arrival: Option<Instant>) {
-        let mut s = self.lock();
-        s.writing = false;
-        s.reads += 1;
-        // An unstamped read (timestamps are switched on lazily by the kernel)
-        // must not inherit an older read's stamp: the parser then uses its own clock.
-        s.last_arrival = arrival.map(|at| (at, s.reads));
-    }
-
-    /// When the request now on this connection started to be written.
-    pub fn request_written(&self) -> Option<Instant> {
-        self.lock().write_started
-    }
-
-    /// The newest kernel-stamped read, if the socket gives stamps.
-    pub fn last_arrival(&self) -> Option<Arrival> {
-        self.lock()
-            .last_arrival
-            .map(|(at, read)| Arrival { at, read })
-    }
 }
 
 /// Asks the kernel to stamp every segment this socket receives.
@@ -242,110 +175,6 @@ fn to_monotonic(stamp: libc::timespec) -> Instant {
     }
 }
 
-/// A TCP connection that records [`Stamps`] for hyper.
-pub struct StampedStream {
-    inner: TcpStream,
-    stamps: Stamps,
-}
-
-impl StampedStream {
-    /// Stamps are asked for whichever clock is reported: with the
-    /// application clock they still measure its read-path delay.
-    pub fn new(inner: TcpStream) -> Self {
-        if let Err(e) = enable_rx_timestamps(inner.as_raw_fd()) {
-            tracing::warn!("receive timestamps unavailable ({e}); arrivals are read times");
-        }
-        StampedStream {
-            inner,
-            stamps: Stamps::default(),
-        }
-    }
-}
-
-impl Read for StampedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut buf: ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        let me = self.get_mut();
-        // SAFETY: recv only writes initialised bytes into the slice, and
-        // `advance` is called with exactly the count it wrote.
-        let unfilled = unsafe { buf.as_mut() };
-        let (n, arrival) = ready!(poll_recv_stamped(&me.inner, cx, unfilled))?;
-        if n > 0 {
-            me.stamps.on_read(arrival);
-        }
-        unsafe { buf.advance(n) };
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Write for StampedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let me = self.get_mut();
-        me.stamps.on_write(Instant::now());
-        Pin::new(&mut me.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let me = self.get_mut();
-        me.stamps.on_write(Instant::now());
-        Pin::new(&mut me.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-impl Connection for StampedStream {
-    fn connected(&self) -> Connected {
-        Connected::new().extra(self.stamps.clone())
-    }
-}
-
-/// hyper's own connector (DNS, timeouts, `TCP_NODELAY`) with every
-/// connection wrapped in a [`StampedStream`].
-#[derive(Clone)]
-pub struct StampingConnector(pub HttpConnector);
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl tower_service::Service<Uri> for StampingConnector {
-    type Response = StampedStream;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<StampedStream, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.0.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, dst: Uri) -> Self::Future {
-        let connecting = self.0.call(dst);
-        Box::pin(async move {
-            let io = connecting.await?;
-            Ok(StampedStream::new(io.into_inner()))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,27 +230,5 @@ mod tests {
         let mut buf = [MaybeUninit::uninit(); 8];
         let (n, arrival) = recv_stamped(rx.as_raw_fd(), &mut buf).unwrap();
         assert_eq!((n, arrival), (1, None));
-    }
-
-    #[test]
-    fn a_request_is_stamped_at_its_first_write_after_a_read() {
-        let s = Stamps::default();
-        let t0 = Instant::now();
-        s.on_write(t0);
-        s.on_write(t0 + Duration::from_millis(1));
-        assert_eq!(s.request_written(), Some(t0));
-        s.on_read(Some(t0 + Duration::from_millis(2)));
-        let t3 = t0 + Duration::from_millis(3);
-        s.on_write(t3);
-        assert_eq!(s.request_written(), Some(t3));
-        assert_eq!(
-            s.last_arrival(),
-            Some(Arrival {
-                at: t0 + Duration::from_millis(2),
-                read: 1
-            })
-        );
-        s.on_read(None);
-        assert_eq!(s.last_arrival(), None, "an unstamped read has no arrival");
     }
 }
