@@ -112,3 +112,61 @@ fn bench_fidelity_matches_every_request_and_token_to_the_servers_truth() {
     assert!(planned > 0.0, "{bench:#}");
     assert!(bench["machine"]["cpus"].as_u64().unwrap() >= 1);
 }
+
+#[test]
+fn bench_cost_sets_sparkhost_against_the_floor_on_the_same_streams() {
+    let results = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let workload = repo().join("workloads/synthetic.wasm");
+    let out = sparkhost(
+        &[
+            "bench",
+            "cost",
+            "--workload",
+            workload.to_str().unwrap(),
+            "--cost-concurrency",
+            "4",
+            "--repeats",
+            "1",
+            "--rounds",
+            "2",
+            "--tokens",
+            "5",
+            "--ttft",
+            "5ms",
+            "--itl",
+            "2ms",
+            "--results-root",
+            results.path().to_str().unwrap(),
+        ],
+        cache.path(),
+    );
+    // The floor fails the command unless it received every token
+    // (4 streams × 2 rounds × 5), so success already says it streamed.
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = std::fs::read_dir(results.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("bench-"))
+        .expect("a bench-<time> directory")
+        .path();
+    let cost = &read_json(&dir.join("bench.json"))["cost"];
+    assert_eq!(cost["concurrency"], 4, "{cost:#}");
+    let median = |v: &serde_json::Value| v["median"].as_f64().unwrap();
+    let ours = median(&cost["cpu_s_per_1000_tokens_incl_startup"]);
+    let floor = median(&cost["floor"]["cpu_s_per_1000_tokens"]);
+    assert!(ours > 0.0 && floor > 0.0, "{cost:#}");
+    assert!(
+        (median(&cost["sparkhost_over_floor"]) - ours / floor).abs() < 1e-9,
+        "{cost:#}"
+    );
+    // One read per token at least at these gaps, plus the response heads.
+    assert!(median(&cost["floor"]["reads_per_token"]) >= 1.0, "{cost:#}");
+    for k in [
+        "first_send_after_start_ms_cold_cache",
+        "first_send_after_start_ms_cached",
+        "peak_rss_kib",
+    ] {
+        assert!(median(&cost[k]) > 0.0, "{k}: {cost:#}");
+    }
+}

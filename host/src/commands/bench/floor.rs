@@ -42,7 +42,7 @@ pub fn measure(endpoint: &str, streams: u32, rounds: u64, tokens: u32) -> anyhow
         .trim_end_matches('/')
         .to_owned();
     std::thread::spawn(move || -> anyhow::Result<Floor> {
-        let cpu0 = thread_cpu_s()?;
+        let cpu0 = thread_cpu_s();
         let t0 = Instant::now();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -65,7 +65,7 @@ pub fn measure(endpoint: &str, streams: u32, rounds: u64, tokens: u32) -> anyhow
             bail!("floor: received {tokens_got} tokens, expected {want}");
         }
         Ok(Floor {
-            cpu_s: thread_cpu_s()? - cpu0,
+            cpu_s: thread_cpu_s() - cpu0,
             tokens: tokens_got,
             reads,
             stamped_reads: stamped,
@@ -76,15 +76,12 @@ pub fn measure(endpoint: &str, streams: u32, rounds: u64, tokens: u32) -> anyhow
     .map_err(|_| anyhow::anyhow!("floor: the receiver thread panicked"))?
 }
 
-/// This thread's user + system CPU, from the same procfs accounting that
-/// `summary.json`'s harness figures use.
-fn thread_cpu_s() -> anyhow::Result<f64> {
-    // procfs opens its root without following links; thread-self is one.
-    let me = std::fs::canonicalize("/proc/thread-self").context("floor: /proc/thread-self")?;
-    let stat = procfs::process::Process::new_with_root(me)
-        .and_then(|p| p.stat())
-        .context("floor: reading this thread's stat in /proc")?;
-    Ok((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+/// This thread's user + system CPU at ns resolution (procfs's ticks are
+/// 10 ms, coarser than a short floor run); the same kernel accounting that
+/// `summary.json`'s per-process figures are read from.
+fn thread_cpu_s() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 /// One keep-alive connection: `rounds` requests, one after the other.
