@@ -4,11 +4,12 @@
 //! - [`sse`]: incremental Server-Sent Events parser.
 //! - [`openai`]: payloads, streamed chunks, error bodies.
 //! - [`client`]: one request, every timestamp, failures as data.
+//! - [`h1`]: HTTP/1.1 on pooled connections, read by the request's own task.
 //! - [`pacer`]: open-loop arrival schedules as pure functions.
 //! - [`runner`]: phases, slots, sessions and arrival times; feeds the recorder.
 //! - [`models`]: `/v1/models` discovery and readiness.
 //! - [`timer`]: sub-millisecond sleeps without spinning.
-//! - [`stamp`]: kernel receive timestamps and wire send times per connection.
+//! - [`stamp`]: kernel receive timestamps of socket reads.
 
 pub mod client;
 pub mod h1;

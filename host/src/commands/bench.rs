@@ -4,6 +4,9 @@
 //!
 //! Server and client run as separate processes of this same binary, so each
 //! one's CPU time is its own and the client is measured exactly as shipped.
+//!
+//! Layout: this file runs the four measurements; `floor` is the bare
+//! per-chunk receiver that the cost figure is set against.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

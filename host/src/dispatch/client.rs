@@ -1,11 +1,12 @@
 //! Sends one request and timestamps everything that happens to it.
 //!
 //! Arrival times are the kernel's receive stamps of the reads that brought the
-//! bytes, and the send time is when the request's first byte went to `write`
-//! (both from [`super::stamp`]); the parser's own lateness is kept per chunk
-//! as the read-path delay. Parsing borrows from the read buffer, and the only
-//! lock taken is the connection's own stamp cell. Every failure ends as data
-//! in the [`Outcome`], never as an error.
+//! bytes ([`super::stamp`]), and the send time is when the request's first
+//! byte went to `write`; the parser's own lateness is kept per chunk as the
+//! read-path delay. The connection is read by this task itself
+//! ([`super::h1`]), so each read's stamp comes with its bytes; parsing
+//! borrows from the read buffer. Every failure ends as data in the
+//! [`Outcome`], never as an error.
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -2,11 +2,11 @@
 //!
 //! hyper's client reads every connection in a task of its own and passes each
 //! body chunk to the request through a channel: per streamed token that is a
-//! second task poll, a cross-task wake and a buffer split, about a sixth of
-//! the client's CPU at 512 streams (BENCHMARKS.md). Here the task that times
-//! a request owns its socket for the whole exchange, so each read's kernel
-//! stamp reaches the parser with the bytes it brought, and nothing else runs
-//! per token. Parsing is `httparse`'s (the parser inside hyper); this module
+//! second task poll, a cross-task wake and a buffer split; removing them cut
+//! the client's CPU at 512 streams by a fifth (BENCHMARKS.md). Here the task
+//! that times a request owns its socket for the whole exchange, so each
+//! read's kernel stamp reaches the parser with the bytes it brought, and
+//! nothing else runs per token. Parsing is `httparse`'s (the parser inside hyper); this module
 //! only frames: the response head, then a chunked, sized or close-delimited
 //! body. Connections are kept alive in a [`Pool`] and checked before reuse.
 
