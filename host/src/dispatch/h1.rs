@@ -264,7 +264,6 @@ impl Conn {
 
     /// Reads until a final (non-1xx) response head is complete.
     pub async fn read_head(mut self, mut expiry: Pin<&mut Sleep>) -> Result<Response, Error> {
-        let mut any = false;
         let mut last: Option<Read> = None;
         loop {
             if self.end > self.start {
@@ -291,16 +290,30 @@ impl Conn {
                     }
                 }
             }
-            match self.read(expiry.as_mut()).await? {
-                Some(r) => {
-                    any = true;
-                    last = Some(r);
+            match self.read(expiry.as_mut()).await {
+                Ok(Some(r)) => last = Some(r),
+                Ok(None) if last.is_some() => {
+                    return Err(Error::Closed("inside the response head"));
                 }
-                None if any => return Err(Error::Closed("inside the response head")),
-                None => return Err(Error::ClosedBeforeResponse),
+                Ok(None) => return Err(Error::ClosedBeforeResponse),
+                // A reset before any byte is a close too (a server may drop
+                // idle connections with RST).
+                Err(Error::Read(e)) if last.is_none() && is_reset(&e) => {
+                    return Err(Error::ClosedBeforeResponse);
+                }
+                Err(e) => return Err(e),
             }
         }
     }
+}
+
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// What the client needs from a response head.
@@ -674,6 +687,24 @@ mod tests {
         )
         .await;
         assert!(matches!(get(&pool).await, Err(Error::Malformed(_))));
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reset_before_any_byte_counts_as_closed_before_responding() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut b = [0u8; 256];
+            let _ = s.read(&mut b).await.unwrap();
+            // Linger 0: close with RST instead of FIN.
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        });
+        let pool = Pool::new(Endpoint::parse(&format!("http://{addr}")).unwrap());
+        assert!(matches!(get(&pool).await, Err(Error::ClosedBeforeResponse)));
         server.await.unwrap();
     }
 
