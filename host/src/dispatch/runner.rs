@@ -1,8 +1,9 @@
 //! Runs phases: decides when each prepared request goes out and hands every
 //! finished request to the recorder.
 //!
-//! One scheduler task owns all queues, so no lock is shared between streams;
-//! request tasks only report back over a channel. Intended send times come
+//! One scheduler task owns all queues, so streams share no scheduling lock
+//! (only the connection pool's, once per request); request tasks report back
+//! over a channel. Intended send times come
 //! from the phase's load model (free slot or open-loop schedule), the
 //! request's own arrival rule, and its session's previous turn.
 
