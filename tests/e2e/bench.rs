@@ -1,42 +1,24 @@
 //! The benchmark tooling end to end: the ground-truth server and
 //! `sparkhost bench` (no timing is asserted; figures go to BENCHMARKS.md).
 
+use std::path::PathBuf;
+
+use serde_json::Value;
+
 use crate::{read_json, repo, sparkhost, text};
 
-#[test]
-fn bench_fidelity_matches_every_request_and_token_to_the_servers_truth() {
+/// Runs `sparkhost bench` with `args` (plus the synthetic workload and a
+/// private results root), asserts it succeeded, and returns its
+/// `bench-<time>` directory and `bench.json`. The temporary directories live
+/// as long as the returned guard.
+fn bench(args: &[&str]) -> (tempfile::TempDir, PathBuf, Value) {
     let results = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let workload = repo().join("workloads/synthetic.wasm");
-    let out = sparkhost(
-        &[
-            "bench",
-            "fidelity",
-            "capacity",
-            "planning",
-            "--workload",
-            workload.to_str().unwrap(),
-            "--concurrency",
-            "4",
-            "--repeats",
-            "1",
-            "--tokens",
-            "5",
-            "--ttft",
-            "5ms",
-            "--itl",
-            "2ms",
-            "--planning-requests",
-            "500",
-            "--rates",
-            "100",
-            "--capacity-duration",
-            "300ms",
-            "--results-root",
-            results.path().to_str().unwrap(),
-        ],
-        cache.path(),
-    );
+    let mut all = vec!["bench", "--workload", workload.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--results-root", results.path().to_str().unwrap()]);
+    let out = sparkhost(&all, cache.path());
     assert!(out.status.success(), "{}", text(&out));
     let dir = std::fs::read_dir(results.path())
         .unwrap()
@@ -44,7 +26,33 @@ fn bench_fidelity_matches_every_request_and_token_to_the_servers_truth() {
         .find(|e| e.file_name().to_string_lossy().starts_with("bench-"))
         .expect("a bench-<time> directory")
         .path();
-    let bench = read_json(&dir.join("bench.json"));
+    let json = read_json(&dir.join("bench.json"));
+    (results, dir, json)
+}
+
+#[test]
+fn bench_fidelity_matches_every_request_and_token_to_the_servers_truth() {
+    let (_results, dir, bench) = bench(&[
+        "fidelity",
+        "capacity",
+        "planning",
+        "--concurrency",
+        "4",
+        "--repeats",
+        "1",
+        "--tokens",
+        "5",
+        "--ttft",
+        "5ms",
+        "--itl",
+        "2ms",
+        "--planning-requests",
+        "500",
+        "--rates",
+        "100",
+        "--capacity-duration",
+        "300ms",
+    ]);
     let row = &bench["fidelity"][0];
     assert_eq!(row["concurrency"], 4);
     // 4 streams × 2 rounds; every request matched to the server's own record.
@@ -115,44 +123,26 @@ fn bench_fidelity_matches_every_request_and_token_to_the_servers_truth() {
 
 #[test]
 fn bench_cost_sets_sparkhost_against_the_floor_on_the_same_streams() {
-    let results = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let workload = repo().join("workloads/synthetic.wasm");
-    let out = sparkhost(
-        &[
-            "bench",
-            "cost",
-            "--workload",
-            workload.to_str().unwrap(),
-            "--cost-concurrency",
-            "4",
-            "--repeats",
-            "1",
-            "--rounds",
-            "2",
-            "--tokens",
-            "5",
-            "--ttft",
-            "5ms",
-            "--itl",
-            "2ms",
-            "--results-root",
-            results.path().to_str().unwrap(),
-        ],
-        cache.path(),
-    );
     // The floor fails the command unless it received every token
     // (4 streams × 2 rounds × 5), so success already says it streamed.
-    assert!(out.status.success(), "{}", text(&out));
-    let dir = std::fs::read_dir(results.path())
-        .unwrap()
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().starts_with("bench-"))
-        .expect("a bench-<time> directory")
-        .path();
-    let cost = &read_json(&dir.join("bench.json"))["cost"];
+    let (_results, _, bench) = bench(&[
+        "cost",
+        "--cost-concurrency",
+        "4",
+        "--repeats",
+        "1",
+        "--rounds",
+        "2",
+        "--tokens",
+        "5",
+        "--ttft",
+        "5ms",
+        "--itl",
+        "2ms",
+    ]);
+    let cost = &bench["cost"];
     assert_eq!(cost["concurrency"], 4, "{cost:#}");
-    let median = |v: &serde_json::Value| v["median"].as_f64().unwrap();
+    let median = |v: &Value| v["median"].as_f64().unwrap();
     let ours = median(&cost["cpu_s_per_1000_tokens_incl_startup"]);
     let floor = median(&cost["floor"]["cpu_s_per_1000_tokens"]);
     assert!(ours > 0.0 && floor > 0.0, "{cost:#}");

@@ -559,17 +559,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     // completions it awaits then stay on that worker's queue instead of
     // crossing threads through a futex for every request.
     let mut requests = feed.requests;
-    let dispatch = {
-        tokio::spawn(async move {
-            let end = runner
-                .run(&phase_runs, &mut requests, &ev_tx, stop_rx)
-                .await;
-            drop(runner);
-            drop(ev_tx);
-            drop(requests);
-            end
-        })
-    };
+    let dispatch = tokio::spawn(async move {
+        let end = runner
+            .run(&phase_runs, &mut requests, &ev_tx, stop_rx)
+            .await;
+        drop(runner);
+        drop(ev_tx);
+        drop(requests);
+        end
+    });
     let dispatch_end = dispatch.await.context("the dispatcher task failed")?;
     drop(feed.responses);
     let recorder = tokio::task::spawn_blocking(move || rec_thread.join())

@@ -284,9 +284,10 @@ impl Conn {
                             self.start += n;
                             continue;
                         }
-                        let head = Head::from_parsed(&res, last.expect("bytes came from a read"))?;
+                        let (head, framing) =
+                            Head::from_parsed(&res, last.expect("bytes came from a read"))?;
                         self.start += n;
-                        return Ok(Response::new(self, head));
+                        return Ok(Response::new(self, head, framing));
                     }
                 }
             }
@@ -324,12 +325,12 @@ pub struct Head {
     pub request_id: Option<String>,
     /// The read that completed the head.
     pub read: Read,
-    framing: Framing,
     keep_alive: bool,
 }
 
 impl Head {
-    fn from_parsed(res: &httparse::Response<'_, '_>, read: Read) -> Result<Head, Error> {
+    /// The head, and how its body is framed.
+    fn from_parsed(res: &httparse::Response<'_, '_>, read: Read) -> Result<(Head, Framing), Error> {
         let status = res.code.unwrap_or(0);
         let text = |name: &str| {
             res.headers
@@ -361,14 +362,14 @@ impl Head {
         let keep_alive = res.version == Some(1)
             && !has_token("connection", "close")
             && !matches!(framing, Framing::UntilClose);
-        Ok(Head {
+        let head = Head {
             status,
             content_type: text("content-type"),
             request_id: text("x-request-id"),
             read,
-            framing,
             keep_alive,
-        })
+        };
+        Ok((head, framing))
     }
 }
 
@@ -403,9 +404,8 @@ pub struct Response {
 }
 
 impl Response {
-    fn new(conn: Conn, head: Head) -> Self {
+    fn new(conn: Conn, head: Head, framing: Framing) -> Self {
         let buffered = (conn.end > conn.start).then_some(head.read);
-        let framing = head.framing;
         Response {
             done: framing == Framing::Length(0),
             head,
@@ -617,6 +617,14 @@ mod tests {
         Ok((head, body, reads, reused))
     }
 
+    /// One GET against a server that answers it with `pieces`, then stops.
+    async fn answer(pieces: Vec<&'static [u8]>) -> Result<(Head, Vec<u8>, usize, bool), Error> {
+        let (pool, server) = serve(pieces, 1).await;
+        let got = get(&pool).await;
+        server.await.unwrap();
+        got
+    }
+
     #[tokio::test]
     async fn chunked_bodies_split_anywhere_decode_and_keep_the_connection() {
         let pieces: Vec<&[u8]> = vec![
@@ -641,17 +649,13 @@ mod tests {
 
     #[tokio::test]
     async fn sized_and_close_delimited_bodies() {
-        let (pool, server) = serve(
-            vec![
-                b"HTTP/1.1 404 Not Found\r\ncontent-length: 7\r\n\r\nnot",
-                b" here",
-            ],
-            1,
-        )
-        .await;
-        let (head, body, _, _) = get(&pool).await.unwrap();
+        let (head, body, _, _) = answer(vec![
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 7\r\n\r\nnot",
+            b" here",
+        ])
+        .await
+        .unwrap();
         assert_eq!((head.status, body.as_slice()), (404, &b"not her"[..]));
-        server.await.unwrap();
 
         let (pool, server) = serve(vec![b"HTTP/1.0 200 OK\r\n\r\nuntil", b" close"], 1).await;
         let (_, body, _, _) = get(&pool).await.unwrap();
@@ -665,29 +669,28 @@ mod tests {
 
     #[tokio::test]
     async fn broken_responses_are_told_apart() {
-        let (pool, server) = serve(vec![], 1).await;
-        assert!(matches!(get(&pool).await, Err(Error::ClosedBeforeResponse)));
-        server.await.unwrap();
-
-        let (pool, server) = serve(
-            vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n9\r\npart"],
-            1,
-        )
-        .await;
-        assert!(matches!(get(&pool).await, Err(Error::Closed(_))));
-        server.await.unwrap();
-
-        let (pool, server) = serve(vec![b"HTTQ/1.1 200 OK\r\n\r\n"], 1).await;
-        assert!(matches!(get(&pool).await, Err(Error::Malformed(_))));
-        server.await.unwrap();
-
-        let (pool, server) = serve(
-            vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"],
-            1,
-        )
-        .await;
-        assert!(matches!(get(&pool).await, Err(Error::Malformed(_))));
-        server.await.unwrap();
+        assert!(matches!(
+            answer(vec![]).await,
+            Err(Error::ClosedBeforeResponse)
+        ));
+        assert!(matches!(
+            answer(vec![
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n9\r\npart"
+            ])
+            .await,
+            Err(Error::Closed(_))
+        ));
+        assert!(matches!(
+            answer(vec![b"HTTQ/1.1 200 OK\r\n\r\n"]).await,
+            Err(Error::Malformed(_))
+        ));
+        assert!(matches!(
+            answer(vec![
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"
+            ])
+            .await,
+            Err(Error::Malformed(_))
+        ));
     }
 
     #[tokio::test]

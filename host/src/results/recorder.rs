@@ -106,7 +106,7 @@ impl Recorder {
     /// (its own: row serialization and file writes, which can block in the
     /// file system, never hold up a runtime worker that is about to send).
     /// Rows are flushed whenever the recorder has caught up with the
-    /// dispatcher (and at least every [`FLUSH_EVERY`] rows): one write per
+    /// dispatcher (and at least every `FLUSH_EVERY` rows): one write per
     /// burst instead of one per request, and a row is on disk as soon as
     /// nothing else is waiting.
     pub fn run_blocking(mut self, mut events: mpsc::UnboundedReceiver<Event>) -> Self {
@@ -138,7 +138,7 @@ impl Recorder {
         ts.to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 
-    /// Buffers the rows it records; [`Recorder::run`] flushes them.
+    /// Buffers the rows it records; [`Recorder::run_blocking`] flushes them.
     pub fn handle(&mut self, ev: Event) {
         match ev {
             Event::PhaseStart { index, at } => {
