@@ -1,7 +1,8 @@
 # sparkhost — build, demo and test entry points.
 #   make demo   builds everything, starts the real Dynamo frontend + mocker on
 #               loopback, runs the synthetic workload, prints the summary, stops.
-#   make test   builds everything and runs the whole test suite (CI runs this).
+#   make test   lints (fmt, clippy: host and guests), runs the guest unit tests,
+#               builds everything and runs the whole test suite (CI runs this).
 
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
@@ -13,7 +14,7 @@ GUESTS      := synthetic spin hog panic bad_config future_version
 WORKLOADS   := synthetic reuse_verify local_copilot_burst eviction_replay rehydrate_replay \
                agent_loop rag_summarize kv_pressure trace_replay
 
-.PHONY: all build workloads dynamo demo test test-deps unit lint stack-up stack-down clean
+.PHONY: all build workloads dynamo demo test test-deps unit guest-test lint stack-up stack-down clean
 
 all: build workloads
 
@@ -48,12 +49,20 @@ test-deps:
 unit:
 	$(CARGO) test --release --locked --lib --bins
 
-test: test-deps build workloads dynamo examples-test
+# Guest workspace: its unit tests and doc tests run natively (host imports
+# are never called by them); its debug build shares nothing with the host's.
+guest-test:
+	$(CARGO) test --locked --manifest-path workloads/Cargo.toml
+
+# Lint and guest tests first: they fail in seconds where the suite takes minutes.
+test: lint guest-test test-deps build workloads dynamo examples-test
 	$(CARGO) test --release --locked -- --test-threads=1
 
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --all --manifest-path workloads/Cargo.toml -- --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+	$(CARGO) clippy --release --locked --target $(WASM_TARGET) --manifest-path workloads/Cargo.toml --all-targets -- -D warnings
 
 stack-up: dynamo
 	scripts/dynamo/stack.sh start

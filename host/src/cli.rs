@@ -277,10 +277,10 @@ pub struct RunArgs {
     pub variant_tags: Vec<String>,
 
     /// Requests planned ahead of their send time.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = crate::limits::LOOKAHEAD)]
     pub lookahead: usize,
     /// Open loop: most requests in flight before sends wait (and show as lateness).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = crate::limits::MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
     /// Keep-alive connections opened before the first phase (default: the
     /// largest closed-loop concurrency or 10 ms of open-loop arrivals, at
@@ -305,13 +305,22 @@ pub struct RunArgs {
     pub no_report: bool,
 }
 
+impl From<&SandboxArgs> for crate::sandbox::Limits {
+    fn from(a: &SandboxArgs) -> Self {
+        crate::sandbox::Limits {
+            call_timeout: a.workload_call_timeout,
+            memory_bytes: a.workload_memory_mib << 20,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct SandboxArgs {
     /// Longest a single workload call may run.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = crate::limits::WORKLOAD_CALL_TIMEOUT_FLAG, value_parser = parse_duration)]
     pub workload_call_timeout: Duration,
     /// Memory cap of a workload instance, MiB.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = crate::limits::WORKLOAD_MEMORY_MIB)]
     pub workload_memory_mib: u64,
     /// Cache for compiled components (default: $SPARKHOST_CACHE_DIR, $XDG_CACHE_HOME/sparkhost or ~/.cache/sparkhost).
     #[arg(long)]

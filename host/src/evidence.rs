@@ -3,9 +3,9 @@
 //! Reasons keep the seed harness's names where it had them; a run gets the
 //! first reason found, and every detail is kept.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InvalidReason {
     /// Prompts that cannot fit the engine were planned; nothing was sent.

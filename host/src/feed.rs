@@ -33,14 +33,19 @@ pub struct FeedConfig {
 }
 
 /// `prompt tokens ≤ engine_max_input_tokens − max_tokens − safety_margin`.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Preflight {
     pub engine_max_input_tokens: u32,
     pub input_token_safety_margin: u32,
 }
 
 /// What preflight found; `config.json` keeps it.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(default)]
 pub struct PreflightReport {
     pub failed: bool,
     pub checked: u64,

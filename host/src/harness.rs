@@ -18,7 +18,8 @@ pub fn process_start() -> Instant {
     mark_start()
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema, Default)]
+#[serde(default)]
 pub struct HarnessCost {
     /// User + system CPU at ns resolution (the process CPU clock); the split
     /// below comes from procfs in 10 ms ticks, too coarse for short runs.

@@ -103,7 +103,7 @@ pub struct RequestPlan {
 }
 
 /// How a phase offers load.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum LoadModel {
     /// At most this many requests in flight.

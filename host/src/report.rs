@@ -15,7 +15,6 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::SandboxArgs;
 use crate::results::identity::sha256_hex;
 use crate::sandbox::report::{
     Document, GeneratorInfo, OutputFile, ReportInput, ReportLimits, ReportRuntime,
@@ -51,11 +50,11 @@ const DOCUMENTS: &[&str] = &[
     "manifest.json",
     "verdict.json",
 ];
-const MAX_OUTPUT_FILES: usize = 256;
-const MAX_OUTPUT_BYTES: usize = 512 << 20;
-const MAX_NAME_BYTES: usize = 200;
-const MAX_NAME_DEPTH: usize = 4;
-const MAX_LISTED_FILES: usize = 100_000;
+use crate::limits::{
+    REPORT_MAX_LISTED_FILES as MAX_LISTED_FILES, REPORT_MAX_NAME_BYTES as MAX_NAME_BYTES,
+    REPORT_MAX_NAME_DEPTH as MAX_NAME_DEPTH, REPORT_MAX_OUTPUT_BYTES as MAX_OUTPUT_BYTES,
+    REPORT_MAX_OUTPUT_FILES as MAX_OUTPUT_FILES,
+};
 
 /// How to run a generator.
 #[derive(Debug, Clone, Default)]
@@ -67,16 +66,16 @@ pub struct ReportOptions {
 }
 
 impl ReportOptions {
-    /// The run's sandbox flags, with a report's larger minimum deadline and
-    /// memory ([`ReportLimits::default`]): a workload limit tuned for planning
-    /// must not make the report of a long run fail.
-    pub fn from_sandbox_args(a: &SandboxArgs) -> Self {
+    /// A run's workload limits, raised to a report's larger minimum deadline
+    /// and memory ([`ReportLimits::default`]): a workload limit tuned for
+    /// planning must not make the report of a long run fail.
+    pub fn for_run(cache_dir: Option<PathBuf>, workload: Limits) -> Self {
         let d = ReportLimits::default();
         ReportOptions {
-            cache_dir: a.cache_dir.clone(),
+            cache_dir,
             limits: ReportLimits {
-                call_timeout: a.workload_call_timeout.max(d.call_timeout),
-                memory_bytes: (a.workload_memory_mib << 20).max(d.memory_bytes),
+                call_timeout: workload.call_timeout.max(d.call_timeout),
+                memory_bytes: workload.memory_bytes.max(d.memory_bytes),
             },
             params: Vec::new(),
         }
@@ -117,18 +116,6 @@ pub struct WrittenFile {
 /// Returns the paths written (the manifest last). This is what `sparkhost
 /// run` calls at the end and `sparkhost report` calls offline.
 pub fn generate_report(
-    run_dir: &Path,
-    generator: Option<&Path>,
-    sandbox: &SandboxArgs,
-) -> anyhow::Result<Vec<PathBuf>> {
-    generate_report_with(
-        run_dir,
-        generator,
-        &ReportOptions::from_sandbox_args(sandbox),
-    )
-}
-
-pub fn generate_report_with(
     run_dir: &Path,
     generator: Option<&Path>,
     opts: &ReportOptions,

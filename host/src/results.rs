@@ -8,6 +8,7 @@
 //! - [`recorder`]: finished requests → rows, histograms, workload feedback.
 //! - [`rundir`]: the run directory: never overwritten, line-atomic JSONL.
 
+pub mod documents;
 pub mod identity;
 pub mod recorder;
 pub mod records;

@@ -31,8 +31,9 @@ use crate::tokenize::TokenCounter;
 /// WIT package versions of `sparkhost:workload` this host can run.
 pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
 const PLANNER_EXPORT: &str = "sparkhost:workload/planner@";
-/// Epoch tick: the granularity of call deadlines.
-const TICK: Duration = Duration::from_millis(10);
+use crate::limits::EPOCH_TICK as TICK;
+/// The wasmtime this host was built with (from the dependency itself).
+pub const WASMTIME_VERSION: &str = wasmtime_environ::VERSION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -196,8 +197,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            call_timeout: Duration::from_secs(30),
-            memory_bytes: 512 << 20,
+            call_timeout: crate::limits::WORKLOAD_CALL_TIMEOUT,
+            memory_bytes: crate::limits::WORKLOAD_MEMORY_MIB << 20,
         }
     }
 }
@@ -392,7 +393,7 @@ impl Sandbox {
         seed: u64,
         data: &DataGrants,
     ) -> Result<WorkloadInstance, SandboxError> {
-        let stderr = MemoryOutputPipe::new(64 << 10);
+        let stderr = MemoryOutputPipe::new(crate::limits::GUEST_STDERR_BYTES);
         let data_dir = data.materialize()?;
         let mut seed_bytes = sha256_hex(&seed.to_le_bytes()).into_bytes();
         seed_bytes.truncate(32);

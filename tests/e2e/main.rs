@@ -180,9 +180,66 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// Reads a JSON file. A run document (`summary.json`, `config.json`,
+/// `manifest.json`) must also read as its typed document and write back
+/// unchanged: the types every reader uses cover everything the run wrote.
 pub fn read_json(p: &Path) -> serde_json::Value {
+    use sparkhost::results::documents::{ConfigDoc, ManifestDoc, SummaryDoc};
     let s = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{} is not JSON: {e}", p.display()))
+    let v: Value =
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("{} is not JSON: {e}", p.display()));
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let typed = match name {
+        "summary.json" => Some(round_trip::<SummaryDoc>(&v)),
+        "config.json" => Some(round_trip::<ConfigDoc>(&v)),
+        "manifest.json" => Some(round_trip::<ManifestDoc>(&v)),
+        _ => None,
+    };
+    if let Some(typed) = typed {
+        let typed =
+            typed.unwrap_or_else(|e| panic!("{} is not its document type: {e}", p.display()));
+        kept(&v, &typed, &mut String::new()).unwrap_or_else(|at| {
+            panic!("{}: {at} does not survive its document type", p.display())
+        });
+    }
+    v
+}
+
+/// Every value of `written` is in `typed` (which may add defaults).
+fn kept(written: &Value, typed: &Value, at: &mut String) -> Result<(), String> {
+    match (written, typed) {
+        (Value::Object(w), Value::Object(t)) => {
+            for (k, wv) in w {
+                let len = at.len();
+                at.push('.');
+                at.push_str(k);
+                match t.get(k) {
+                    Some(tv) => kept(wv, tv, at)?,
+                    None => return Err(at.clone()),
+                }
+                at.truncate(len);
+            }
+            Ok(())
+        }
+        (Value::Array(w), Value::Array(t)) if w.len() == t.len() => {
+            for (i, (wv, tv)) in w.iter().zip(t).enumerate() {
+                let len = at.len();
+                at.push_str(&format!("[{i}]"));
+                kept(wv, tv, at)?;
+                at.truncate(len);
+            }
+            Ok(())
+        }
+        (w, t) if w == t => Ok(()),
+        (Value::Number(w), Value::Number(t)) if w.as_f64() == t.as_f64() => Ok(()),
+        _ => Err(format!("{at} ({written} became {typed})")),
+    }
+}
+
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: &Value,
+) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(serde_json::from_value::<T>(v.clone())?)
 }
 
 /// The summary of phase `name` in a `summary.json`.

@@ -311,14 +311,12 @@ impl MatrixIndex {
 
 /// What a cell's directory says about it now.
 pub fn cell_state(run_dir: &Path) -> Option<(bool, Option<String>)> {
-    let text = std::fs::read_to_string(run_dir.join("summary.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let valid = v.get("run_valid")?.as_bool()?;
-    let reason = v
-        .get("invalid_reason")
-        .and_then(|r| r.as_str())
-        .map(str::to_owned);
-    Some((valid, reason))
+    let summary: crate::results::documents::SummaryDoc =
+        crate::results::documents::read(&run_dir.join("summary.json")).ok()?;
+    Some((
+        summary.run_valid,
+        summary.invalid_reason.map(|r| r.as_str().to_owned()),
+    ))
 }
 
 /// Moves an unfinished cell directory aside (kept as evidence) so the cell

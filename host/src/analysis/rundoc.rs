@@ -1,9 +1,11 @@
 //! Reading finished run directories back: which directories are runs, and
 //! the numbers `summarize`, `compare`, `matrix` and `search` need from them.
 //!
-//! Everything is read by field name from `summary.json` (and `config.json`,
-//! `phase_deltas/`) and missing fields become `None`, so run directories of
-//! older or newer sparkhost versions, and of the seed harness, still load.
+//! `summary.json` and `config.json` are read as the typed documents of
+//! [`crate::results::documents`], whose lenient reading keeps run
+//! directories of older sparkhost versions and of the seed harness loading;
+//! the collectors' per-phase deltas (`phase_deltas/`, or inline in
+//! `summary.json`) are read by field name.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -13,48 +15,13 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::analysis::slo::GoodputSummary;
+use crate::plan::LoadModel;
+use crate::results::documents::{self, ConfigDoc, PhaseDoc, SummaryDoc};
+use crate::results::summary::PhaseSummary;
+
 /// One distribution from `summary.json`, in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Dist {
-    pub count: u64,
-    pub p50: Option<f64>,
-    pub p90: Option<f64>,
-    pub p95: Option<f64>,
-    pub p99: Option<f64>,
-    pub p99_9: Option<f64>,
-    pub mean: Option<f64>,
-    pub max: Option<f64>,
-}
-
-impl Dist {
-    fn from_json(v: &Value) -> Dist {
-        let f = |k: &str| v.get(k).and_then(Value::as_f64);
-        Dist {
-            count: v.get("count").and_then(Value::as_u64).unwrap_or(0),
-            p50: f("p50"),
-            p90: f("p90"),
-            p95: f("p95"),
-            p99: f("p99"),
-            p99_9: f("p99.9"),
-            mean: f("mean"),
-            max: f("max"),
-        }
-    }
-
-    /// `p50`, `p90`, `p95`, `p99`, `p99.9` (or `p999`), `mean`, `max`.
-    pub fn stat(&self, s: &str) -> Option<f64> {
-        match s {
-            "p50" | "median" => self.p50,
-            "p90" => self.p90,
-            "p95" => self.p95,
-            "p99" => self.p99,
-            "p99.9" | "p999" => self.p99_9,
-            "mean" => self.mean,
-            "max" => self.max,
-            _ => None,
-        }
-    }
-}
+pub use crate::results::summary::Stats as Dist;
 
 /// KVBM counter deltas of one phase (`phase_*_kvbm_metrics_delta.json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -182,47 +149,38 @@ pub struct PhaseStats {
 }
 
 impl PhaseStats {
-    fn from_json(v: &Value) -> PhaseStats {
-        let f = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-        let u = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let latency = v
-            .get("latency_ms")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, d)| (k.clone(), Dist::from_json(d)))
-                    .collect()
-            })
-            .unwrap_or_default();
+    fn from_summary(p: &PhaseSummary) -> PhaseStats {
         PhaseStats {
-            name: v
-                .get("phase")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            include: v
-                .get("include_in_summary")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            requests: u("total_requests"),
-            errors: u("error_requests"),
-            error_rate: f("error_rate"),
-            duration_s: f("duration_s"),
-            req_per_s: f("req_per_s"),
-            output_tokens_per_s: v
-                .get("output_tokens_per_s")
-                .and_then(Value::as_f64)
-                .or_else(|| v.get("output_tokens_per_s_est").and_then(Value::as_f64))
-                .unwrap_or(0.0),
-            input_tokens_per_s: v
-                .get("input_tokens_per_s")
-                .and_then(Value::as_f64)
-                .or_else(|| v.get("input_tokens_per_s_est").and_then(Value::as_f64))
-                .unwrap_or(0.0),
-            latency,
-            kvbm: v.get("kvbm_metrics_delta").and_then(KvbmDelta::from_json),
-            io: IoDelta::from_json(v),
+            name: p.phase.clone(),
+            include: p.include_in_summary,
+            requests: p.total_requests,
+            errors: p.error_requests,
+            error_rate: p.error_rate,
+            duration_s: p.duration_s,
+            req_per_s: p.req_per_s,
+            output_tokens_per_s: p.output_tokens_per_s,
+            input_tokens_per_s: p.input_tokens_per_s,
+            latency: {
+                let mut l = p.latency_ms.clone();
+                if let Some(t) = &p.seed_ttft_ms {
+                    l.entry("ttft".into()).or_insert_with(|| t.clone());
+                }
+                l
+            },
+            kvbm: None,
+            io: None,
         }
+    }
+
+    fn from_doc(p: &PhaseDoc) -> PhaseStats {
+        let mut stats = PhaseStats::from_summary(&p.stats);
+        stats.kvbm = p.kvbm_metrics_delta.as_ref().and_then(KvbmDelta::from_json);
+        // The seed kept the phase's I/O under the phase object itself.
+        stats.io = p
+            .io_delta
+            .as_ref()
+            .and_then(|io| IoDelta::from_json(&serde_json::json!({ "io_delta": io })));
+        stats
     }
 
     /// A named number: `<metric>_<stat>` for latencies (`ttft_p95`,
@@ -262,7 +220,7 @@ pub struct RunRecord {
     pub overall: PhaseStats,
     pub phases: Vec<PhaseStats>,
     /// `summary.json`'s `goodput`, when the run had SLOs.
-    pub goodput: Option<Value>,
+    pub goodput: Option<GoodputSummary>,
 }
 
 fn read_json(p: &Path) -> anyhow::Result<Value> {
@@ -270,70 +228,38 @@ fn read_json(p: &Path) -> anyhow::Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))
 }
 
-fn s(v: &Value, path: &[&str]) -> Option<String> {
-    let mut cur = v;
-    for k in path {
-        cur = cur.get(k)?;
-    }
-    match cur {
-        Value::String(x) => Some(x.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
-    }
-}
-
-/// Describes a load model object from `config.json`.
-pub fn describe_load(v: &Value) -> String {
-    match v.get("kind").and_then(Value::as_str) {
-        Some("closed") => format!(
-            "c={}",
-            v.get("concurrency").and_then(Value::as_u64).unwrap_or(0)
-        ),
-        Some(kind) => {
-            let rate = v.get("rate").and_then(Value::as_f64).unwrap_or(0.0);
-            format!("rate={rate}/s {kind}")
-        }
-        None => String::new(),
+/// Describes a load model: `c=4`, `rate=5/s poisson`.
+pub fn describe_load(load: &LoadModel) -> String {
+    match load {
+        LoadModel::Closed { concurrency } => format!("c={concurrency}"),
+        LoadModel::Constant { rate } => format!("rate={rate}/s constant"),
+        LoadModel::Poisson { rate } => format!("rate={rate}/s poisson"),
+        LoadModel::Gamma { rate, .. } => format!("rate={rate}/s gamma"),
     }
 }
 
 impl RunRecord {
     pub fn load(dir: &Path) -> anyhow::Result<RunRecord> {
-        let summary = read_json(&dir.join("summary.json"))?;
-        let config = read_json(&dir.join("config.json")).unwrap_or(Value::Null);
-        let overall_v = summary
-            .get("overall_measured")
-            .filter(|v| v.is_object())
-            .or_else(|| {
-                summary
-                    .get("overall_summary")
-                    .filter(|v| v.get("excluded").is_none())
-            })
-            .cloned()
-            .unwrap_or(Value::Null);
-        let mut overall = PhaseStats::from_json(&overall_v);
+        let summary: SummaryDoc = documents::read(&dir.join("summary.json"))?;
+        // An absent or unreadable config only costs the params and load.
+        let config: ConfigDoc = documents::read(&dir.join("config.json")).unwrap_or_default();
+        let mut overall = summary
+            .overall()
+            .map(PhaseStats::from_summary)
+            .unwrap_or_default();
         overall.name = "overall".into();
         let mut phases: Vec<PhaseStats> = summary
-            .get("phase_summaries")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(PhaseStats::from_json).collect())
-            .unwrap_or_default();
-        let include: BTreeMap<String, bool> = config
-            .get("phases")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| {
-                        Some((
-                            p.get("name")?.as_str()?.to_owned(),
-                            p.get("include_in_overall")?.as_bool()?,
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+            .phase_summaries
+            .iter()
+            .map(PhaseStats::from_doc)
+            .collect();
+        let include: BTreeMap<&str, bool> = config
+            .phases
+            .iter()
+            .map(|p| (p.name.as_str(), p.include_in_overall))
+            .collect();
         for p in &mut phases {
-            if let Some(&inc) = include.get(&p.name) {
+            if let Some(&inc) = include.get(p.name.as_str()) {
                 p.include = inc;
             }
             let deltas = dir.join("phase_deltas");
@@ -346,61 +272,42 @@ impl RunRecord {
                 p.io = read_json(&f).ok().as_ref().and_then(IoDelta::from_json);
             }
         }
-        let run_id = s(&summary, &["run_id"]).unwrap_or_else(|| {
+        let run_id = if summary.run_id.is_empty() {
             dir.file_name()
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default()
-        });
-        let params = config
-            .get("params")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            v.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| v.to_string()),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let load = config.get("load").map(describe_load).unwrap_or_default();
+        } else {
+            summary.run_id.clone()
+        };
+        let workload = if summary.workload.name.is_empty() {
+            summary.scenario.clone()
+        } else {
+            summary.workload.name.clone()
+        };
+        let tier_mode = if summary.tier_mode.is_empty() {
+            summary.kv_mode.tier_mode().unwrap_or_default().to_owned()
+        } else {
+            summary.tier_mode.clone()
+        };
         Ok(RunRecord {
             dir: dir.to_owned(),
             run_id,
-            created_utc: s(&summary, &["created_utc"]).unwrap_or_default(),
-            valid: summary
-                .get("run_valid")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            invalid_reason: s(&summary, &["invalid_reason"]),
-            workload: s(&summary, &["workload", "name"])
-                .or_else(|| s(&summary, &["scenario"]))
-                .unwrap_or_default(),
-            workload_version: s(&summary, &["workload", "version"]).unwrap_or_default(),
-            kv_mode: s(&summary, &["kv_mode", "mode"])
-                .or_else(|| s(&summary, &["kv_mode"]))
-                .unwrap_or_default(),
-            tier_mode: s(&summary, &["tier_mode"])
-                .or_else(|| s(&summary, &["kv_mode", "tier_mode"]))
-                .unwrap_or_default(),
-            variant_tags: summary
-                .get("variant_tags")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|t| t.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            params,
-            load,
+            created_utc: summary.created_utc.clone(),
+            valid: summary.run_valid,
+            invalid_reason: summary
+                .invalid_reason
+                .as_ref()
+                .map(|r| r.as_str().to_owned()),
+            workload,
+            workload_version: summary.workload.version.clone(),
+            kv_mode: summary.kv_mode.mode().to_owned(),
+            tier_mode,
+            variant_tags: summary.variant_tags.clone(),
+            params: config.params.clone(),
+            load: config.load.map(|l| describe_load(&l)).unwrap_or_default(),
             overall,
             phases,
-            goodput: summary.get("goodput").filter(|g| !g.is_null()).cloned(),
+            goodput: summary.goodput.clone(),
         })
     }
 
@@ -547,10 +454,12 @@ mod tests {
 
     #[test]
     fn metrics_by_name() {
-        let p = PhaseStats::from_json(&json!({
+        let doc: PhaseDoc = serde_json::from_value(json!({
             "phase": "main", "req_per_s": 2.0, "output_tokens_per_s": 40.0,
             "latency_ms": {"ttft": {"count": 3, "p95": 12.5, "p99.9": 20.0}},
-        }));
+        }))
+        .unwrap();
+        let p = PhaseStats::from_doc(&doc);
         assert_eq!(p.metric("ttft_p95"), Some(12.5));
         assert_eq!(p.metric("ttft_p99.9"), Some(20.0));
         assert_eq!(p.metric("tpot_p95"), None);

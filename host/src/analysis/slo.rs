@@ -19,13 +19,15 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::stats::{mean, percentile};
+use crate::results::documents::SummaryDoc;
+use crate::results::summary::PhaseSummary;
 
 /// Per-request latencies an SLO can bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LatencyMetric {
     Ttft,
@@ -58,7 +60,7 @@ impl LatencyMetric {
 }
 
 /// Which statistic of the distribution is bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SloStat {
     Percentile(f64),
@@ -76,7 +78,7 @@ impl fmt::Display for SloStat {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SloTerm {
     Latency {
@@ -300,18 +302,18 @@ pub fn itl_from_chunks(offsets_ms: &[f64], tokens: &[u64]) -> Vec<f64> {
 }
 
 /// One objective against what the run did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SloCheck {
     pub name: String,
     pub threshold: f64,
     pub observed: Option<f64>,
     /// `ms` or `ratio`.
-    pub unit: &'static str,
+    pub unit: String,
     pub pass: bool,
 }
 
 /// What `summary.json`'s `goodput` holds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GoodputSummary {
     pub slo: String,
     pub terms: Vec<SloTerm>,
@@ -358,7 +360,7 @@ pub fn goodput(rows: &[SloRow], slo: &Slo, duration_s: f64) -> GoodputSummary {
                     name: term.name(),
                     threshold: *threshold_ms,
                     observed,
-                    unit: "ms",
+                    unit: "ms".into(),
                     pass: observed.is_some_and(|o| o <= *threshold_ms),
                 });
             }
@@ -372,7 +374,7 @@ pub fn goodput(rows: &[SloRow], slo: &Slo, duration_s: f64) -> GoodputSummary {
                     name: term.name(),
                     threshold: *max,
                     observed: (requests > 0).then_some(round3_6(rate)),
-                    unit: "ratio",
+                    unit: "ratio".into(),
                     pass: requests > 0 && rate <= *max,
                 });
             }
@@ -452,35 +454,27 @@ pub fn read_rows(path: &Path, include: &dyn Fn(&str) -> bool) -> std::io::Result
 /// Goodput of a finished run directory: its measured phases (those with
 /// `include_in_summary`) and their summed duration, from `summary.json`.
 pub fn goodput_for_run(run_dir: &Path, slo: &Slo) -> anyhow::Result<GoodputSummary> {
-    use anyhow::Context;
-    let text = std::fs::read_to_string(run_dir.join("summary.json"))
-        .with_context(|| format!("reading {}/summary.json", run_dir.display()))?;
-    let summary: Value = serde_json::from_str(&text)?;
-    let phases = summary
-        .get("phase_summaries")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let included: Vec<String> = phases
+    let summary: SummaryDoc = crate::results::documents::read(&run_dir.join("summary.json"))?;
+    let included: Vec<&PhaseSummary> = summary
+        .phase_summaries
         .iter()
-        .filter(|p| {
-            p.get("include_in_summary")
-                .and_then(Value::as_bool)
-                .unwrap_or(true)
-        })
-        .filter_map(|p| p.get("phase").and_then(Value::as_str).map(str::to_owned))
+        .map(|p| &p.stats)
+        .filter(|p| p.include_in_summary)
         .collect();
-    let duration: f64 = phases
-        .iter()
-        .filter(|p| {
-            p.get("phase")
-                .and_then(Value::as_str)
-                .is_some_and(|n| included.iter().any(|i| i == n))
-        })
-        .filter_map(|p| p.get("duration_s").and_then(Value::as_f64))
-        .sum();
+    goodput_of_rows(run_dir, slo, &included)
+}
+
+/// Goodput of the `included` phases' rows in `run_dir/requests.jsonl`, over
+/// those phases' measured time.
+pub fn goodput_of_rows(
+    run_dir: &Path,
+    slo: &Slo,
+    included: &[&PhaseSummary],
+) -> anyhow::Result<GoodputSummary> {
+    use anyhow::Context;
+    let duration: f64 = included.iter().map(|p| p.duration_s).sum();
     let rows = read_rows(&run_dir.join("requests.jsonl"), &|p| {
-        included.iter().any(|i| i == p)
+        included.iter().any(|i| i.phase == p)
     })
     .with_context(|| format!("reading {}/requests.jsonl", run_dir.display()))?;
     Ok(goodput(&rows, slo, duration))

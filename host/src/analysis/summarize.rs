@@ -126,7 +126,10 @@ pub fn table(runs: &[RunRecord], slo: Option<&Slo>) -> Table {
                 Some(s) => goodput_for_run(&r.dir, s)
                     .ok()
                     .and_then(|g| serde_json::to_value(g).ok()),
-                None => r.goodput.clone(),
+                None => r
+                    .goodput
+                    .as_ref()
+                    .and_then(|g| serde_json::to_value(g).ok()),
             };
             let f = |k: &str| g.as_ref().and_then(|g| g.get(k)).cloned();
             row.push(

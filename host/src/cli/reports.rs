@@ -32,10 +32,10 @@ pub struct ReportArgs {
     #[arg(long)]
     pub describe: bool,
     /// Longest the generator may run.
-    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, default_value = crate::limits::REPORT_CALL_TIMEOUT_FLAG, value_parser = parse_duration)]
     pub timeout: Duration,
     /// Memory cap of the generator, MiB.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = crate::limits::REPORT_MEMORY_MIB)]
     pub memory_mib: u64,
     /// Cache for compiled components (as for `run`).
     #[arg(long)]

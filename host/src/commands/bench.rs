@@ -24,6 +24,8 @@ mod floor;
 use super::Exit;
 use crate::cli::{BenchArgs, BenchKind};
 use crate::plan::Planner;
+use crate::results::documents::{self, SummaryDoc};
+use crate::results::summary::{PhaseSummary, TimingBudget};
 use crate::sandbox::{DataGrants, Limits, Sandbox};
 use crate::tokenize::TokenCounter;
 use crate::truth::TruthRecord;
@@ -187,11 +189,11 @@ fn stats(v: &[f64]) -> ErrorStats {
 
 /// One fidelity repeat: TTFT errors, ITL errors, server lateness p99, the
 /// run's summary, the server's longest chunk write.
-type Repeat = (ErrorStats, ErrorStats, f64, Value, f64);
+type Repeat = (ErrorStats, ErrorStats, f64, SummaryDoc, f64);
 
 struct RunOut {
     dir: PathBuf,
-    summary: Value,
+    summary: SummaryDoc,
     rows: Vec<Value>,
 }
 
@@ -257,8 +259,7 @@ fn run_client(
             run_dir.display()
         );
     }
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json"))?)?;
+    let summary: SummaryDoc = documents::read(&run_dir.join("summary.json"))?;
     let rows = std::fs::read_to_string(run_dir.join("requests.jsonl"))?
         .lines()
         .map(serde_json::from_str)
@@ -270,12 +271,25 @@ fn run_client(
     })
 }
 
-fn cpu_s(s: &Value) -> f64 {
-    if let Some(ns_resolution) = s["harness"]["cpu_s"].as_f64() {
+fn cpu_s(s: &SummaryDoc) -> f64 {
+    let h = &s.harness;
+    if let Some(ns_resolution) = h.cpu_s {
         return ns_resolution;
     }
-    s["harness"]["cpu_user_s"].as_f64().unwrap_or(f64::NAN)
-        + s["harness"]["cpu_system_s"].as_f64().unwrap_or(f64::NAN)
+    h.cpu_user_s.unwrap_or(f64::NAN) + h.cpu_system_s.unwrap_or(f64::NAN)
+}
+
+/// The run's timing-error budget figure `f`, NaN when absent.
+fn budget_of(s: &SummaryDoc, f: impl Fn(&TimingBudget) -> Option<f64>) -> f64 {
+    s.timing_error_budget
+        .as_ref()
+        .and_then(f)
+        .unwrap_or(f64::NAN)
+}
+
+/// The run's overall figure `f`, NaN when absent.
+fn overall_of(s: &SummaryDoc, f: impl Fn(&PhaseSummary) -> f64) -> f64 {
+    s.overall_measured.as_ref().map_or(f64::NAN, f)
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<Exit> {
@@ -404,11 +418,7 @@ async fn fidelity(
         let kernel = fidelity_repeats(exe, args, root, cache, c, "kernel").await?;
         let app = fidelity_repeats(exe, args, root, cache, c, "application").await?;
         let pick = |rs: &[Repeat], f: &dyn Fn(&Repeat) -> f64| spread(rs.iter().map(f).collect());
-        let budget = |r: &Repeat, k: &str| {
-            r.3["timing_error_budget"]["read_path_delay_ms"][k]
-                .as_f64()
-                .unwrap_or(f64::NAN)
-        };
+        let budget = |r: &Repeat, k: &str| budget_of(&r.3, |t| t.read_path_delay_ms.stat(k));
         let row = json!({
             "concurrency": c,
             "ttft_abs_p50_ms": pick(&kernel, &|r| r.0.abs_p50),
@@ -420,10 +430,10 @@ async fn fidelity(
             "itl_abs_max_ms": pick(&kernel, &|r| r.1.abs_max),
             "server_lateness_p99_ms": pick(&kernel, &|r| r.2),
             "server_write_max_ms": pick(&kernel, &|r| r.4),
-            "client_schedule_lateness_p99_ms": pick(&kernel, &|r| r.3["timing_error_budget"]["schedule_lateness_ms"]["p99"].as_f64().unwrap_or(f64::NAN)),
+            "client_schedule_lateness_p99_ms": pick(&kernel, &|r| budget_of(&r.3, |t| t.schedule_lateness_ms.p99)),
             "reported_read_path_delay_p50_ms": pick(&kernel, &|r| budget(r, "p50")),
             "reported_read_path_delay_p99_ms": pick(&kernel, &|r| budget(r, "p99")),
-            "chunks_sharing_a_read": pick(&kernel, &|r| r.3["timing_error_budget"]["chunks_sharing_a_read"].as_f64().unwrap_or(f64::NAN)),
+            "chunks_sharing_a_read": pick(&kernel, &|r| budget_of(&r.3, |t| Some(t.chunks_sharing_a_read as f64))),
             "client_cpu_s": pick(&kernel, &|r| cpu_s(&r.3)),
             "ttft_samples": kernel[0].0.samples,
             "itl_samples": kernel[0].1.samples,
@@ -517,14 +527,12 @@ fn capacity(exe: &Path, args: &BenchArgs, root: &Path, cache: &Path) -> anyhow::
             } else {
                 0.0
             });
-            errors += run.summary["overall_measured"]["error_requests"]
-                .as_u64()
-                .unwrap_or(u64::MAX);
-            late.push(
-                run.summary["timing_error_budget"]["schedule_lateness_ms"]["p99"]
-                    .as_f64()
-                    .unwrap_or(f64::NAN),
-            );
+            errors += run
+                .summary
+                .overall_measured
+                .as_ref()
+                .map_or(u64::MAX, |o| o.error_requests);
+            late.push(budget_of(&run.summary, |t| t.schedule_lateness_ms.p99));
             cpu.push(cpu_s(&run.summary));
         }
         let (achieved, late, cpu) = (spread(achieved), spread(late), spread(cpu));
@@ -613,8 +621,10 @@ fn cost(exe: &Path, args: &BenchArgs, root: &Path) -> anyhow::Result<Value> {
             &fresh_cache,
         )?;
         cold.push(
-            first.summary["harness"]["first_send_after_start_ms"]
-                .as_f64()
+            first
+                .summary
+                .harness
+                .first_send_after_start_ms
                 .unwrap_or(f64::NAN),
         );
         let small = run_client(
@@ -629,14 +639,18 @@ fn cost(exe: &Path, args: &BenchArgs, root: &Path) -> anyhow::Result<Value> {
             &fresh_cache,
         )?;
         cached.push(
-            small.summary["harness"]["first_send_after_start_ms"]
-                .as_f64()
+            small
+                .summary
+                .harness
+                .first_send_after_start_ms
                 .unwrap_or(f64::NAN),
         );
         rss_small.push(
-            small.summary["harness"]["peak_rss_kib"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
+            small
+                .summary
+                .harness
+                .peak_rss_kib
+                .map_or(f64::NAN, |k| k as f64),
         );
         let big = run_client(
             exe,
@@ -649,9 +663,7 @@ fn cost(exe: &Path, args: &BenchArgs, root: &Path) -> anyhow::Result<Value> {
             u64::from(c) * args.rounds,
             &fresh_cache,
         )?;
-        let tokens = big.summary["overall_measured"]["output_tokens_total"]
-            .as_f64()
-            .unwrap_or(f64::NAN);
+        let tokens = overall_of(&big.summary, |o| o.output_tokens_total as f64);
         let ours = cpu_s(&big.summary) / tokens * 1000.0;
         per_1k.push(ours);
         // Same server, same streams and tokens, right after: the least any
@@ -668,9 +680,10 @@ fn cost(exe: &Path, args: &BenchArgs, root: &Path) -> anyhow::Result<Value> {
             over_floor.push(ours / theirs);
         }
         rss.push(
-            big.summary["harness"]["peak_rss_kib"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
+            big.summary
+                .harness
+                .peak_rss_kib
+                .map_or(f64::NAN, |k| k as f64),
         );
     }
     let per_stream: Vec<f64> = rss

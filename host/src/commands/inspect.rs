@@ -22,7 +22,7 @@ struct Inspection<'a> {
 }
 
 pub fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
-    let sandbox = Sandbox::new(args.sandbox.cache_dir.clone(), limits(&args.sandbox))?;
+    let sandbox = Sandbox::new(args.sandbox.cache_dir.clone(), Limits::from(&args.sandbox))?;
     let loaded = sandbox.load(&args.workload)?;
     let inst = sandbox
         .instantiate(
@@ -65,11 +65,4 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
         }
     }
     Ok(Exit::Ok)
-}
-
-pub fn limits(a: &crate::cli::SandboxArgs) -> Limits {
-    Limits {
-        call_timeout: a.workload_call_timeout,
-        memory_bytes: a.workload_memory_mib << 20,
-    }
 }

@@ -3,7 +3,7 @@
 
 use super::Exit;
 use crate::cli::ReportArgs;
-use crate::report::{ReportOptions, describe_generator, generate_report_with};
+use crate::report::{ReportOptions, describe_generator, generate_report};
 use crate::sandbox::report::ReportLimits;
 
 pub fn report(args: ReportArgs) -> anyhow::Result<Exit> {
@@ -30,7 +30,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<Exit> {
         }
         return Ok(Exit::Ok);
     }
-    let written = generate_report_with(&args.run_dir, args.generator.as_deref(), &opts)?;
+    let written = generate_report(&args.run_dir, args.generator.as_deref(), &opts)?;
     for w in &written {
         println!("{}", w.display());
     }

@@ -27,7 +27,18 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Where arrival times come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RxClock {
     /// The kernel's receive timestamp of the read that delivered the bytes.

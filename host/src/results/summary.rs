@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// Latency metrics kept per phase, in the order they are reported.
 pub const METRICS: [&str; 8] = [
@@ -166,21 +167,25 @@ impl Accumulator {
             latency_ms: latency,
             timing_error_budget: TimingBudget {
                 schedule_lateness_ms: Stats::from_hist(self.hist(Metric::ScheduleLateness)),
-                arrival_clock: match (self.requests_kernel_timed, self.requests_application_timed) {
-                    (0, _) => "application",
-                    (_, 0) => "kernel",
-                    _ => "mixed",
-                },
+                arrival_clock:
+                    match (self.requests_kernel_timed, self.requests_application_timed) {
+                        (0, _) => "application",
+                        (_, 0) => "kernel",
+                        _ => "mixed",
+                    }
+                    .into(),
                 read_path_delay_ms: Stats::from_hist(&self.read_path_delay),
                 chunks_kernel_stamped: self.chunks_kernel_stamped,
                 chunks_sharing_a_read: self.chunks_sharing_a_read,
             },
+            seed_ttft_ms: None,
         }
     }
 }
 
 /// Distribution statistics in milliseconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(default)]
 pub struct Stats {
     pub count: u64,
     pub min: Option<f64>,
@@ -195,6 +200,21 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// `p50`, `p90`, `p95`, `p99`, `p99.9` (or `p999`), `mean`, `max`, `min`.
+    pub fn stat(&self, s: &str) -> Option<f64> {
+        match s {
+            "p50" | "median" => self.p50,
+            "p90" => self.p90,
+            "p95" => self.p95,
+            "p99" => self.p99,
+            "p99.9" | "p999" => self.p99_9,
+            "mean" => self.mean,
+            "max" => self.max,
+            "min" => self.min,
+            _ => None,
+        }
+    }
+
     pub fn from_hist(h: &Histogram<u64>) -> Stats {
         let n = h.len();
         let ms = |us: u64| Some(round3(us as f64 / 1000.0));
@@ -227,13 +247,14 @@ impl Stats {
 }
 
 /// The harness's own timing error for the run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
 pub struct TimingBudget {
     /// Actual (first byte to the socket) minus intended send time, all requests.
     pub schedule_lateness_ms: Stats,
     /// Where chunk arrival times came from: `kernel` receive timestamps,
     /// the `application` parser's clock, or `mixed`.
-    pub arrival_clock: &'static str,
+    pub arrival_clock: String,
     /// How much later than its kernel arrival the parser saw each content
     /// chunk: with the `application` clock, the error the reported figures
     /// carry; with `kernel`, the error removed from them.
@@ -244,9 +265,12 @@ pub struct TimingBudget {
     pub chunks_sharing_a_read: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
 pub struct PhaseSummary {
     pub phase: String,
+    /// Absent in some seed documents, where every phase counted.
+    #[serde(default = "included_by_default")]
     pub include_in_summary: bool,
     pub duration_s: f64,
     pub total_requests: u64,
@@ -257,8 +281,10 @@ pub struct PhaseSummary {
     /// All requests (including failed ones) per second of phase time.
     pub req_per_s: f64,
     /// From the server's `usage.prompt_tokens`.
+    #[serde(alias = "input_tokens_per_s_est")]
     pub input_tokens_per_s: f64,
     /// From the server's `usage.completion_tokens`.
+    #[serde(alias = "output_tokens_per_s_est")]
     pub output_tokens_per_s: f64,
     /// From the host's own token counting, for servers without usage.
     pub output_tokens_per_s_counted: f64,
@@ -267,8 +293,34 @@ pub struct PhaseSummary {
     pub cached_tokens_total: u64,
     pub requests_with_cache_hit: u64,
     pub requests_without_usage: u64,
+    /// By metric: `ttft`, `itl`, `e2e`, …; the seed's bare end-to-end
+    /// statistics read as `e2e`.
+    #[serde(deserialize_with = "latency_map")]
     pub latency_ms: BTreeMap<String, Stats>,
     pub timing_error_budget: TimingBudget,
+    /// The seed's TTFT statistics (`ttft_ms`), read but never written.
+    #[serde(rename = "ttft_ms", skip_serializing)]
+    pub seed_ttft_ms: Option<Stats>,
+}
+
+/// `latency_ms` as a map of metrics, or (the seed) one bare distribution.
+fn latency_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Stats>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Latency {
+        Map(BTreeMap<String, Stats>),
+        Seed(Stats),
+    }
+    Ok(match Latency::deserialize(d)? {
+        Latency::Map(m) => m,
+        Latency::Seed(s) => BTreeMap::from([("e2e".to_owned(), s)]),
+    })
+}
+
+fn included_by_default() -> bool {
+    true
 }
 
 pub fn round3(v: f64) -> f64 {

@@ -82,9 +82,9 @@ impl ComponentCache {
     }
 }
 
+// Part of the key in case two wasmtime versions share a compatibility hash.
 fn wasmtime_version() -> &'static str {
-    // Part of the key in case two wasmtime versions share a compatibility hash.
-    "48"
+    super::WASMTIME_VERSION
 }
 
 fn store(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

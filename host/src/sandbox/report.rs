@@ -46,8 +46,8 @@ impl Default for ReportLimits {
     /// run's `requests.jsonl` is hundreds of megabytes.
     fn default() -> Self {
         ReportLimits {
-            call_timeout: Duration::from_secs(120),
-            memory_bytes: 2048 << 20,
+            call_timeout: crate::limits::REPORT_CALL_TIMEOUT,
+            memory_bytes: crate::limits::REPORT_MEMORY_MIB << 20,
         }
     }
 }

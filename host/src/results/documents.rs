@@ -1,0 +1,455 @@
+//! The run directory's JSON documents as types: `config.json` (what was
+//! asked), `manifest.json` (what ran: component, host, versions) and
+//! `summary.json` (what was measured). The run writes each once, and every
+//! reader (summarize, compare, matrix, search, goodput, bench, tests)
+//! deserializes the same types.
+//!
+//! Reading is lenient on purpose: every field has a default and older
+//! spellings are aliases, so run directories written by earlier sparkhost
+//! versions and by the seed harness still load (`kv_mode` as a bare string,
+//! `*_per_s_est`, `invalid_reason` names sparkhost never wrote). Sub-documents
+//! owned by the collectors crate (verdict, phase deltas, telemetry) are kept as
+//! JSON values here: their schema is that crate's.
+//!
+//! [`schemas`] generates a JSON Schema per document and per JSONL row; the
+//! committed copies under `docs/schema/` are checked against them by a test.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::evidence::InvalidReason;
+use crate::feed::{Preflight, PreflightReport};
+use crate::harness::HarnessCost;
+use crate::plan::LoadModel;
+use crate::results::summary::{PhaseSummary, TimingBudget};
+
+/// A reason a run is invalid: one sparkhost knows, or a name another version
+/// (or the seed harness: `runtime_exception`, `ttfc_sanity_failed`) wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ReasonName {
+    Known(InvalidReason),
+    Other(String),
+}
+
+impl ReasonName {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ReasonName::Known(r) => r.as_str(),
+            ReasonName::Other(s) => s,
+        }
+    }
+}
+
+/// The KV tier labels of a run, as the seed recorded them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct KvModeDoc {
+    /// `off`, `cpu_only` or `cpu_disk`.
+    pub mode: String,
+    /// `B0`, `B1` or `B2`.
+    pub tier_mode: String,
+    pub kvbm_enabled: bool,
+    pub cpu_cache_gb: f64,
+    pub disk_cache_gb: f64,
+}
+
+/// `kv_mode` as written: an object (sparkhost, the seed's `summary.json`) or
+/// a bare mode name (the seed's `config.json` and older tools).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum KvModeField {
+    Labels(KvModeDoc),
+    Name(String),
+}
+
+impl Default for KvModeField {
+    fn default() -> Self {
+        KvModeField::Name(String::new())
+    }
+}
+
+impl KvModeField {
+    pub fn mode(&self) -> &str {
+        match self {
+            KvModeField::Labels(k) => &k.mode,
+            KvModeField::Name(n) => n,
+        }
+    }
+
+    pub fn tier_mode(&self) -> Option<&str> {
+        match self {
+            KvModeField::Labels(k) if !k.tier_mode.is_empty() => Some(&k.tier_mode),
+            _ => None,
+        }
+    }
+}
+
+/// A phase as declared, with the load it ran under.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct PhaseDecl {
+    pub name: String,
+    pub include_in_overall: bool,
+    pub load: Option<LoadModel>,
+}
+
+/// Client settings that shape every request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ClientParams {
+    pub stream: bool,
+    pub stream_usage: bool,
+    pub timeout_s: f64,
+    pub arrival_clock: crate::dispatch::stamp::RxClock,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct PreflightDoc {
+    /// `None` when preflight was off (`--engine-max-input-tokens 0`).
+    pub settings: Option<Preflight>,
+    /// The initial plan's check, made before anything was sent; the whole
+    /// run's check is `summary.json`'s `preflight`.
+    pub result: Option<PreflightReport>,
+}
+
+/// A file granted read-only to the workload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct DataFile {
+    pub path: String,
+    pub guest_path: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// `config.json`: what the run was asked to do, resolved. Written once,
+/// after the model is resolved and the initial plan preflighted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ConfigDoc {
+    pub run_id: String,
+    pub created_utc: String,
+    pub base_url: String,
+    /// The resolved model, or the requested one when it never resolved.
+    pub model_id: String,
+    pub scenario: String,
+    pub tokenizer: String,
+    pub tier_mode: String,
+    pub kv_mode: KvModeField,
+    pub client_request_parameters: ClientParams,
+    /// The default load; phases may override it.
+    pub load: Option<LoadModel>,
+    /// Effective workload params (defaults filled in).
+    pub params: BTreeMap<String, String>,
+    pub phases: Vec<PhaseDecl>,
+    pub preflight: PreflightDoc,
+    pub data_files: Vec<DataFile>,
+    /// The command line, as typed.
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub kernel: Option<String>,
+    pub cpus: Option<usize>,
+}
+
+impl HostInfo {
+    pub fn current() -> Self {
+        HostInfo {
+            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .ok()
+                .map(|s| s.trim().to_owned()),
+            cpus: std::thread::available_parallelism().map(|n| n.get()).ok(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct WorkloadDoc {
+    pub path: String,
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    /// `sparkhost:workload@<version>`.
+    pub wit: String,
+}
+
+/// `manifest.json`: what ran, for reproducing it. Written once, with
+/// `config.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ManifestDoc {
+    pub run_id: String,
+    pub created_utc: String,
+    pub sparkhost_version: String,
+    pub wasmtime_version: String,
+    pub host: HostInfo,
+    pub workload: WorkloadDoc,
+    pub scenario: String,
+    pub params: BTreeMap<String, String>,
+    pub seed: u64,
+    pub tokenizer: String,
+    pub data_files: Vec<DataFile>,
+    pub tier_mode: String,
+    pub kv_mode: KvModeField,
+    pub variant_tags: Vec<String>,
+    pub model_id_requested: String,
+    pub model_id_resolved: Option<String>,
+    pub base_url: String,
+    pub phases: Vec<PhaseDecl>,
+    pub args: Vec<String>,
+}
+
+/// How dispatch went: what was planned, sent and left unsent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct DispatchDoc {
+    /// Keep-alive connections opened before the first request.
+    pub prewarmed_connections: u64,
+    pub planned: u64,
+    pub initially_planned: u64,
+    pub recorded: u64,
+    /// Planned requests that have no row: never sent.
+    pub unsent: u64,
+    pub phases_completed: u64,
+}
+
+/// The server's own view of a phase, next to the client's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ServerSide {
+    pub source: Option<String>,
+    pub available: bool,
+    pub ttft: Value,
+    pub itl: Value,
+    pub request_duration: Value,
+}
+
+/// One phase of `summary.json`: the client's statistics and, with
+/// telemetry, the phase's deltas.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct PhaseDoc {
+    #[serde(flatten)]
+    pub stats: PhaseSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kvbm_metrics_delta: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io_delta: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nvme_delta: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_delta: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_side_ms: Option<ServerSide>,
+}
+
+/// `overall_summary`: the measured statistics, or (seed layout) an exclusion
+/// record when the run is invalid.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OverallSummary {
+    Excluded(Excluded),
+    Measured(Box<PhaseSummary>),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Excluded {
+    #[serde(default)]
+    pub phase: String,
+    #[serde(default)]
+    pub scenario: String,
+    /// Always true; what tells this record from measured statistics.
+    pub excluded: bool,
+    #[serde(default)]
+    pub reason: Option<ReasonName>,
+    #[serde(default)]
+    pub details: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct WorkloadId {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct TelemetryDoc {
+    pub enabled: bool,
+    pub sources: Option<Value>,
+    pub kv_disk_device: Option<String>,
+}
+
+/// `summary.json`: what was measured, and whether it can be trusted.
+/// Written once, at the end of the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct SummaryDoc {
+    pub run_id: String,
+    pub created_utc: String,
+    pub run_valid: bool,
+    pub invalid_reason: Option<ReasonName>,
+    pub invalid_details: Vec<String>,
+    pub model_id: Option<String>,
+    pub scenario: String,
+    pub workload: WorkloadId,
+    pub stream: bool,
+    pub tier_mode: String,
+    pub kv_mode: KvModeField,
+    pub variant_tags: Vec<String>,
+    pub tokenizer: String,
+    pub request_manifest_path: String,
+    pub dispatch: DispatchDoc,
+    /// The whole run's preflight (the initial plan's is in `config.json`).
+    pub preflight: Option<PreflightReport>,
+    pub phase_summaries: Vec<PhaseDoc>,
+    pub overall_summary: Option<OverallSummary>,
+    /// The included phases' statistics, also when the run is invalid.
+    pub overall_measured: Option<PhaseSummary>,
+    pub timing_error_budget: Option<TimingBudget>,
+    /// `verdict.json`'s content (the collectors crate's type).
+    pub verdict: Option<Value>,
+    pub telemetry: TelemetryDoc,
+    pub harness: HarnessCost,
+    /// Present when the run had `--slo`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goodput: Option<crate::analysis::slo::GoodputSummary>,
+    pub notes: Vec<String>,
+}
+
+impl SummaryDoc {
+    /// The overall statistics to report: measured ones, or (seed layout) a
+    /// non-excluded `overall_summary`.
+    pub fn overall(&self) -> Option<&PhaseSummary> {
+        self.overall_measured
+            .as_ref()
+            .or(match &self.overall_summary {
+                Some(OverallSummary::Measured(m)) => Some(m),
+                _ => None,
+            })
+    }
+}
+
+/// Reads one document; the error names the file.
+pub fn read<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid document", path.display()))
+}
+
+/// The JSON Schema of every document and row, by file name under
+/// `docs/schema/`.
+pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
+    vec![
+        ("config.schema.json", schemars::schema_for!(ConfigDoc)),
+        ("manifest.schema.json", schemars::schema_for!(ManifestDoc)),
+        ("summary.schema.json", schemars::schema_for!(SummaryDoc)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn schema_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/schema")
+    }
+
+    /// The committed schemas are the contract other tools read; a change to
+    /// a document type must show up as a change to them.
+    /// `SPARKHOST_UPDATE_SCHEMA=1 cargo test schemas` rewrites them.
+    #[test]
+    fn committed_schemas_match_the_types() {
+        let dir = schema_dir();
+        let update = std::env::var_os("SPARKHOST_UPDATE_SCHEMA").is_some();
+        let mut stale = Vec::new();
+        for (name, schema) in schemas() {
+            let mut text = serde_json::to_string_pretty(&schema).unwrap();
+            text.push('\n');
+            let path = dir.join(name);
+            if update {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(name);
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "docs/schema/ disagrees with the document types for {stale:?}; \
+             run `SPARKHOST_UPDATE_SCHEMA=1 cargo test --release -p sparkhost --lib schemas` and commit the result"
+        );
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn a_run_directory_of_this_version_reads_back() {
+        let dir = fixture("run-basic");
+        let s: SummaryDoc = read(&dir.join("summary.json")).unwrap();
+        assert!(s.run_valid);
+        assert_eq!(s.kv_mode.mode(), "cpu_disk");
+        assert_eq!(s.kv_mode.tier_mode(), Some("B2"));
+        assert_eq!(s.phase_summaries.len(), 3);
+        assert!(s.overall().unwrap().total_requests > 0);
+        let c: ConfigDoc = read(&dir.join("config.json")).unwrap();
+        assert_eq!(c.phases.len(), 3);
+        let m: ManifestDoc = read(&dir.join("manifest.json")).unwrap();
+        assert!(!m.workload.sha256.is_empty());
+    }
+
+    #[test]
+    fn seed_documents_still_read() {
+        let dir = fixture("seed-run");
+        let s: SummaryDoc = read(&dir.join("summary.json")).unwrap();
+        assert!(!s.run_valid);
+        assert_eq!(
+            s.invalid_reason,
+            Some(ReasonName::Other("runtime_exception".into()))
+        );
+        assert!(matches!(
+            s.overall_summary,
+            Some(OverallSummary::Excluded(Excluded { excluded: true, .. }))
+        ));
+        assert_eq!(s.kv_mode.mode(), "cpu_disk");
+        let p = &s.phase_summaries[0].stats;
+        assert_eq!(p.phase, "warmup");
+        assert_eq!(
+            p.output_tokens_per_s, 41.5,
+            "read from the seed's _est name"
+        );
+        let c: ConfigDoc = read(&dir.join("config.json")).unwrap();
+        assert_eq!(c.kv_mode.mode(), "cpu_disk");
+        assert_eq!(c.phases[0].name, "warmup");
+    }
+
+    #[test]
+    fn known_reasons_round_trip_typed() {
+        let r: ReasonName = serde_json::from_str("\"model_dropped\"").unwrap();
+        assert_eq!(r, ReasonName::Known(InvalidReason::ModelDropped));
+        assert_eq!(serde_json::to_string(&r).unwrap(), "\"model_dropped\"");
+    }
+}

@@ -1,0 +1,16 @@
+//! One `sparkhost run`, from flags to a finished run directory.
+//!
+//! Layout:
+//! - [`plan`]: [`RunPlan`], everything resolved once from the flags and the
+//!   workload before the run directory exists.
+//! - [`execute`]: the threads and tasks of a run (model wait, plan feed,
+//!   recorder, dispatcher, model watcher, Ctrl-C); returns one
+//!   [`RunOutcome`](execute::RunOutcome).
+//! - [`finish`]: telemetry closed, the verdict, the run's validity,
+//!   `summary.json`, histograms, goodput, the report and the table.
+
+pub mod execute;
+pub mod finish;
+pub mod plan;
+
+pub use plan::{Resolved, RunPlan};

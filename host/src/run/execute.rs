@@ -1,0 +1,363 @@
+//! The live part of a run: waits for the model, writes `config.json` and
+//! `manifest.json` once, and owns every thread and task until the last
+//! request is recorded — the plan feed (thread), the recorder (thread), the
+//! dispatcher, the model watcher and the Ctrl-C handler (tasks). Returns one
+//! [`RunOutcome`]; nothing here decides what the run means.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
+
+use super::plan::RunPlan;
+use crate::dispatch::client::Client;
+use crate::dispatch::models;
+use crate::dispatch::runner::{Runner, StopReason};
+use crate::evidence::{InvalidReason, Validity};
+use crate::feed::{self, FeedConfig, FeedReport, PreflightReport};
+use crate::results::documents::DispatchDoc;
+use crate::results::recorder::{PhaseResult, Recorder};
+use crate::results::rundir::RunDir;
+use crate::results::summary::Accumulator;
+use crate::sandbox::WorkloadInstance;
+use crate::telemetry::TelemetryRun;
+use crate::tokenize::TokenCounter;
+
+/// What a run did, before anyone judges it.
+pub struct RunOutcome {
+    /// The resolved model; `None` when it never appeared.
+    pub model: Option<String>,
+    pub phases: Vec<PhaseResult>,
+    /// Wall and monotonic time of the dispatch start (`None`: nothing ran).
+    pub started: Option<(SystemTime, Instant)>,
+    pub first_sent: Option<Instant>,
+    pub dispatch: DispatchDoc,
+    /// The whole run's preflight.
+    pub preflight: Option<PreflightReport>,
+    /// Reasons found while running; the verdict may add more.
+    pub validity: Validity,
+    pub telemetry: Option<TelemetryRun>,
+}
+
+impl RunOutcome {
+    fn empty(plan: &RunPlan, model: Option<String>, validity: Validity) -> Self {
+        RunOutcome {
+            model,
+            phases: plan
+                .phases
+                .iter()
+                .map(|p| PhaseResult {
+                    name: p.name.clone(),
+                    include_in_summary: p.include_in_summary,
+                    start: None,
+                    end: None,
+                    acc: Accumulator::default(),
+                })
+                .collect(),
+            started: None,
+            first_sent: None,
+            dispatch: DispatchDoc::default(),
+            preflight: None,
+            validity,
+            telemetry: None,
+        }
+    }
+}
+
+/// Runs the plan into `rd`.
+pub async fn execute(
+    plan: &RunPlan,
+    workload: WorkloadInstance,
+    client: Client,
+    tokens: Arc<TokenCounter>,
+    rd: &RunDir,
+) -> anyhow::Result<RunOutcome> {
+    let mut telemetry = match &plan.telemetry {
+        Some(cfg) => Some(
+            TelemetryRun::start(
+                cfg.clone(),
+                plan.phases.iter().map(|p| p.name.clone()).collect(),
+            )
+            .await,
+        ),
+        None => None,
+    };
+    if !plan.quiet {
+        eprintln!(
+            "sparkhost: {} → {} (run {})",
+            plan.label(),
+            plan.endpoint,
+            rd.path().display()
+        );
+    }
+
+    let mut validity = Validity::default();
+    let model = match models::wait_for_model(
+        &client,
+        plan.model.wanted.as_deref(),
+        plan.model.timeout,
+        plan.model.poll,
+        1,
+    )
+    .await
+    {
+        Ok(m) => m,
+        Err(e) => {
+            validity.invalidate(InvalidReason::ModelUnavailable, e);
+            write_docs(plan, rd, None, None)?;
+            let mut out = RunOutcome::empty(plan, None, validity);
+            out.telemetry = telemetry;
+            return Ok(out);
+        }
+    };
+
+    let mut feed = feed::spawn(
+        Box::new(workload),
+        plan.phases.clone(),
+        FeedConfig {
+            model: model.clone(),
+            stream: plan.feed.stream,
+            stream_usage: plan.feed.stream_usage,
+            batch_max: plan.feed.batch_max,
+            lookahead: plan.feed.lookahead,
+            preflight: plan.feed.preflight,
+        },
+        tokens.clone(),
+        rd.jsonl("request_manifest.jsonl")?,
+        rd.jsonl("prompts_manifest.jsonl")?,
+    );
+    // The manifest holds the initial plan before anything is sent.
+    let initial = (&mut feed.initial).await.unwrap_or_default();
+    let initially_planned = initial.planned;
+    tracing::info!(initially_planned, "initial plan written");
+    if initial.preflight_failed {
+        drop(feed.requests);
+        drop(feed.responses);
+        let report = join_feed(feed.thread).await?;
+        write_docs(plan, rd, Some(&model), Some(&report.preflight))?;
+        validity.invalidate(
+            InvalidReason::PromptPreflightFailed,
+            format!(
+                "{} of {} planned requests cannot fit the engine; nothing was sent (lower the prompt sizes or max tokens, or set --engine-max-input-tokens to the engine's real limit)",
+                report.preflight.failure_count, report.planned
+            ),
+        );
+        validity
+            .invalid_details
+            .extend(report.preflight.errors.iter().cloned());
+        let mut out = RunOutcome::empty(plan, Some(model), validity);
+        out.dispatch = DispatchDoc {
+            planned: report.planned,
+            initially_planned,
+            unsent: report.planned,
+            ..Default::default()
+        };
+        out.preflight = Some(report.preflight);
+        out.telemetry = telemetry;
+        return Ok(out);
+    }
+    // The initial plan passed preflight (or preflight is off): what the run
+    // was asked to do is now fully known.
+    let initial_preflight = plan.feed.preflight.map(|_| PreflightReport {
+        checked: initially_planned,
+        ..Default::default()
+    });
+    write_docs(plan, rd, Some(&model), initial_preflight.as_ref())?;
+
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let (alarm_tx, alarm_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let base = Instant::now();
+    let wall_base = Utc::now();
+    let start_time = SystemTime::now();
+    let progress = crate::progress::Progress::new(initially_planned, plan.quiet);
+    let recorder = Recorder::new(
+        rd.jsonl("requests.jsonl")?,
+        base,
+        wall_base,
+        tokens.clone(),
+        plan.phases
+            .iter()
+            .map(|p| (p.name.clone(), p.include_in_summary))
+            .collect(),
+        Some(feed.responses.clone()),
+        Some(alarm_tx),
+    )
+    .with_progress(progress.clone());
+    let rec_thread = std::thread::Builder::new()
+        .name("recorder".into())
+        .spawn(move || recorder.run_blocking(ev_rx))
+        .context("starting the recorder thread")?;
+    let watcher = tokio::spawn(watch_model(
+        client.clone(),
+        model.clone(),
+        alarm_rx,
+        stop_tx.clone(),
+    ));
+    let interrupt = {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = stop_tx.send(Some(StopReason::Interrupted));
+            }
+        })
+    };
+
+    let runner = Runner {
+        timer: crate::dispatch::timer::PreciseTimer::new(),
+        boundaries: telemetry.as_mut().and_then(TelemetryRun::hook),
+        client: client.clone(),
+        lookahead: plan.dispatch.lookahead,
+        max_in_flight: plan.dispatch.max_in_flight,
+    };
+    let prewarmed = if plan.dispatch.prewarm > 0 {
+        client.prewarm(plan.dispatch.prewarm).await
+    } else {
+        0
+    };
+    // On a runtime worker, not this thread: request tasks it spawns and the
+    // completions it awaits then stay on that worker's queue instead of
+    // crossing threads through a futex for every request.
+    let mut requests = feed.requests;
+    let phase_runs = plan.dispatch.phases.clone();
+    let dispatch = tokio::spawn(async move {
+        let end = runner
+            .run(&phase_runs, &mut requests, &ev_tx, stop_rx)
+            .await;
+        drop(runner);
+        drop(ev_tx);
+        drop(requests);
+        end
+    });
+    let dispatch_end = dispatch.await.context("the dispatcher task failed")?;
+    drop(feed.responses);
+    let recorder = tokio::task::spawn_blocking(move || rec_thread.join())
+        .await
+        .context("joining the recorder")?
+        .map_err(|_| anyhow::anyhow!("the recorder thread panicked"))?;
+    progress.finish();
+    watcher.abort();
+    interrupt.abort();
+    let feed_report = join_feed(feed.thread).await?;
+
+    match &dispatch_end.stopped {
+        Some(StopReason::ModelDropped(d)) => {
+            validity.invalidate(InvalidReason::ModelDropped, d.clone())
+        }
+        Some(StopReason::Interrupted) => validity.invalidate(
+            InvalidReason::Interrupted,
+            "interrupted by the user (Ctrl-C)",
+        ),
+        None => {}
+    }
+    if recorder.prompt_limit_hits > 0 {
+        validity.invalidate(
+            InvalidReason::EnginePromptLimitExceeded,
+            format!(
+                "{} requests were refused as longer than the engine allows",
+                recorder.prompt_limit_hits
+            ),
+        );
+    }
+    if feed_report.preflight.failed {
+        validity.invalidate(
+            InvalidReason::PromptPreflightFailed,
+            feed_report.error.clone().unwrap_or_default(),
+        );
+    } else if let Some(e) = feed_report
+        .error
+        .as_ref()
+        .or(dispatch_end.workload_error.as_ref())
+    {
+        validity.invalidate(InvalidReason::WorkloadFailed, e.clone());
+    }
+    if let Some(e) = &recorder.write_error {
+        validity.invalidate(InvalidReason::ResultsWriteFailed, e.clone());
+    }
+    let ok: u64 = recorder.phases.iter().map(|p| p.acc.ok).sum();
+    if recorder.recorded == 0 && validity.is_valid() {
+        validity.invalidate(
+            InvalidReason::NoRequests,
+            "the workload planned no requests",
+        );
+    } else if recorder.recorded > 0 && ok == 0 {
+        let all = super::finish::merged(recorder.phases.iter());
+        validity.invalidate(
+            InvalidReason::NoSuccessfulRequests,
+            format!(
+                "all {} requests failed: {:?}",
+                recorder.recorded, all.errors
+            ),
+        );
+    }
+    let dispatch = DispatchDoc {
+        planned: feed_report.planned,
+        initially_planned,
+        recorded: recorder.recorded,
+        prewarmed_connections: prewarmed as u64,
+        // Every planned request is in the manifest; whatever has no row was
+        // never sent, whether it waited in the scheduler or in the feed's channel.
+        unsent: feed_report
+            .planned
+            .saturating_sub(recorder.recorded)
+            .max(dispatch_end.unsent),
+        phases_completed: dispatch_end.phases_completed as u64,
+    };
+    Ok(RunOutcome {
+        model: Some(model),
+        phases: recorder.phases,
+        started: Some((start_time, base)),
+        first_sent: recorder.first_sent,
+        dispatch,
+        preflight: Some(feed_report.preflight),
+        validity,
+        telemetry,
+    })
+}
+
+fn write_docs(
+    plan: &RunPlan,
+    rd: &RunDir,
+    model: Option<&str>,
+    preflight: Option<&PreflightReport>,
+) -> anyhow::Result<()> {
+    rd.write_json("config.json", &plan.config_doc(model, preflight))?;
+    rd.write_json("manifest.json", &plan.manifest_doc(model))?;
+    Ok(())
+}
+
+async fn join_feed(thread: std::thread::JoinHandle<FeedReport>) -> anyhow::Result<FeedReport> {
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .context("joining the plan feed")?
+        .map_err(|_| anyhow::anyhow!("the plan feed thread panicked"))
+}
+
+/// Watches for signs that the model went away: a 404/5xx answer followed by
+/// `/v1/models` no longer listing it.
+async fn watch_model(
+    client: Client,
+    model: String,
+    mut alarms: mpsc::UnboundedReceiver<()>,
+    stop: watch::Sender<Option<StopReason>>,
+) {
+    let mut last_check: Option<Instant> = None;
+    while alarms.recv().await.is_some() {
+        if last_check.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            continue;
+        }
+        last_check = Some(Instant::now());
+        match models::list(&client).await {
+            Ok(list) if !list.contains(&model) => {
+                let _ = stop.send(Some(StopReason::ModelDropped(format!(
+                    "after an HTTP 404/5xx answer, /v1/models lists {list:?}, without {model:?}"
+                ))));
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("model check after an error answer failed: {e}"),
+        }
+    }
+}

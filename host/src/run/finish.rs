@@ -1,0 +1,296 @@
+//! What a run means, written once: telemetry closed, the verdict, the run's
+//! validity, `summary.json` (with goodput when SLOs were given),
+//! `histograms.hlog`, the report, and the table on stdout.
+
+use std::collections::BTreeMap;
+
+use super::execute::RunOutcome;
+use super::plan::RunPlan;
+use crate::evidence::{InvalidReason, Validity};
+use crate::results::documents::{
+    Excluded, OverallSummary, PhaseDoc, ReasonName, ServerSide, SummaryDoc, TelemetryDoc,
+    WorkloadId,
+};
+use crate::results::recorder::PhaseResult;
+use crate::results::rundir::RunDir;
+use crate::results::summary::{self, Accumulator, LogEntry, PhaseSummary};
+use crate::telemetry::TelemetryOutcome;
+use sparkhost_collectors::RunErrors;
+
+/// The accumulators of `phases`, merged.
+pub fn merged<'a>(phases: impl Iterator<Item = &'a PhaseResult>) -> Accumulator {
+    let mut all = Accumulator::default();
+    for p in phases {
+        all.merge(&p.acc);
+    }
+    all
+}
+
+/// The run's summary and its validity, after the verdict.
+pub struct Finished {
+    pub summary: SummaryDoc,
+    pub validity: Validity,
+}
+
+pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Result<Finished> {
+    let RunOutcome {
+        model,
+        phases,
+        started,
+        first_sent,
+        dispatch,
+        preflight,
+        mut validity,
+        telemetry,
+    } = run;
+    let telemetry = match telemetry {
+        Some(t) => t.close().await,
+        None => TelemetryOutcome::default(),
+    };
+    let all = merged(phases.iter());
+    let errors = RunErrors {
+        total_requests: all.requests,
+        failed_requests: all.errors.values().sum(),
+        by_kind: all.errors.clone(),
+    };
+    let verdict = crate::telemetry::verdict(
+        plan.kv.mode_str(),
+        &telemetry,
+        errors,
+        rd.path(),
+        validity.invalid_reason.map(|r| r.as_str().to_owned()),
+        &plan.verdict_policy,
+    );
+    if let Err(e) = sparkhost_collectors::verdict::write(rd.path(), &verdict) {
+        validity.invalidate(
+            InvalidReason::ResultsWriteFailed,
+            format!("verdict.json: {e}"),
+        );
+    }
+    match verdict.invalid_reason.as_deref() {
+        Some("error_rate_above_threshold") => validity.invalidate(
+            InvalidReason::ErrorRateAboveThreshold,
+            verdict.details.first().cloned().unwrap_or_default(),
+        ),
+        Some("kvbm_metrics_unavailable") => validity.invalidate(
+            InvalidReason::KvbmMetricsUnavailable,
+            "a KV tier is configured but no KVBM metrics could be read (use --kv-mode off for runs without KVBM, or --allow-missing-kvbm-metrics)",
+        ),
+        _ => {}
+    }
+
+    let phase_summaries: Vec<PhaseSummary> = phases
+        .iter()
+        .map(|p| p.acc.summarize(&p.name, p.include_in_summary))
+        .collect();
+    let phase_docs = phase_summaries
+        .iter()
+        .map(|p| phase_doc(p, &telemetry))
+        .collect();
+    let overall_measured =
+        merged(phases.iter().filter(|p| p.include_in_summary)).summarize("overall", true);
+    let overall_summary = if validity.is_valid() {
+        OverallSummary::Measured(Box::new(overall_measured.clone()))
+    } else {
+        OverallSummary::Excluded(Excluded {
+            phase: "overall".into(),
+            scenario: plan.workload.doc.name.clone(),
+            excluded: true,
+            reason: validity.invalid_reason.map(ReasonName::Known),
+            details: validity.invalid_details.clone(),
+        })
+    };
+    let goodput = match (&plan.slo, started) {
+        (Some(slo), Some(_)) => {
+            let included: Vec<&PhaseSummary> = phase_summaries
+                .iter()
+                .filter(|p| p.include_in_summary)
+                .collect();
+            match crate::analysis::slo::goodput_of_rows(rd.path(), slo, &included) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    eprintln!("warning: goodput not computed: {e:#}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let summary = SummaryDoc {
+        run_id: plan.run_id.clone(),
+        created_utc: plan.created_utc.clone(),
+        run_valid: validity.is_valid(),
+        invalid_reason: validity.invalid_reason.map(ReasonName::Known),
+        invalid_details: validity.invalid_details.clone(),
+        model_id: model,
+        scenario: plan.workload.doc.name.clone(),
+        workload: WorkloadId {
+            name: plan.workload.doc.name.clone(),
+            version: plan.workload.doc.version.clone(),
+        },
+        stream: plan.client.stream,
+        tier_mode: plan.kv.tier_mode().into(),
+        kv_mode: plan.kv.doc(),
+        variant_tags: plan.variant_tags.clone(),
+        tokenizer: plan.tokenizer_id.clone(),
+        request_manifest_path: "request_manifest.jsonl".into(),
+        dispatch,
+        preflight,
+        phase_summaries: phase_docs,
+        overall_summary: Some(overall_summary),
+        timing_error_budget: Some(overall_measured.timing_error_budget.clone()),
+        overall_measured: Some(overall_measured),
+        verdict: Some(serde_json::to_value(&verdict)?),
+        telemetry: TelemetryDoc {
+            enabled: telemetry.enabled,
+            sources: match telemetry.report.as_ref() {
+                Some(r) => Some(serde_json::to_value(&r.sources)?),
+                None => None,
+            },
+            kv_disk_device: telemetry
+                .report
+                .as_ref()
+                .and_then(|r| r.kv_disk_device.clone()),
+        },
+        harness: crate::harness::measure(first_sent, Some(plan.workload.from_cache)),
+        goodput,
+        notes: NOTES.iter().map(|s| s.to_string()).collect(),
+    };
+    rd.write_json("summary.json", &summary)?;
+    if let Some((start_time, base)) = started {
+        let entries: Vec<LogEntry<'_>> = phases
+            .iter()
+            .map(|p| LogEntry {
+                phase: &p.name,
+                start: p
+                    .start
+                    .map(|s| s.saturating_duration_since(base))
+                    .unwrap_or_default(),
+                acc: &p.acc,
+            })
+            .collect();
+        match summary::interval_log(start_time, &entries) {
+            Ok(bytes) => rd.write_bytes("histograms.hlog", &bytes)?,
+            Err(e) => tracing::warn!("cannot write histograms.hlog: {e}"),
+        }
+    }
+    if let Some(report) = &plan.report {
+        // A report is a view of the results, not a result: failing to render
+        // one never invalidates a run, and `sparkhost report` can retry.
+        match crate::report::generate_report(
+            rd.path(),
+            report.generator.as_deref(),
+            &report.options,
+        ) {
+            Ok(files) => tracing::info!("report files: {files:?}"),
+            Err(e) => eprintln!(
+                "warning: report not generated (retry with `sparkhost report {}`): {e:#}",
+                rd.path().display()
+            ),
+        }
+    }
+    if !plan.quiet {
+        print_table(&phase_summaries, &summary, &validity, rd);
+    }
+    Ok(Finished { summary, validity })
+}
+
+const NOTES: [&str; 3] = [
+    "Latencies are measured from the actual send; *_from_intended include the harness's scheduling delay (coordinated omission corrected).",
+    "TTFT is the first chunk carrying generated text; TTFC is the first SSE event of any kind; unary requests have neither.",
+    "ITL and TPOT are per token: a chunk carrying k tokens contributes k samples.",
+];
+
+fn phase_doc(p: &PhaseSummary, telemetry: &TelemetryOutcome) -> PhaseDoc {
+    let mut doc = PhaseDoc {
+        stats: p.clone(),
+        ..Default::default()
+    };
+    if let Some(d) = telemetry.phase(&p.phase) {
+        doc.kvbm_metrics_delta = serde_json::to_value(&d.kvbm).ok();
+        doc.io_delta = serde_json::to_value(&d.os_io).ok();
+        doc.nvme_delta = serde_json::to_value(&d.nvme).ok();
+        doc.gpu_delta = serde_json::to_value(&d.gpu).ok();
+        // The server's own view of the phase, next to the client's.
+        doc.server_side_ms = Some(ServerSide {
+            source: d.frontend.url.clone(),
+            available: d.frontend.available,
+            ttft: serde_json::to_value(&d.frontend.ttft_ms).unwrap_or_default(),
+            itl: serde_json::to_value(&d.frontend.itl_ms).unwrap_or_default(),
+            request_duration: serde_json::to_value(&d.frontend.request_duration_ms)
+                .unwrap_or_default(),
+        });
+    }
+    doc
+}
+
+fn print_table(phases: &[PhaseSummary], summary: &SummaryDoc, validity: &Validity, rd: &RunDir) {
+    let Some(overall) = summary.overall_measured.as_ref() else {
+        return;
+    };
+    let f = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<14} {:>6} {:>5} {:>8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10}\n",
+        "phase",
+        "reqs",
+        "err",
+        "req/s",
+        "ttft p50",
+        "ttft p99",
+        "itl p50",
+        "itl p99",
+        "e2e p50",
+        "e2e p99",
+        "out tok/s",
+        "late p99"
+    ));
+    let empty = BTreeMap::new();
+    for p in phases.iter().chain(std::iter::once(overall)) {
+        let lat = if p.latency_ms.is_empty() {
+            &empty
+        } else {
+            &p.latency_ms
+        };
+        let l = |m: &str, q: fn(&summary::Stats) -> Option<f64>| lat.get(m).and_then(q);
+        out.push_str(&format!(
+            "{:<14} {:>6} {:>5} {:>8.2} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9.1} {:>10}\n",
+            if p.include_in_summary || p.phase == "overall" {
+                p.phase.clone()
+            } else {
+                format!("({})", p.phase)
+            },
+            p.total_requests,
+            p.error_requests,
+            p.req_per_s,
+            f(l("ttft", |s| s.p50)),
+            f(l("ttft", |s| s.p99)),
+            f(l("itl", |s| s.p50)),
+            f(l("itl", |s| s.p99)),
+            f(l("e2e", |s| s.p50)),
+            f(l("e2e", |s| s.p99)),
+            p.output_tokens_per_s,
+            f(l("schedule_lateness", |s| s.p99)),
+        ));
+    }
+    out.push_str("latencies in ms; (phase) = not in the overall summary\n");
+    if !overall.errors_by_kind.is_empty() {
+        out.push_str(&format!("errors: {:?}\n", overall.errors_by_kind));
+    }
+    match validity.invalid_reason {
+        None => out.push_str(&format!("run valid: {}\n", rd.path().display())),
+        Some(r) => {
+            out.push_str(&format!(
+                "run INVALID ({}): {}\n",
+                r.as_str(),
+                rd.path().display()
+            ));
+            for d in &validity.invalid_details {
+                out.push_str(&format!("  - {d}\n"));
+            }
+        }
+    }
+    // A closed stdout (`| head`) must not fail a finished run.
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+}

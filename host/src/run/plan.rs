@@ -1,0 +1,622 @@
+//! [`RunPlan`]: everything a run needs, resolved once from the flags and the
+//! workload's own description, before the run directory exists. A user
+//! error (a flag, a param, the workload) stops here; from the run directory
+//! on, failures are recorded in it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+
+use crate::analysis::slo::Slo;
+use crate::cli::{ArrivalKind, KvMode, RunArgs, TelemetryArgs};
+use crate::dispatch::client::Client;
+use crate::dispatch::runner::PhaseRun;
+use crate::feed::{Preflight, PreflightReport};
+use crate::limits;
+use crate::plan::{LoadModel, PhasePlan};
+use crate::report::ReportOptions;
+use crate::results::documents::{
+    ClientParams, ConfigDoc, DataFile, HostInfo, KvModeDoc, KvModeField, ManifestDoc, PhaseDecl,
+    PreflightDoc, WorkloadDoc,
+};
+use crate::sandbox::{DATA_DIR, DataGrants, Limits, Sandbox, WorkloadInfo, WorkloadInstance};
+use crate::tokenize::TokenCounter;
+
+/// KV tier labels, as the seed harness recorded them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvModeInfo {
+    pub mode: KvMode,
+    pub cpu_cache_gb: f64,
+    pub disk_cache_gb: f64,
+}
+
+impl KvModeInfo {
+    /// `--tier-mode` wins over `--kv-mode`; cache sizes default per mode as
+    /// the seed's scripts set them.
+    pub fn resolve(
+        kv: KvMode,
+        tier: Option<&str>,
+        cpu: Option<f64>,
+        disk: Option<f64>,
+    ) -> anyhow::Result<Self> {
+        let kv = match tier.map(|t| t.trim().to_ascii_uppercase()) {
+            None => kv,
+            Some(t) if t == "B0" => KvMode::Off,
+            Some(t) if t == "B1" => KvMode::CpuOnly,
+            Some(t) if t == "B2" => KvMode::CpuDisk,
+            Some(t) => bail!("--tier-mode {t:?} is not one of B0, B1, B2"),
+        };
+        let (cpu_default, disk_default) = match kv {
+            KvMode::Off => (0.0, 0.0),
+            KvMode::CpuOnly => (8.0, 0.0),
+            KvMode::CpuDisk => (8.0, 32.0),
+        };
+        Ok(KvModeInfo {
+            mode: kv,
+            cpu_cache_gb: cpu.unwrap_or(cpu_default),
+            disk_cache_gb: disk.unwrap_or(disk_default),
+        })
+    }
+
+    pub fn mode_str(&self) -> &'static str {
+        match self.mode {
+            KvMode::Off => "off",
+            KvMode::CpuOnly => "cpu_only",
+            KvMode::CpuDisk => "cpu_disk",
+        }
+    }
+
+    pub fn tier_mode(&self) -> &'static str {
+        match self.mode {
+            KvMode::Off => "B0",
+            KvMode::CpuOnly => "B1",
+            KvMode::CpuDisk => "B2",
+        }
+    }
+
+    pub fn kvbm_enabled(&self) -> bool {
+        self.mode != KvMode::Off
+    }
+
+    pub fn doc(&self) -> KvModeField {
+        KvModeField::Labels(KvModeDoc {
+            mode: self.mode_str().into(),
+            tier_mode: self.tier_mode().into(),
+            kvbm_enabled: self.kvbm_enabled(),
+            cpu_cache_gb: self.cpu_cache_gb,
+            disk_cache_gb: self.disk_cache_gb,
+        })
+    }
+}
+
+/// The component that plans the run.
+#[derive(Debug, Clone)]
+pub struct WorkloadPlan {
+    pub doc: WorkloadDoc,
+    pub from_cache: bool,
+}
+
+/// How the plan feed prepares requests.
+#[derive(Debug, Clone)]
+pub struct FeedPlan {
+    pub stream: bool,
+    pub stream_usage: bool,
+    pub batch_max: u32,
+    pub lookahead: usize,
+    pub preflight: Option<Preflight>,
+}
+
+/// How the dispatcher paces and connects.
+#[derive(Debug, Clone)]
+pub struct DispatchPlan {
+    pub lookahead: usize,
+    pub max_in_flight: usize,
+    /// Keep-alive connections to open before the first phase.
+    pub prewarm: usize,
+    /// The phases as the dispatcher runs them: load and schedule seed each.
+    pub phases: Vec<PhaseRun>,
+}
+
+/// How the model is found.
+#[derive(Debug, Clone)]
+pub struct ModelPlan {
+    /// `None` takes the first model `/v1/models` lists.
+    pub wanted: Option<String>,
+    /// As the user typed it (`auto` included), for the manifest.
+    pub requested: String,
+    pub timeout: std::time::Duration,
+    pub poll: std::time::Duration,
+}
+
+/// The report made at the end, if any.
+#[derive(Debug, Clone)]
+pub struct ReportPlan {
+    pub generator: Option<PathBuf>,
+    pub options: ReportOptions,
+}
+
+/// One run, resolved.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub run_id: String,
+    pub results_root: PathBuf,
+    pub created_utc: String,
+    /// The command line as typed.
+    pub command_line: Vec<String>,
+    pub endpoint: String,
+    pub model: ModelPlan,
+    pub kv: KvModeInfo,
+    pub workload: WorkloadPlan,
+    pub default_load: LoadModel,
+    pub phases: Vec<PhasePlan>,
+    /// Effective params (workload defaults filled in).
+    pub params: Vec<(String, String)>,
+    pub data_files: Vec<DataFile>,
+    pub seed: u64,
+    pub tokenizer_id: String,
+    pub client: ClientParams,
+    pub feed: FeedPlan,
+    pub dispatch: DispatchPlan,
+    /// `None` with `--no-telemetry`.
+    pub telemetry: Option<sparkhost_collectors::Config>,
+    pub verdict_policy: TelemetryArgs,
+    pub sandbox: Limits,
+    pub report: Option<ReportPlan>,
+    pub slo: Option<Slo>,
+    pub variant_tags: Vec<String>,
+    pub quiet: bool,
+}
+
+/// A plan and what it resolved to: the instantiated workload, the client,
+/// the token counter.
+pub struct Resolved {
+    pub plan: RunPlan,
+    pub workload: WorkloadInstance,
+    pub client: Client,
+    pub tokens: Arc<TokenCounter>,
+}
+
+impl RunPlan {
+    /// Resolves flags and the workload into a plan. Blocking: it compiles
+    /// (or loads) and instantiates the component.
+    pub fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
+        // A bad endpoint is a flag error: say so before any work is done.
+        let client = Client::with_clock(&args.endpoint.endpoint, args.timeout, args.arrival_clock)
+            .context("--endpoint")?;
+        let default_load = default_load(&args)?;
+        let kv = KvModeInfo::resolve(
+            args.kv_mode,
+            args.tier_mode.as_deref(),
+            args.kv_cpu_cache_gb,
+            args.kv_disk_cache_gb,
+        )?;
+        let tokens = Arc::new(match &args.tokenizer {
+            Some(p) => TokenCounter::from_file(p)?,
+            None => TokenCounter::Heuristic,
+        });
+        let sandbox_limits = Limits::from(&args.sandbox);
+        let sandbox = Sandbox::new(args.sandbox.cache_dir.clone(), sandbox_limits)?;
+        let loaded = sandbox.load(&args.workload)?;
+        let mut grants = DataGrants::default();
+        for f in &args.data {
+            grants.add(f)?;
+        }
+        let mut user_params = args.params.clone();
+        for (_, v) in user_params.iter_mut() {
+            if let Some(file) = v.strip_prefix('@') {
+                *v = grants.add(Path::new(file))?;
+            }
+        }
+        let data_files = grants
+            .files()
+            .iter()
+            .map(|f| data_file(f))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Guest calls may do blocking WASI I/O (a granted data file), which
+        // wasmtime-wasi runs through the current tokio runtime: leave the
+        // async context for them.
+        let (workload, info, params, phases) = in_blocking_context(|| -> anyhow::Result<_> {
+            let mut inst = sandbox.instantiate(&loaded, tokens.clone(), args.seed, &grants)?;
+            let info = inst.describe()?;
+            let (explicit, params) = effective_params(&info, &user_params, &args)?;
+            inst.create(&explicit, args.seed)?;
+            let phases = inst.phases()?;
+            Ok((inst, info, params, phases))
+        })?;
+        check_phases(&phases, &format!("{} {}", info.name, info.version))?;
+
+        let run_id = args
+            .run_id
+            .clone()
+            .unwrap_or_else(|| Utc::now().format("%Y%m%dT%H%M%SZ").to_string());
+        let telemetry = if args.telemetry.no_telemetry {
+            None
+        } else {
+            Some(
+                crate::telemetry::config(
+                    &args.telemetry,
+                    &args.results_root.join(&run_id),
+                    &args.endpoint.endpoint,
+                    kv.kvbm_enabled(),
+                )
+                .map_err(anyhow::Error::msg)?,
+            )
+        };
+        let lookahead = args.lookahead.max(1);
+        let phase_runs: Vec<PhaseRun> = phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PhaseRun {
+                name: p.name.clone(),
+                load: p.load.unwrap_or(default_load),
+                seed: phase_seed(args.seed, i),
+            })
+            .collect();
+        let prewarm = args
+            .prewarm_connections
+            .unwrap_or_else(|| default_prewarm(&phase_runs));
+        let report = (!args.no_report).then(|| ReportPlan {
+            generator: args.report_generator.clone(),
+            options: ReportOptions::for_run(args.sandbox.cache_dir.clone(), sandbox_limits),
+        });
+        let plan = RunPlan {
+            run_id,
+            results_root: args.results_root.clone(),
+            created_utc: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            command_line: std::env::args().collect(),
+            endpoint: args.endpoint.endpoint.clone(),
+            model: ModelPlan {
+                wanted: (args.model != "auto").then(|| args.model.clone()),
+                requested: args.model.clone(),
+                timeout: args.model_resolve_timeout,
+                poll: args.model_resolve_poll,
+            },
+            kv,
+            workload: WorkloadPlan {
+                doc: WorkloadDoc {
+                    path: args.workload.display().to_string(),
+                    name: info.name.clone(),
+                    version: info.version.clone(),
+                    sha256: loaded.digest.clone(),
+                    wit: format!("sparkhost:workload@{}", loaded.wit_version),
+                },
+                from_cache: loaded.from_cache,
+            },
+            default_load,
+            phases,
+            params,
+            data_files,
+            seed: args.seed,
+            tokenizer_id: tokens.id(),
+            client: ClientParams {
+                stream: args.stream,
+                stream_usage: args.stream && !args.no_stream_usage,
+                timeout_s: args.timeout.as_secs_f64(),
+                arrival_clock: args.arrival_clock,
+            },
+            feed: FeedPlan {
+                stream: args.stream,
+                stream_usage: !args.no_stream_usage,
+                batch_max: limits::PLAN_BATCH_MAX,
+                lookahead,
+                preflight: (args.engine_max_input_tokens > 0).then_some(Preflight {
+                    engine_max_input_tokens: args.engine_max_input_tokens,
+                    input_token_safety_margin: args.input_token_safety_margin,
+                }),
+            },
+            dispatch: DispatchPlan {
+                lookahead,
+                max_in_flight: args.max_in_flight.max(1),
+                prewarm,
+                phases: phase_runs,
+            },
+            telemetry,
+            verdict_policy: args.telemetry.clone(),
+            sandbox: sandbox_limits,
+            report,
+            slo: args.slo.clone(),
+            variant_tags: args.variant_tags.clone(),
+            quiet: args.quiet,
+        };
+        Ok(Resolved {
+            plan,
+            workload,
+            client,
+            tokens,
+        })
+    }
+
+    /// `<name> <version>` of the workload, for messages.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.workload.doc.name, self.workload.doc.version)
+    }
+
+    fn phase_decls(&self) -> Vec<PhaseDecl> {
+        self.phases
+            .iter()
+            .map(|p| PhaseDecl {
+                name: p.name.clone(),
+                include_in_overall: p.include_in_summary,
+                load: Some(p.load.unwrap_or(self.default_load)),
+            })
+            .collect()
+    }
+
+    fn params_map(&self) -> BTreeMap<String, String> {
+        self.params.iter().cloned().collect()
+    }
+
+    /// `config.json`: written once the model is resolved (or known to be
+    /// missing) and the initial plan is preflighted.
+    pub fn config_doc(
+        &self,
+        model: Option<&str>,
+        preflight: Option<&PreflightReport>,
+    ) -> ConfigDoc {
+        ConfigDoc {
+            run_id: self.run_id.clone(),
+            created_utc: self.created_utc.clone(),
+            base_url: self.endpoint.clone(),
+            model_id: model.unwrap_or(&self.model.requested).to_owned(),
+            scenario: self.workload.doc.name.clone(),
+            tokenizer: self.tokenizer_id.clone(),
+            tier_mode: self.kv.tier_mode().into(),
+            kv_mode: self.kv.doc(),
+            client_request_parameters: self.client.clone(),
+            load: Some(self.default_load),
+            params: self.params_map(),
+            phases: self.phase_decls(),
+            preflight: PreflightDoc {
+                settings: self.feed.preflight,
+                result: preflight.cloned(),
+            },
+            data_files: self.data_files.clone(),
+            args: self.command_line.clone(),
+        }
+    }
+
+    /// `manifest.json`: written with `config.json`.
+    pub fn manifest_doc(&self, model: Option<&str>) -> ManifestDoc {
+        ManifestDoc {
+            run_id: self.run_id.clone(),
+            created_utc: self.created_utc.clone(),
+            sparkhost_version: env!("CARGO_PKG_VERSION").into(),
+            wasmtime_version: crate::sandbox::WASMTIME_VERSION.into(),
+            host: HostInfo::current(),
+            workload: self.workload.doc.clone(),
+            scenario: self.workload.doc.name.clone(),
+            params: self.params_map(),
+            seed: self.seed,
+            tokenizer: self.tokenizer_id.clone(),
+            data_files: self.data_files.clone(),
+            tier_mode: self.kv.tier_mode().into(),
+            kv_mode: self.kv.doc(),
+            variant_tags: self.variant_tags.clone(),
+            model_id_requested: self.model.requested.clone(),
+            model_id_resolved: model.map(str::to_owned),
+            base_url: self.endpoint.clone(),
+            phases: self.phase_decls(),
+            args: self.command_line.clone(),
+        }
+    }
+}
+
+/// Runs `f` where blocking is allowed: through `block_in_place` inside a
+/// multi-threaded runtime, directly elsewhere.
+fn in_blocking_context<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => tokio::task::block_in_place(f),
+        Err(_) => f(),
+    }
+}
+
+fn data_file(f: &Path) -> anyhow::Result<DataFile> {
+    use sha2::Digest;
+    use std::io::Read;
+    // Hashed in pieces: a data file may be far larger than what the host
+    // should hold in memory at once.
+    let mut file =
+        std::fs::File::open(f).with_context(|| format!("reading data file {}", f.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut bytes = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading data file {}", f.display()))?;
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok(DataFile {
+        path: f.display().to_string(),
+        guest_path: format!(
+            "{DATA_DIR}/{}",
+            f.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        sha256: hex::encode(hasher.finalize()),
+        bytes,
+    })
+}
+
+/// Each phase's open-loop schedule gets its own seed, derived from the
+/// run's, so phases never replay one another's arrival pattern.
+pub fn phase_seed(seed: u64, index: usize) -> u64 {
+    seed.wrapping_add((index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// The largest closed-loop concurrency, or [`limits::PREWARM_OPEN_LOOP`] of
+/// open-loop arrivals, at most [`limits::PREWARM_MAX`].
+fn default_prewarm(phases: &[PhaseRun]) -> usize {
+    phases
+        .iter()
+        .map(|p| match p.load {
+            LoadModel::Closed { concurrency } => concurrency as usize,
+            LoadModel::Constant { rate }
+            | LoadModel::Poisson { rate }
+            | LoadModel::Gamma { rate, .. } => {
+                (rate * limits::PREWARM_OPEN_LOOP.as_secs_f64()).ceil() as usize
+            }
+        })
+        .max()
+        .unwrap_or(0)
+        .min(limits::PREWARM_MAX)
+}
+
+fn default_load(args: &RunArgs) -> anyhow::Result<LoadModel> {
+    let load = match args.rate {
+        None => LoadModel::Closed {
+            concurrency: args.concurrency,
+        },
+        Some(rate) => match args.arrival {
+            ArrivalKind::Constant => LoadModel::Constant { rate },
+            ArrivalKind::Poisson => LoadModel::Poisson { rate },
+            ArrivalKind::Gamma => LoadModel::Gamma {
+                rate,
+                shape: args.gamma_shape,
+            },
+        },
+    };
+    load.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(load)
+}
+
+/// Params the user set (`--param`, then the shorthand flags), and the
+/// effective set with `describe()` defaults filled in for the manifest. Only
+/// the user's go to the workload, so it can tell a default from a choice.
+type Params = Vec<(String, String)>;
+
+fn effective_params(
+    info: &WorkloadInfo,
+    user: &[(String, String)],
+    args: &RunArgs,
+) -> anyhow::Result<(Params, Params)> {
+    let known: Vec<&str> = info.params.iter().map(|p| p.name.as_str()).collect();
+    let mut explicit: BTreeMap<String, String> = BTreeMap::new();
+    let mut set = |name: &str, value: String, flag: &str| -> anyhow::Result<()> {
+        if !known.contains(&name) {
+            bail!(
+                "{flag} sets parameter {name:?}, which workload {} {} does not have (its parameters: {})",
+                info.name,
+                info.version,
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+        explicit.insert(name.to_owned(), value);
+        Ok(())
+    };
+    for (k, v) in user {
+        set(k, v.clone(), &format!("--param {k}=…"))?;
+    }
+    let shorthands: [(&str, Option<String>, &str); 6] = [
+        (
+            "requests",
+            args.requests.map(|v| v.to_string()),
+            "--requests",
+        ),
+        ("warmup", args.warmup.map(|v| v.to_string()), "--warmup"),
+        (
+            "max-tokens",
+            args.max_tokens.map(|v| v.to_string()),
+            "--max-tokens",
+        ),
+        (
+            "temperature",
+            args.temperature.map(|v| v.to_string()),
+            "--temperature",
+        ),
+        ("top-p", args.top_p.map(|v| v.to_string()), "--top-p"),
+        (
+            "request-seed",
+            args.request_seed.map(|v| v.to_string()),
+            "--request-seed",
+        ),
+    ];
+    for (name, value, flag) in shorthands {
+        if let Some(v) = value {
+            set(name, v, flag)?;
+        }
+    }
+    let mut effective: BTreeMap<String, String> = info
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.default_value.clone()))
+        .collect();
+    effective.extend(explicit.clone());
+    Ok((
+        explicit.into_iter().collect(),
+        effective.into_iter().collect(),
+    ))
+}
+
+fn check_phases(phases: &[PhasePlan], label: &str) -> anyhow::Result<()> {
+    if phases.is_empty() {
+        bail!("workload {label} declared no phases");
+    }
+    let mut seen = HashSet::new();
+    for p in phases {
+        if p.name.is_empty() || !seen.insert(p.name.as_str()) {
+            bail!(
+                "workload {label} declared an empty or duplicate phase name {:?}",
+                p.name
+            );
+        }
+        if let Some(l) = &p.load {
+            l.validate()
+                .map_err(|e| anyhow::anyhow!("workload {label}, phase {:?}: {e}", p.name))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_mode_overrides_kv_mode_and_sets_seed_defaults() {
+        let k = KvModeInfo::resolve(KvMode::CpuDisk, Some("b1"), None, None).unwrap();
+        assert_eq!((k.mode_str(), k.tier_mode()), ("cpu_only", "B1"));
+        assert_eq!((k.cpu_cache_gb, k.disk_cache_gb), (8.0, 0.0));
+        let k = KvModeInfo::resolve(KvMode::Off, None, None, Some(4.0)).unwrap();
+        assert!(!k.kvbm_enabled());
+        assert_eq!(k.disk_cache_gb, 4.0);
+        let e = KvModeInfo::resolve(KvMode::Off, Some("B9"), None, None).unwrap_err();
+        assert!(e.to_string().contains("B0, B1, B2"), "{e}");
+    }
+
+    #[test]
+    fn prewarm_covers_the_largest_phase_and_is_capped() {
+        let phase = |load| PhaseRun {
+            name: "p".into(),
+            load,
+            seed: 0,
+        };
+        assert_eq!(
+            default_prewarm(&[
+                phase(LoadModel::Closed { concurrency: 8 }),
+                phase(LoadModel::Poisson { rate: 2000.0 }),
+            ]),
+            20
+        );
+        assert_eq!(
+            default_prewarm(&[phase(LoadModel::Constant { rate: 1e9 })]),
+            limits::PREWARM_MAX
+        );
+    }
+
+    #[test]
+    fn phase_seeds_differ_and_are_stable() {
+        assert_ne!(phase_seed(1337, 0), phase_seed(1337, 1));
+        assert_eq!(phase_seed(1337, 0), phase_seed(1337, 0));
+    }
+}
