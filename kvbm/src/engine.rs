@@ -205,6 +205,8 @@ struct GpuBlock {
 #[derive(Debug, Default)]
 struct GpuPool {
     capacity: u64,
+    /// LRU order; every insertion gets a fresh value so none collide.
+    clock: u64,
     private: u64,
     blocks: HashMap<u64, GpuBlock>,
     free: BTreeMap<u64, u64>,
@@ -247,7 +249,9 @@ impl GpuPool {
         }
     }
 
-    fn release(&mut self, h: u64, tick: u64) {
+    fn release(&mut self, h: u64) {
+        self.clock += 1;
+        let tick = self.clock;
         if let Some(b) = self.blocks.get_mut(&h) {
             b.refs = b.refs.saturating_sub(1);
             if Self::evictable(b) {
@@ -257,7 +261,9 @@ impl GpuPool {
         }
     }
 
-    fn set_pinned(&mut self, h: u64, pinned: bool, tick: u64) {
+    fn set_pinned(&mut self, h: u64, pinned: bool) {
+        self.clock += 1;
+        let tick = self.clock;
         if let Some(b) = self.blocks.get_mut(&h) {
             let was = Self::evictable(b);
             b.pinned = pinned;
@@ -284,6 +290,7 @@ struct TierBlock {
 #[derive(Debug, Default)]
 struct Tier {
     capacity: u64,
+    clock: u64,
     blocks: HashMap<u64, TierBlock>,
     lru: BTreeMap<u64, u64>,
     free_slots: Vec<u64>,
@@ -293,13 +300,16 @@ impl Tier {
     fn new(capacity: u64) -> Self {
         Tier {
             capacity,
+            clock: 0,
             blocks: HashMap::new(),
             lru: BTreeMap::new(),
             free_slots: (0..capacity).rev().collect(),
         }
     }
 
-    fn touch(&mut self, h: u64, tick: u64) {
+    fn touch(&mut self, h: u64) {
+        self.clock += 1;
+        let tick = self.clock;
         if let Some(b) = self.blocks.get_mut(&h) {
             if !b.pinned {
                 self.lru.remove(&b.lru);
@@ -311,12 +321,14 @@ impl Tier {
 
     /// Inserts `h`, evicting the LRU unpinned block if full. Returns its slot,
     /// or None when every block is pinned.
-    fn insert(&mut self, h: u64, tick: u64) -> Option<u64> {
+    fn insert(&mut self, h: u64) -> Option<u64> {
         if let Some(b) = self.blocks.get(&h) {
             let s = b.slot;
-            self.touch(h, tick);
+            self.touch(h);
             return Some(s);
         }
+        self.clock += 1;
+        let tick = self.clock;
         if self.capacity == 0 {
             return None;
         }
@@ -353,7 +365,9 @@ impl Tier {
     }
 
     fn clear(&mut self) {
+        let clock = self.clock;
         *self = Tier::new(self.capacity);
+        self.clock = clock;
     }
 }
 
@@ -421,7 +435,6 @@ pub struct Engine {
     pending: [Vec<u64>; 3],
     waiting: VecDeque<Request>,
     running: Vec<Seq>,
-    tick: u64,
     counters: Counters,
     window: HitWindow,
     transfers: TransferHists,
@@ -453,7 +466,6 @@ impl Engine {
             pending: Default::default(),
             waiting: VecDeque::new(),
             running: Vec::new(),
-            tick: 0,
             counters: Counters::default(),
             window,
             transfers: BTreeMap::new(),
@@ -515,11 +527,6 @@ impl Engine {
         self.pending = Default::default();
     }
 
-    fn next_tick(&mut self) -> u64 {
-        self.tick += 1;
-        self.tick
-    }
-
     fn ns(us: f64) -> Ns {
         (us * 1000.0).round().max(0.0) as Ns
     }
@@ -559,11 +566,10 @@ impl Engine {
     }
 
     fn land(&mut self, leg: Leg, h: u64) {
-        let tick = self.next_tick();
         match leg {
             Leg::GpuToHost => {
-                self.gpu.set_pinned(h, false, tick);
-                if self.host.insert(h, tick).is_some() {
+                self.gpu.set_pinned(h, false);
+                if self.host.insert(h).is_some() {
                     self.counters.offload_gpu_to_host += 1;
                 } else {
                     self.counters.offload_dropped += 1;
@@ -573,9 +579,9 @@ impl Engine {
                 if leg == Leg::HostToDisk {
                     self.host.set_pinned(h, false);
                 } else {
-                    self.gpu.set_pinned(h, false, tick);
+                    self.gpu.set_pinned(h, false);
                 }
-                match self.disk.insert(h, tick) {
+                match self.disk.insert(h) {
                     Some(slot) => {
                         if self.store.write(slot, h).is_err() {
                             self.counters.disk_write_failures += 1;
@@ -613,10 +619,9 @@ impl Engine {
         };
         let d = self.xfer_ns(hashes.len() as u64, gbps, lat);
         self.observe("offload", route, d);
-        let tick = self.tick;
         for &h in &hashes {
             match leg {
-                Leg::GpuToHost | Leg::GpuToDisk => self.gpu.set_pinned(h, true, tick),
+                Leg::GpuToHost | Leg::GpuToDisk => self.gpu.set_pinned(h, true),
                 Leg::HostToDisk => self.host.set_pinned(h, true),
             }
         }
@@ -662,7 +667,6 @@ impl Engine {
     /// newly registered blocks to the next tier.
     fn on_registered(&mut self, h: u64) {
         self.bump_freq(h);
-        let tick = self.next_tick();
         if self.disk_only() {
             // Disk-only mode is experimental in KVBM and has no filter.
             if !self.disk.blocks.contains_key(&h) && !self.in_flight(Leg::GpuToDisk, h) {
@@ -674,7 +678,7 @@ impl Engine {
             return;
         }
         if self.host.blocks.contains_key(&h) {
-            self.host.touch(h, tick);
+            self.host.touch(h);
             self.maybe_offload_to_disk(h);
         } else if !self.in_flight(Leg::GpuToHost, h) {
             self.pending[Leg::GpuToHost as usize].push(h);
@@ -779,14 +783,12 @@ impl Engine {
             self.gpu.acquire(*h);
         }
         if !self.gpu.make_room(new_blocks) {
-            let tick = self.next_tick();
             for h in &hashes[..g] {
-                self.gpu.release(*h, tick);
+                self.gpu.release(*h);
             }
             return None;
         }
         let r = self.waiting.pop_front()?;
-        let tick = self.next_tick();
         // Disk reads are real: read every hit block back before using it.
         let mut onboard_ns = 0;
         if hst > 0 {
@@ -821,11 +823,11 @@ impl Engine {
             }
         }
         for h in &hashes[g..g + hst] {
-            self.host.touch(*h, tick);
+            self.host.touch(*h);
         }
         for h in &hashes[g + hst..] {
-            self.disk.touch(*h, tick);
-            if self.opt.staged_disk_onboard && self.host.insert(*h, tick).is_some() {
+            self.disk.touch(*h);
+            if self.opt.staged_disk_onboard && self.host.insert(*h).is_some() {
                 self.counters.onboard_disk_to_host += 1;
             }
         }
@@ -839,6 +841,8 @@ impl Engine {
         self.window.record(hst as u64, dsk as u64, (n / bs) as u64);
         for h in &hashes[..g] {
             self.bump_freq(*h);
+            // A reuse can be what makes a host block pass the disk filter.
+            self.maybe_offload_to_disk(*h);
         }
         self.gpu.private += new_blocks;
         let cached = (hashes.len() * bs) as u32;
@@ -968,13 +972,12 @@ impl Engine {
             }
         }
         // Finished sequences release their blocks at the end of the step.
-        let tick = self.next_tick();
         let mut i = 0;
         while i < self.running.len() {
             if self.running[i].generated >= self.running[i].target {
                 let s = self.running.remove(i);
                 for h in &s.hashes {
-                    self.gpu.release(*h, tick);
+                    self.gpu.release(*h);
                 }
                 self.gpu.private = self.gpu.private.saturating_sub(s.private);
                 self.counters.requests_finished += 1;
@@ -992,5 +995,368 @@ impl Engine {
         }
         self.flush(now);
         StepResult::Ran { end, events }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::NullStore;
+
+    const S: Ns = 1_000_000_000;
+
+    fn engine(mode: TierMode, toml: &str) -> Engine {
+        let p = Profile::builtin("tiny").unwrap().with_toml(toml).unwrap();
+        let opt = EngineOptions {
+            mode,
+            staged_disk_onboard: false,
+            measured_disk_timing: false,
+        };
+        Engine::new(p, opt, Box::new(NullStore))
+    }
+
+    /// A prompt of `n` tokens unique to `seed`.
+    fn prompt(seed: u32, n: u32) -> Vec<u32> {
+        (0..n).map(|i| seed * 100_000 + i).collect()
+    }
+
+    struct Run {
+        now: Ns,
+        next: u64,
+        waited: bool,
+    }
+
+    impl Run {
+        fn new() -> Self {
+            Run {
+                now: 0,
+                next: 1,
+                waited: false,
+            }
+        }
+
+        /// Submits one request a second after the last activity (so
+        /// offloads land) and runs to idle; returns its Done event.
+        fn one(&mut self, e: &mut Engine, p: Vec<u32>, max_tokens: u32) -> (u32, Ns, Ns) {
+            let arrival = self.now + S;
+            let id = self.next;
+            self.next += 1;
+            e.submit(Request {
+                id,
+                prompt: p,
+                max_tokens,
+                stop_after: None,
+                arrival,
+            });
+            let ev = self.drain(e);
+            let first = ev
+                .iter()
+                .find_map(|x| match x {
+                    Event::Token { req, at, .. } if *req == id => Some(*at),
+                    _ => None,
+                })
+                .unwrap();
+            let cached = ev
+                .iter()
+                .find_map(|x| match x {
+                    Event::Done {
+                        req, cached_tokens, ..
+                    } if *req == id => Some(*cached_tokens),
+                    _ => None,
+                })
+                .unwrap();
+            (cached, first - arrival, arrival)
+        }
+
+        fn drain(&mut self, e: &mut Engine) -> Vec<Event> {
+            let mut out = Vec::new();
+            for _ in 0..1_000_000 {
+                match e.step(self.now) {
+                    StepResult::Ran { end, events } => {
+                        self.now = end;
+                        out.extend(events);
+                    }
+                    StepResult::WaitUntil(t) => {
+                        self.waited = true;
+                        self.now = t;
+                    }
+                    StepResult::Idle => return out,
+                }
+            }
+            panic!("engine never went idle");
+        }
+    }
+
+    #[test]
+    fn hit_window_is_per_request_and_skips_empty_requests() {
+        let mut w = HitWindow::new(2);
+        w.record(1, 0, 4);
+        w.record(5, 5, 0);
+        assert_eq!(w.rates(), (0.25, 0.0));
+        w.record(0, 2, 4);
+        w.record(0, 4, 4);
+        // The first request left the window.
+        assert_eq!(w.rates(), (0.0, 0.75));
+    }
+
+    #[test]
+    fn a_repeated_prompt_reuses_its_prefix() {
+        let mut e = engine(TierMode::B0, "");
+        let mut r = Run::new();
+        let (c1, t1, _) = r.one(&mut e, prompt(1, 100), 4);
+        let (c2, t2, _) = r.one(&mut e, prompt(1, 100), 4);
+        assert_eq!(c1, 0);
+        // 6 full blocks, the last token always recomputed: (100-1)/16 = 6.
+        assert_eq!(c2, 96);
+        assert!(t2 < t1, "cached TTFT {t2} must beat cold {t1}");
+        assert_eq!(e.counters().gpu_hit_blocks, 6);
+        assert_eq!(
+            e.counters().matched_tokens,
+            0,
+            "G1 hits are not KVBM matches"
+        );
+    }
+
+    #[test]
+    fn a_block_matches_only_with_its_whole_prefix() {
+        let mut e = engine(TierMode::B0, "");
+        let mut r = Run::new();
+        let a = prompt(1, 100);
+        r.one(&mut e, a.clone(), 2);
+        let mut b = a.clone();
+        b[20] = 7; // block 1 differs, so blocks 1.. miss even if equal after
+        let (c, _, _) = r.one(&mut e, b, 2);
+        assert_eq!(c, 16);
+    }
+
+    /// A, then enough other prompts to flush A out of G1 (64 blocks), then A.
+    fn overflow_replay(e: &mut Engine, r: &mut Run, warm_runs: u32) -> u32 {
+        for _ in 0..warm_runs {
+            r.one(e, prompt(1, 200), 2);
+        }
+        for k in 2..10 {
+            r.one(e, prompt(k, 200), 2);
+        }
+        r.one(e, prompt(1, 200), 2).0
+    }
+
+    #[test]
+    fn b0_replay_after_gpu_overflow_misses() {
+        let mut e = engine(TierMode::B0, "");
+        let mut r = Run::new();
+        assert_eq!(overflow_replay(&mut e, &mut r, 1), 0);
+        let c = e.counters();
+        assert_eq!(c.offload_gpu_to_host + c.onboard_host_to_gpu, 0);
+    }
+
+    #[test]
+    fn b1_replay_is_served_from_host() {
+        let mut e = engine(TierMode::B1, "");
+        let mut r = Run::new();
+        let cached = overflow_replay(&mut e, &mut r, 1);
+        assert_eq!(cached, 192);
+        let c = e.counters().clone();
+        assert_eq!(c.onboard_host_to_gpu, 12);
+        assert_eq!(c.matched_tokens, 192);
+        assert!(c.offload_gpu_to_host >= 12 * 9);
+        assert_eq!(c.onboard_disk_to_gpu + c.offload_host_to_disk, 0);
+        assert!(e.hit_rates().0 > 0.0);
+    }
+
+    #[test]
+    fn b2_disk_needs_two_sightings_unless_the_filter_is_off() {
+        // Host holds 16 blocks: less than the working set.
+        let small_host = "cpu_num_blocks = 16";
+        let mut e = engine(TierMode::B2, small_host);
+        let mut r = Run::new();
+        assert_eq!(
+            overflow_replay(&mut e, &mut r, 1),
+            0,
+            "seen once: not on disk"
+        );
+        assert_eq!(e.counters().onboard_disk_to_gpu, 0);
+
+        let mut e = engine(TierMode::B2, small_host);
+        let mut r = Run::new();
+        assert_eq!(overflow_replay(&mut e, &mut r, 2), 192);
+        let c = e.counters();
+        assert_eq!(c.onboard_disk_to_gpu, 12);
+        assert!(c.offload_host_to_disk >= 12);
+        assert!(e.hit_rates().1 > 0.0);
+
+        let off = format!("{small_host}\ndisable_disk_offload_filter = true");
+        let mut e = engine(TierMode::B2, &off);
+        let mut r = Run::new();
+        assert_eq!(overflow_replay(&mut e, &mut r, 1), 192);
+        assert_eq!(e.counters().onboard_disk_to_gpu, 12);
+    }
+
+    #[test]
+    fn disk_only_mode_offloads_gpu_to_disk() {
+        let mut e = engine(TierMode::B2, "cpu_num_blocks = 0");
+        let mut r = Run::new();
+        assert_eq!(overflow_replay(&mut e, &mut r, 1), 192);
+        let c = e.counters();
+        assert!(c.offload_gpu_to_disk >= 12);
+        assert_eq!(c.offload_gpu_to_host, 0);
+        assert_eq!(c.onboard_disk_to_gpu, 12);
+    }
+
+    #[test]
+    fn staged_onboarding_lands_disk_blocks_in_host() {
+        let p = Profile::builtin("tiny")
+            .unwrap()
+            .with_toml("cpu_num_blocks = 16\ndisable_disk_offload_filter = true")
+            .unwrap();
+        let opt = EngineOptions {
+            mode: TierMode::B2,
+            staged_disk_onboard: true,
+            measured_disk_timing: false,
+        };
+        let mut e = Engine::new(p, opt, Box::new(NullStore));
+        let mut r = Run::new();
+        assert_eq!(overflow_replay(&mut e, &mut r, 1), 192);
+        assert_eq!(e.counters().onboard_disk_to_host, 12);
+    }
+
+    #[test]
+    fn reset_empties_every_tier() {
+        let mut e = engine(TierMode::B2, "disable_disk_offload_filter = true");
+        let mut r = Run::new();
+        r.one(&mut e, prompt(1, 200), 2);
+        r.one(&mut e, prompt(2, 10), 2); // lets the offloads land
+        let o = e.occupancy();
+        assert!(
+            o.gpu_registered > 0 && o.host_used > 0 && o.disk_used > 0,
+            "{o:?}"
+        );
+        e.reset();
+        let o = e.occupancy();
+        assert_eq!((o.gpu_registered, o.host_used, o.disk_used), (0, 0, 0));
+        assert_eq!(r.one(&mut e, prompt(1, 200), 2).0, 0);
+    }
+
+    #[test]
+    fn batching_respects_max_num_seqs_and_the_token_budget() {
+        let mut e = engine(
+            TierMode::B0,
+            "max_num_seqs = 3\nmax_num_batched_tokens = 64",
+        );
+        for id in 0..6 {
+            e.submit(Request {
+                id,
+                prompt: prompt(id as u32 + 1, 100),
+                max_tokens: 3,
+                stop_after: None,
+                arrival: 0,
+            });
+        }
+        let StepResult::Ran { events, .. } = e.step(0) else {
+            panic!("should run");
+        };
+        assert!(events.is_empty(), "100-token prompts need 2 steps of 64");
+        assert_eq!(e.occupancy().running, 3);
+        assert_eq!(e.occupancy().waiting, 3);
+        let mut r = Run::new();
+        let ev = r.drain(&mut e);
+        let done = ev
+            .iter()
+            .filter(|x| matches!(x, Event::Done { .. }))
+            .count();
+        assert_eq!(done, 6);
+    }
+
+    #[test]
+    fn decode_steps_slow_down_with_batch_and_context() {
+        let e = engine(TierMode::B0, "");
+        let p = e.profile().clone();
+        let one = |n: u32, ctx: u32| {
+            let mut e = engine(TierMode::B0, "");
+            for id in 0..n as u64 {
+                e.submit(Request {
+                    id,
+                    prompt: prompt(id as u32 + 1, ctx),
+                    max_tokens: 3,
+                    stop_after: None,
+                    arrival: 0,
+                });
+            }
+            let mut r = Run::new();
+            let ev = r.drain(&mut e);
+            let t: Vec<Ns> = ev
+                .iter()
+                .filter_map(|x| match x {
+                    Event::Token { req: 0, at, .. } => Some(*at),
+                    _ => None,
+                })
+                .collect();
+            t[2] - t[1]
+        };
+        let base = one(1, 20);
+        assert_eq!(
+            base,
+            Engine::ns(
+                p.step_overhead_us
+                    + p.decode_base_us
+                    + p.decode_us_per_seq
+                    + 22.0 * p.decode_ns_per_ctx_token / 1000.0
+            )
+        );
+        assert!(one(8, 20) > base);
+        assert!(one(1, 400) > base);
+    }
+
+    #[test]
+    fn slow_offload_back_pressures_admission() {
+        // ~8 ms per block to host: G1 fills with blocks waiting to leave.
+        let mut e = engine(TierMode::B1, "d2h_gbps = 0.001");
+        let mut r = Run::new();
+        for id in 0..8u64 {
+            e.submit(Request {
+                id,
+                prompt: prompt(id as u32 + 1, 200),
+                max_tokens: 2,
+                stop_after: None,
+                arrival: 0,
+            });
+        }
+        let ev = r.drain(&mut e);
+        assert_eq!(
+            ev.iter()
+                .filter(|x| matches!(x, Event::Done { .. }))
+                .count(),
+            8
+        );
+        assert!(r.waited, "admission should have waited for offloads");
+        // 8 × 13 reserved blocks in a 64-block pool: at least 40 had to be
+        // offloaded (and so evictable) before the last admissions.
+        let per_block = e.block_bytes / (0.001 * 1e9) * 1e9;
+        let floor = ((8 * 13 - 64) as f64 * per_block) as Ns;
+        assert!(
+            r.now > floor,
+            "bounded by offload bandwidth: {} <= {floor}",
+            r.now
+        );
+    }
+
+    #[test]
+    fn natural_stop_ends_early_with_stop() {
+        let mut e = engine(TierMode::B0, "");
+        e.submit(Request {
+            id: 9,
+            prompt: prompt(1, 10),
+            max_tokens: 8,
+            stop_after: Some(3),
+            arrival: 0,
+        });
+        let ev = Run::new().drain(&mut e);
+        assert!(ev.iter().any(|x| matches!(
+            x,
+            Event::Done {
+                finish: Finish::Stop,
+                completion_tokens: 3,
+                ..
+            }
+        )));
     }
 }
