@@ -585,10 +585,10 @@ impl Engine {
                     Some(slot) => {
                         if self.store.write(slot, h).is_err() {
                             self.counters.disk_write_failures += 1;
-                            self.disk.blocks.remove(&h).map(|b| {
+                            if let Some(b) = self.disk.blocks.remove(&h) {
                                 self.disk.lru.remove(&b.lru);
                                 self.disk.free_slots.push(b.slot);
-                            });
+                            }
                         } else if leg == Leg::HostToDisk {
                             self.counters.offload_host_to_disk += 1;
                         } else {
@@ -716,17 +716,14 @@ impl Engine {
         s.hashes.push(h);
         s.private = s.private.saturating_sub(1);
         self.gpu.private = self.gpu.private.saturating_sub(1);
-        if self.gpu.blocks.contains_key(&h) {
-            self.gpu.acquire(h);
+        if let std::collections::hash_map::Entry::Vacant(v) = self.gpu.blocks.entry(h) {
+            v.insert(GpuBlock {
+                refs: 1,
+                lru: 0,
+                pinned: false,
+            });
         } else {
-            self.gpu.blocks.insert(
-                h,
-                GpuBlock {
-                    refs: 1,
-                    lru: 0,
-                    pinned: false,
-                },
-            );
+            self.gpu.acquire(h);
         }
         self.on_registered(h);
     }
@@ -937,8 +934,7 @@ impl Engine {
         let end = now + Self::ns(us).max(1) + onboard_ns;
         let mut events = Vec::new();
         let bs = self.bs;
-        for i in 0..self.running.len() {
-            let chunk = chunks[i];
+        for (i, &chunk) in chunks.iter().enumerate() {
             if chunk == 0 {
                 continue;
             }
