@@ -616,6 +616,22 @@ mod tests {
     }
 
     #[test]
+    fn spark_tier_sizes_match_the_readme() {
+        let p = Profile::builtin("spark-llama31-8b-fp8").unwrap();
+        assert_eq!(
+            (p.gpu_blocks(), p.cpu_blocks(), p.disk_blocks()),
+            (11_444, 11_444, 30_517)
+        );
+        assert_eq!(p.disk_slot_bytes(), 32_768);
+        let p = Profile::builtin("spark-llama33-70b-nvfp4").unwrap();
+        assert_eq!(
+            (p.gpu_blocks(), p.cpu_blocks(), p.disk_blocks()),
+            (4_577, 4_577, 24_414)
+        );
+        assert_eq!(p.disk_slot_bytes(), 81_920);
+    }
+
+    #[test]
     fn every_builtin_validates() {
         for n in BUILTIN {
             Profile::builtin(n).unwrap();

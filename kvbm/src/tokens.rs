@@ -163,6 +163,26 @@ mod tests {
     }
 
     #[test]
+    fn a_tokenizer_json_is_used_when_given() {
+        let dir = tempfile::Builder::new()
+            .prefix("kvbm-tok-")
+            .tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"))
+            .unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(
+            &path,
+            r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+               "pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+               "model":{"type":"WordLevel","vocab":{"hello":0,"world":1,"[UNK]":2},"unk_token":"[UNK]"}}"#,
+        )
+        .unwrap();
+        let t = HfTokenizer::from_file(&path).unwrap();
+        assert_eq!(t.encode("hello world zzz"), vec![0, 1, 2]);
+        assert!(t.id().starts_with("hf:"));
+        assert!(HfTokenizer::from_file(&dir.path().join("missing.json")).is_err());
+    }
+
+    #[test]
     fn hashes_chain_over_the_prefix() {
         let a: Vec<u32> = (0..64).collect();
         let mut b = a.clone();
