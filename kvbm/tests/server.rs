@@ -494,3 +494,49 @@ async fn b2_without_a_cache_dir_or_on_tmpfs_fails_clearly() {
         s.shutdown().await;
     }
 }
+
+/// How late chunks leave against the engine's schedule, at 64 streams.
+/// Ignored by default: timing on a shared CI core is not a pass/fail matter.
+/// Run with `cargo test -p sparkhost-kvbm --test server -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn lateness_against_the_schedule() {
+    let sim = Simulator::start(cfg(TierMode::B0, "max_num_seqs = 64", None))
+        .await
+        .unwrap();
+    let addr = sim.addr();
+    let mut tasks = Vec::new();
+    for k in 0..64 {
+        tasks.push(tokio::spawn(async move {
+            let body =
+                serde_json::json!({"prompt": prompt(k, 20), "max_tokens": 64, "stream": true});
+            http(addr, "POST", "/v1/completions", &body.to_string())
+                .await
+                .status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let mut late: Vec<u64> = sim
+        .schedule()
+        .iter()
+        .flat_map(|r| {
+            r.scheduled_ns
+                .iter()
+                .zip(&r.written_ns)
+                .map(|(s, w)| w - s)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    late.sort_unstable();
+    let q = |f: f64| late[((late.len() - 1) as f64 * f) as usize];
+    println!(
+        "tokens {} lateness p50 {} µs p99 {} µs max {} µs",
+        late.len(),
+        q(0.5) / 1000,
+        q(0.99) / 1000,
+        q(1.0) / 1000
+    );
+    sim.shutdown().await;
+}
