@@ -482,14 +482,8 @@ fn ensure_parent(run_dir: &Path, rel: &Path) -> anyhow::Result<()> {
 }
 
 fn write_atomic(target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = target.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        target.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    // A rename replaces a symbolic link itself, never the file it points to.
-    fs::rename(&tmp, target).with_context(|| format!("writing {}", target.display()))
+    crate::results::rundir::write_atomic(target, bytes)
+        .with_context(|| format!("writing {}", target.display()))
 }
 
 #[cfg(test)]

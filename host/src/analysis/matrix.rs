@@ -301,11 +301,10 @@ pub struct MatrixIndex {
 impl MatrixIndex {
     pub fn write(&self, root: &Path) -> anyhow::Result<()> {
         let path = root.join("matrix_index.json");
-        let tmp = root.join(".matrix_index.json.tmp");
         let mut bytes = serde_json::to_vec_pretty(self)?;
         bytes.push(b'\n');
-        std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+        crate::results::rundir::write_atomic(&path, &bytes)
+            .with_context(|| format!("writing {}", path.display()))
     }
 }
 

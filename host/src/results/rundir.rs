@@ -20,6 +20,32 @@ pub enum RunDirError {
     Write { path: PathBuf, source: io::Error },
 }
 
+/// Replaces `path` with `bytes` so a reader (or a crash) sees the old file
+/// or the new one, never a torn one: a temporary file in the same directory,
+/// synced, then renamed over the target. A rename replaces a symbolic link
+/// itself, never the file it points to. The one atomic write of the host.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    // The PID keeps two processes writing the same file (a shared compile
+    // cache) from renaming each other's half-written temporary.
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 #[derive(Debug, Clone)]
 pub struct RunDir {
     path: PathBuf,
@@ -67,16 +93,7 @@ impl RunDir {
 
     pub fn write_bytes(&self, name: &str, bytes: &[u8]) -> Result<(), RunDirError> {
         let path = self.path.join(name);
-        let tmp = self.path.join(format!(".{name}.tmp"));
-        let err = |source| RunDirError::Write {
-            path: path.clone(),
-            source,
-        };
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(err)?;
-        }
-        fs::write(&tmp, bytes).map_err(err)?;
-        fs::rename(&tmp, &path).map_err(err)
+        write_atomic(&path, bytes).map_err(|source| RunDirError::Write { path, source })
     }
 
     /// Opens a JSONL file for appending rows.
