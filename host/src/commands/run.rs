@@ -12,6 +12,7 @@ use crate::run::{Resolved, RunPlan, execute, finish};
 pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let Resolved {
         plan,
+        sandbox,
         workload,
         client,
         tokens,
@@ -19,6 +20,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let rd = RunDir::create(&plan.results_root, &plan.run_id)?;
     let outcome = execute::execute(&plan, workload, client, tokens, &rd).await?;
     let finished = finish::finish(&plan, &rd, outcome).await?;
+    drop(sandbox);
     Ok(if finished.validity.is_valid() {
         Exit::Ok
     } else {

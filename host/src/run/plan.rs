@@ -174,6 +174,9 @@ pub struct RunPlan {
 /// the token counter.
 pub struct Resolved {
     pub plan: RunPlan,
+    /// Kept for the whole run: its epoch thread is what makes workload call
+    /// deadlines fire.
+    pub sandbox: Sandbox,
     pub workload: WorkloadInstance,
     pub client: Client,
     pub tokens: Arc<TokenCounter>,
@@ -323,6 +326,7 @@ impl RunPlan {
         };
         Ok(Resolved {
             plan,
+            sandbox,
             workload,
             client,
             tokens,
