@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::SandboxArgs;
-use crate::results::identity::sha256_hex;
+use crate::digest::sha256_hex;
 use crate::sandbox::report::{
     Document, GeneratorInfo, OutputFile, ReportInput, ReportLimits, ReportRuntime,
 };

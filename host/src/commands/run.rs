@@ -17,13 +17,13 @@ use tokio::sync::{mpsc, watch};
 use super::Exit;
 use super::inspect::limits;
 use crate::cli::{ArrivalKind, KvMode, RunArgs};
+use crate::digest::sha256_hex;
 use crate::dispatch::client::Client;
 use crate::dispatch::models;
 use crate::dispatch::runner::{PhaseRun, Runner, StopReason};
 use crate::evidence::{InvalidReason, Validity};
 use crate::feed::{self, FeedConfig, Preflight, PreflightReport};
 use crate::plan::{LoadModel, PhasePlan};
-use crate::results::identity::sha256_hex;
 use crate::results::recorder::{PhaseResult, Recorder};
 use crate::results::rundir::RunDir;
 use crate::results::summary::{self, Accumulator, LogEntry, PhaseSummary};
@@ -611,14 +611,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     if feed_report.preflight.failed {
         validity.invalidate(
             InvalidReason::PromptPreflightFailed,
-            feed_report.error.clone().unwrap_or_default(),
+            feed_report
+                .error
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
         );
     } else if let Some(e) = feed_report
         .error
         .as_ref()
         .or(dispatch_end.workload_error.as_ref())
     {
-        validity.invalidate(InvalidReason::WorkloadFailed, e.clone());
+        validity.invalidate(InvalidReason::WorkloadFailed, e.to_string());
     }
     if let Some(e) = &recorder.write_error {
         validity.invalidate(InvalidReason::ResultsWriteFailed, e.clone());
@@ -638,7 +642,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
             InvalidReason::NoSuccessfulRequests,
             format!(
                 "all {} requests failed: {:?}",
-                recorder.recorded, all.errors
+                recorder.recorded,
+                all.errors_by_kind()
             ),
         );
     }
@@ -765,7 +770,7 @@ async fn finish(
     let errors = RunErrors {
         total_requests: all.requests,
         failed_requests: all.errors.values().sum(),
-        by_kind: all.errors.clone(),
+        by_kind: all.errors_by_kind(),
     };
     let verdict = crate::telemetry::verdict(
         ctx.kv.mode,
