@@ -561,8 +561,8 @@ mod tests {
         for seq in 0..3 {
             feed(&mut q, request(seq, "p", Arrival::Asap, None), t0);
         }
-        sent(q.next(t0));
-        sent(q.next(t0));
+        sent(q.next(t0 + ms(1)));
+        sent(q.next(t0 + ms(1)));
         assert!(matches!(q.next(t0 + ms(1)), Decision::Idle));
         q.finished(0, None, t0 + ms(2));
         // The schedule's time stands; the wait shows as lateness.
