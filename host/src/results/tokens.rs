@@ -92,7 +92,7 @@ pub fn token_times(chunks: &[ChunkMark], counts: &[u32]) -> TokenTimes {
     );
     let mut with_tokens = chunks.iter().zip(counts).filter(|&(_, &k)| k > 0);
     let first = with_tokens.next();
-    let last = with_tokens.last().or(first);
+    let last = with_tokens.next_back().or(first);
     let tokens: u32 = counts.iter().take(chunks.len()).sum();
     let tpot_ns = match (first, last) {
         (Some((f, _)), Some((l, _))) if tokens > 1 => {
