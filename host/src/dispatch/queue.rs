@@ -53,7 +53,8 @@ pub struct Queue<'a> {
 }
 
 impl<'a> Queue<'a> {
-    /// Phase 0 starts at `start`; call [`Queue::start_phase`] for each later one.
+    /// Ready to run phase 0 from `start`; [`Queue::start_phase`] (re)starts a
+    /// phase from when it really began (after its boundary snapshot).
     pub fn new(
         phases: &'a [PhaseRun],
         lookahead: usize,
