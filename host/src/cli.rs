@@ -276,7 +276,10 @@ pub struct RunArgs {
     #[arg(long = "variant-tag")]
     pub variant_tags: Vec<String>,
 
-    /// Requests planned ahead of their send time.
+    /// Requests planned ahead of their send time. Dispatch begins once this many are
+    /// planned; the scheduler then buffers up to this many and the plan feed's channel
+    /// holds up to as many again, so up to about twice this many (plus one planner
+    /// batch) can be planned and not yet sent.
     #[arg(long, default_value_t = crate::limits::LOOKAHEAD)]
     pub lookahead: usize,
     /// Open loop: most requests in flight before sends wait (and show as lateness).

@@ -14,10 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::dispatch::runner::FeedItem;
 use crate::dispatch::{Prepared, openai};
-use crate::plan::{Arrival, PhasePlan, Planner, Prompt, RequestPlan, ResponseSummary};
-use crate::results::identity::RequestIdentity;
-use crate::results::records::RequestMeta;
-use crate::results::rundir::JsonlWriter;
+use crate::plan::{Arrival, PhasePlan, PlanError, Planner, Prompt, RequestPlan, ResponseSummary};
+use crate::prepare::{RequestIdentity, RequestMeta};
+use crate::results::rundir::{JsonlWriter, RunDirError};
 use crate::tokenize::TokenCounter;
 
 pub struct FeedConfig {
@@ -26,7 +25,8 @@ pub struct FeedConfig {
     pub stream_usage: bool,
     /// Largest batch asked of the planner at once.
     pub batch_max: u32,
-    /// Requests planned ahead of the dispatcher.
+    /// The channel's bound, and how many requests are planned before
+    /// dispatch may begin (the dispatcher buffers up to as many again).
     pub lookahead: usize,
     /// Refuse prompts that cannot fit the engine (the seed's guardrail).
     pub preflight: Option<Preflight>,
@@ -75,7 +75,8 @@ pub struct Feed {
 #[derive(Debug, Default)]
 pub struct FeedReport {
     pub planned: u64,
-    pub error: Option<String>,
+    /// Why planning stopped early; the dispatcher got the same error.
+    pub error: Option<Arc<PlanError>>,
     pub preflight: PreflightReport,
 }
 
@@ -132,6 +133,7 @@ pub fn spawn(
                     let _ = tx.blocking_send(FeedItem::Done);
                 }
                 Err(e) => {
+                    let e = Arc::new(e);
                     report.error = Some(e.clone());
                     let _ = tx.blocking_send(FeedItem::Failed(e));
                 }
@@ -184,7 +186,7 @@ impl FeedState {
         manifest: &mut JsonlWriter,
         prompts: &mut JsonlWriter,
         init: &mut Option<oneshot::Sender<Initial>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), PlanError> {
         let mut outstanding: u64 = 0;
         loop {
             while let Ok(s) = responses.try_recv() {
@@ -199,9 +201,7 @@ impl FeedState {
             let mut ready = Vec::with_capacity(n);
             for r in batch.requests {
                 let (p, violation) = self.prepare(r)?;
-                manifest
-                    .append_unflushed(&*p.meta)
-                    .map_err(|e| e.to_string())?;
+                manifest.append_unflushed(&*p.meta)?;
                 self.write_prompt(&p.meta, prompts)?;
                 self.seq += 1;
                 if let Some(v) = violation {
@@ -213,8 +213,8 @@ impl FeedState {
                 }
                 ready.push(p);
             }
-            manifest.flush().map_err(|e| e.to_string())?;
-            prompts.flush().map_err(|e| e.to_string())?;
+            manifest.flush()?;
+            prompts.flush()?;
             if self.preflight.failed {
                 // Keep planning the initial window so the report lists every
                 // offender, but send nothing; mid-run, stop at once.
@@ -242,7 +242,7 @@ impl FeedState {
             if n == 0 {
                 self.signal(init);
                 if outstanding == 0 {
-                    return Err("the workload waits for responses, but none of its requests are outstanding (it returned an empty batch without `done`)".into());
+                    return Err(PlanError::Stalled);
                 }
                 match responses.recv() {
                     Ok(s) => {
@@ -268,57 +268,59 @@ impl FeedState {
         }
     }
 
-    fn preflight_error(&self) -> String {
-        format!(
-            "prompt preflight failed for {} of {} planned requests: {}",
-            self.preflight.failure_count,
-            self.seq,
-            self.preflight.errors.join("; ")
-        )
+    fn preflight_error(&self) -> PlanError {
+        PlanError::Preflight {
+            failures: self.preflight.failure_count,
+            planned: self.seq,
+            errors: self.preflight.errors.clone(),
+        }
     }
 
-    fn write_prompt(&mut self, m: &RequestMeta, prompts: &mut JsonlWriter) -> Result<(), String> {
+    fn write_prompt(
+        &mut self,
+        m: &RequestMeta,
+        prompts: &mut JsonlWriter,
+    ) -> Result<(), PlanError> {
         if !self.prompts_seen.insert(m.identity.prompt_sha256.clone()) {
             return Ok(());
         }
-        prompts
-            .append_unflushed(&PromptRow {
-                prompt_id: &m.id,
-                prompt_set: m.prompt_set.as_deref(),
-                target_tokens: m.prompt_target_tokens,
-                prompt_tokens_est: m.prompt_tokens_est,
-                prompt_chars: m.prompt_chars,
-                prompt_sha256: &m.identity.prompt_sha256,
-                metadata: &m.prompt_metadata,
-                prefix_hash: m.prefix_hash.as_deref(),
-                session_id: m.session_id.as_deref(),
-            })
-            .map_err(|e| e.to_string())
+        prompts.append_unflushed(&PromptRow {
+            prompt_id: &m.id,
+            prompt_set: m.prompt_set.as_deref(),
+            target_tokens: m.prompt_target_tokens,
+            prompt_tokens_est: m.prompt_tokens_est,
+            prompt_chars: m.prompt_chars,
+            prompt_sha256: &m.identity.prompt_sha256,
+            metadata: &m.prompt_metadata,
+            prefix_hash: m.prefix_hash.as_deref(),
+            session_id: m.session_id.as_deref(),
+        })?;
+        Ok(())
     }
 
     /// Prepares a request; the second value is a preflight violation, if any.
-    fn prepare(&mut self, r: RequestPlan) -> Result<(Prepared, Option<String>), String> {
+    fn prepare(&mut self, r: RequestPlan) -> Result<(Prepared, Option<String>), PlanError> {
         validate(&r)?;
-        let Some(&pi) = self.phase_index.get(&r.phase) else {
+        let Some(&phase_index) = self.phase_index.get(&r.phase) else {
             let mut known: Vec<&String> = self.phase_index.keys().collect();
             known.sort();
-            return Err(format!(
+            return Err(PlanError::Invalid(format!(
                 "request {:?} names phase {:?}, which the workload did not declare (phases: {known:?})",
                 r.id, r.phase
-            ));
+            )));
         };
-        if pi < self.current_phase {
-            return Err(format!(
+        if phase_index < self.current_phase {
+            return Err(PlanError::Invalid(format!(
                 "request {:?} of phase {:?} came after a request of a later phase; workloads must plan phases in order",
                 r.id, r.phase
-            ));
+            )));
         }
-        self.current_phase = pi;
+        self.current_phase = phase_index;
         if !self.ids.insert(r.id.clone()) {
-            return Err(format!(
+            return Err(PlanError::Invalid(format!(
                 "request id {:?} is used twice; ids must be unique in a run",
                 r.id
-            ));
+            )));
         }
         let payload = openai::payload(
             &self.cfg.model,
@@ -389,7 +391,8 @@ impl FeedState {
             prompt_metadata: labels,
             planned_after_start: self.started,
         };
-        let body = serde_json::to_vec(&payload).map_err(|e| e.to_string())?;
+        // A `Value` has string keys and finite numbers only, so it always encodes.
+        let body = serde_json::to_vec(&payload).expect("a JSON value encodes");
         Ok((
             Prepared {
                 seq: self.seq,
@@ -404,26 +407,31 @@ impl FeedState {
     }
 }
 
-fn validate(r: &RequestPlan) -> Result<(), String> {
+fn validate(r: &RequestPlan) -> Result<(), PlanError> {
+    invalid(r).map_or(Ok(()), |m| Err(PlanError::Invalid(m)))
+}
+
+/// What is wrong with a planned request, if anything.
+fn invalid(r: &RequestPlan) -> Option<String> {
     let id = &r.id;
     if id.is_empty() {
-        return Err("a request has an empty id".into());
+        return Some("a request has an empty id".into());
     }
     match &r.prompt {
         Prompt::Text(t) if t.is_empty() => {
-            return Err(format!("request {id:?} has an empty prompt"));
+            return Some(format!("request {id:?} has an empty prompt"));
         }
         Prompt::Chat(m) if m.is_empty() => {
-            return Err(format!("request {id:?} has no chat messages"));
+            return Some(format!("request {id:?} has no chat messages"));
         }
         _ => {}
     }
     if r.generation.max_tokens == 0 {
-        return Err(format!("request {id:?} asks for max_tokens 0"));
+        return Some(format!("request {id:?} asks for max_tokens 0"));
     }
     let finite = |v: Option<f32>| v.is_none_or(f32::is_finite);
     if !finite(r.generation.temperature) || !finite(r.generation.top_p) {
-        return Err(format!(
+        return Some(format!(
             "request {id:?} has a non-finite temperature or top_p"
         ));
     }
@@ -431,13 +439,23 @@ fn validate(r: &RequestPlan) -> Result<(), String> {
         Arrival::AtOffsetMs(ms) | Arrival::AfterPreviousTurn(ms)
             if !(ms.is_finite() && ms >= 0.0) =>
         {
-            Err(format!(
+            Some(format!(
                 "request {id:?} has an arrival time of {ms} ms; it must be a finite number ≥ 0"
             ))
         }
-        Arrival::AfterPreviousTurn(_) if r.session_id.is_none() => Err(format!(
+        Arrival::AfterPreviousTurn(_) if r.session_id.is_none() => Some(format!(
             "request {id:?} arrives after the previous turn of its session but has no session id"
         )),
-        _ => Ok(()),
+        _ => None,
     }
 }
+
+/// The manifests are the feed's only files; their write errors stop planning.
+impl From<RunDirError> for PlanError {
+    fn from(e: RunDirError) -> Self {
+        PlanError::Write(std::io::Error::other(e))
+    }
+}
+
+#[cfg(test)]
+mod tests;

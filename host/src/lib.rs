@@ -7,6 +7,8 @@
 //! - [`plan`]: the host's model of a workload plan (phases, requests, arrivals).
 //! - [`sandbox`]: wasmtime engine, limits, compile cache, WIT version check.
 //! - [`feed`]: drives a planner on its own thread, ahead of the dispatcher.
+//! - [`prepare`]: a prepared request's identity hashes and manifest row.
+//! - [`digest`]: canonical JSON and sha256, the seed harness's hashing rule.
 //! - [`dispatch`]: HTTP/SSE, pacing and timestamps; free of wasmtime.
 //! - [`results`]: records, summaries, histograms and the run directory.
 //! - [`evidence`]: run validity and its reasons.
@@ -21,12 +23,14 @@
 pub mod analysis;
 pub mod cli;
 pub mod commands;
+pub mod digest;
 pub mod dispatch;
 pub mod evidence;
 pub mod feed;
 pub mod harness;
 pub mod limits;
 pub mod plan;
+pub mod prepare;
 pub mod progress;
 pub mod report;
 pub mod results;

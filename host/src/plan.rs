@@ -4,7 +4,11 @@
 //! path never sees wasmtime types and other plan sources (tests, future trace
 //! readers) can feed the dispatcher directly.
 
+use std::fmt;
+
 use serde::Serialize;
+
+use crate::sandbox::SandboxError;
 
 /// One chat turn.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -26,10 +30,10 @@ impl Prompt {
     pub fn identity_bytes(&self) -> Vec<u8> {
         match self {
             Prompt::Text(t) => t.as_bytes().to_vec(),
-            Prompt::Chat(m) => crate::results::identity::canonical_json(
-                &serde_json::to_value(m).unwrap_or_default(),
-            )
-            .into_bytes(),
+            Prompt::Chat(m) => {
+                crate::digest::canonical_json(&serde_json::to_value(m).unwrap_or_default())
+                    .into_bytes()
+            }
         }
     }
 
@@ -143,6 +147,83 @@ pub struct PhasePlan {
     pub load: Option<LoadModel>,
 }
 
+/// Why a request failed; the stable names appear in `requests.jsonl`,
+/// summaries and the workload's response summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// Nothing listens on the endpoint's port.
+    ConnectRefused,
+    /// Any other failure to connect (DNS, unreachable, connect timeout).
+    Connect,
+    /// The request timeout passed before the response was complete.
+    Timeout,
+    /// The connection broke after the request was sent.
+    ConnectionReset,
+    Http429,
+    Http4xx,
+    Http5xx,
+    /// The server reported an error inside a 200 stream.
+    StreamError,
+    /// Bytes that are not valid SSE or not the expected JSON.
+    Malformed,
+    /// A stream that ended without `[DONE]`.
+    Incomplete,
+    /// The server refused a prompt longer than its engine allows.
+    PromptLimit,
+}
+
+impl ErrorKind {
+    /// The one list of stable names; serialization goes through it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::ConnectRefused => "connect_refused",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::ConnectionReset => "connection_reset",
+            ErrorKind::Http429 => "http_429",
+            ErrorKind::Http4xx => "http_4xx",
+            ErrorKind::Http5xx => "http_5xx",
+            ErrorKind::StreamError => "stream_error",
+            ErrorKind::Malformed => "malformed_response",
+            ErrorKind::Incomplete => "incomplete_stream",
+            ErrorKind::PromptLimit => "engine_prompt_limit_exceeded",
+        }
+    }
+}
+
+impl Serialize for ErrorKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// What a failed request is counted under: its [`ErrorKind`], or, when it
+/// ended without one on a status that is not a success, `http_<status>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKey {
+    Kind(ErrorKind),
+    Http(u16),
+}
+
+impl ErrorKey {
+    /// The key of a finished request; `None` when it succeeded.
+    pub fn of(kind: Option<ErrorKind>, ok: bool, status: u16) -> Option<Self> {
+        match kind {
+            Some(k) => Some(ErrorKey::Kind(k)),
+            None => (!ok).then_some(ErrorKey::Http(status)),
+        }
+    }
+}
+
+impl fmt::Display for ErrorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorKey::Kind(k) => f.write_str(k.as_str()),
+            ErrorKey::Http(status) => write!(f, "http_{status}"),
+        }
+    }
+}
+
 /// What a request ended as, handed back to the workload for follow-ups.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResponseSummary {
@@ -151,7 +232,7 @@ pub struct ResponseSummary {
     pub session_id: Option<String>,
     pub ok: bool,
     pub status: u16,
-    pub error_kind: Option<String>,
+    pub error_kind: Option<ErrorKey>,
     pub text: String,
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
@@ -168,10 +249,63 @@ pub struct PlanBatch {
     pub done: bool,
 }
 
-/// Anything that plans requests: a sandboxed workload, or a test double.
-/// Calls happen on a dedicated thread, never on the dispatch path.
+/// Why planning stopped. It stays typed through the feed and the dispatcher
+/// and becomes text only in the run's documents.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The sandboxed workload failed: a trap, a limit, or its own error.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The workload planned something the host refuses to send.
+    #[error("{0}")]
+    Invalid(String),
+    /// Prompts of the plan cannot fit the engine.
+    #[error(
+        "prompt preflight failed for {failures} of {planned} planned requests: {}",
+        .errors.join("; ")
+    )]
+    Preflight {
+        failures: u64,
+        planned: u64,
+        /// The first offenders.
+        errors: Vec<String>,
+    },
+    #[error(
+        "the workload waits for responses, but none of its requests are outstanding (it returned an empty batch without `done`)"
+    )]
+    Stalled,
+    /// `request_manifest.jsonl` or `prompts_manifest.jsonl` could not be written.
+    #[error(transparent)]
+    Write(std::io::Error),
+}
+
+/// Anything that plans requests: a sandboxed workload, or a test double
+/// (`ScriptedPlanner` in the feed's tests). Calls happen on a dedicated
+/// thread, never on the dispatch path.
 pub trait Planner: Send {
-    fn phases(&mut self) -> Result<Vec<PhasePlan>, String>;
-    fn next_batch(&mut self, max: u32) -> Result<PlanBatch, String>;
-    fn on_response(&mut self, summary: ResponseSummary) -> Result<(), String>;
+    fn phases(&mut self) -> Result<Vec<PhasePlan>, PlanError>;
+    fn next_batch(&mut self, max: u32) -> Result<PlanBatch, PlanError>;
+    fn on_response(&mut self, summary: ResponseSummary) -> Result<(), PlanError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds_keep_their_stable_names() {
+        let name = |k: ErrorKind| serde_json::to_value(k).unwrap();
+        assert_eq!(name(ErrorKind::Malformed), "malformed_response");
+        assert_eq!(name(ErrorKind::PromptLimit), "engine_prompt_limit_exceeded");
+        assert_eq!(name(ErrorKind::Http429), "http_429");
+        assert_eq!(
+            ErrorKey::of(Some(ErrorKind::Incomplete), false, 200).map(|k| k.to_string()),
+            Some("incomplete_stream".into())
+        );
+        assert_eq!(
+            ErrorKey::of(None, false, 302).map(|k| k.to_string()),
+            Some("http_302".into())
+        );
+        assert_eq!(ErrorKey::of(None, true, 200), None);
+    }
 }

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::results::identity::sha256_hex;
+use crate::digest::sha256_hex;
 use crate::sandbox::report::{
     Document, GeneratorInfo, OutputFile, ReportInput, ReportLimits, ReportRuntime,
 };

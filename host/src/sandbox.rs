@@ -24,8 +24,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use self::bindings::sparkhost::workload::{host as wit_host, types as wit};
+use crate::digest::sha256_hex;
 use crate::plan;
-use crate::results::identity::sha256_hex;
 use crate::tokenize::TokenCounter;
 
 /// WIT package versions of `sparkhost:workload` this host can run.
@@ -772,14 +772,14 @@ impl Drop for WorkloadInstance {
 }
 
 impl plan::Planner for WorkloadInstance {
-    fn phases(&mut self) -> Result<Vec<plan::PhasePlan>, String> {
-        WorkloadInstance::phases(self).map_err(|e| e.to_string())
+    fn phases(&mut self) -> Result<Vec<plan::PhasePlan>, plan::PlanError> {
+        Ok(WorkloadInstance::phases(self)?)
     }
-    fn next_batch(&mut self, max: u32) -> Result<plan::PlanBatch, String> {
-        WorkloadInstance::next_batch(self, max).map_err(|e| e.to_string())
+    fn next_batch(&mut self, max: u32) -> Result<plan::PlanBatch, plan::PlanError> {
+        Ok(WorkloadInstance::next_batch(self, max)?)
     }
-    fn on_response(&mut self, s: plan::ResponseSummary) -> Result<(), String> {
-        WorkloadInstance::on_response(self, s).map_err(|e| e.to_string())
+    fn on_response(&mut self, s: plan::ResponseSummary) -> Result<(), plan::PlanError> {
+        Ok(WorkloadInstance::on_response(self, s)?)
     }
 }
 
@@ -845,7 +845,7 @@ mod convert {
             session_id: s.session_id,
             ok: s.ok,
             status: s.status,
-            error_kind: s.error_kind,
+            error_kind: s.error_kind.map(|k| k.to_string()),
             text: s.text,
             prompt_tokens: s.prompt_tokens,
             completion_tokens: s.completion_tokens,

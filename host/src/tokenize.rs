@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::results::identity::sha256_hex;
+use crate::digest::sha256_hex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizeError {

@@ -32,7 +32,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use super::launch::sanitize;
-use crate::results::identity::sha256_hex;
+use crate::digest::sha256_hex;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

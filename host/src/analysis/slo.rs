@@ -25,6 +25,7 @@ use serde_json::Value;
 use super::stats::{mean, percentile};
 use crate::results::documents::SummaryDoc;
 use crate::results::summary::PhaseSummary;
+use crate::results::tokens::token_gaps;
 
 /// Per-request latencies an SLO can bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -250,11 +251,20 @@ impl SloRow {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_f64).collect())
             .unwrap_or_default();
-        let tokens: Vec<u64> = v
+        let tokens: Vec<u32> = v
             .get("chunk_tokens")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_u64)
+                    .map(|k| u32::try_from(k).unwrap_or(u32::MAX))
+                    .collect()
+            })
             .unwrap_or_default();
+        // Rows without counts (older runs) count one token per chunk.
+        let counts = tokens.into_iter().chain(std::iter::repeat(1));
+        let mut itl_ms = Vec::new();
+        token_gaps(offsets.into_iter().zip(counts), &mut itl_ms);
         SloRow {
             ok: v.get("ok").and_then(Value::as_bool).unwrap_or(false),
             ttft_ms: f("ttft_ms"),
@@ -263,7 +273,7 @@ impl SloRow {
             e2e_ms: f("latency_ms"),
             ttft_from_intended_ms: f("ttft_from_intended_ms"),
             e2e_from_intended_ms: f("latency_from_intended_ms"),
-            itl_ms: itl_from_chunks(&offsets, &tokens),
+            itl_ms,
         }
     }
 
@@ -279,26 +289,6 @@ impl SloRow {
             LatencyMetric::Itl => self.itl_ms.clone(),
         }
     }
-}
-
-/// Per-token gaps, the host's rule (`results::tokens`): extra tokens of the
-/// first chunk arrive with it (gap 0); a later chunk of k tokens gives k
-/// gaps of (its time − the previous chunk's time) / k.
-pub fn itl_from_chunks(offsets_ms: &[f64], tokens: &[u64]) -> Vec<f64> {
-    let mut out = Vec::new();
-    let mut prev: Option<f64> = None;
-    for (i, &t) in offsets_ms.iter().enumerate() {
-        let k = tokens.get(i).copied().unwrap_or(1);
-        if k == 0 {
-            continue;
-        }
-        match prev {
-            None => out.extend(std::iter::repeat_n(0.0, k as usize - 1)),
-            Some(p) => out.extend(std::iter::repeat_n((t - p) / k as f64, k as usize)),
-        }
-        prev = Some(t);
-    }
-    out
 }
 
 /// One objective against what the run did.
@@ -558,10 +548,22 @@ mod tests {
 
     #[test]
     fn itl_follows_the_host_rule() {
+        let row = |tokens: Value| {
+            SloRow::from_json(&serde_json::json!({
+                "chunk_offsets_ms": [5.0, 15.0, 45.0],
+                "chunk_tokens": tokens,
+            }))
+            .itl_ms
+        };
         assert_eq!(
-            itl_from_chunks(&[5.0, 15.0, 45.0], &[2, 1, 3]),
+            row(serde_json::json!([2, 1, 3])),
             vec![0.0, 10.0, 10.0, 10.0, 10.0]
         );
-        assert!(itl_from_chunks(&[], &[]).is_empty());
+        assert_eq!(
+            row(Value::Null),
+            vec![10.0, 30.0],
+            "one token per chunk without counts"
+        );
+        assert!(SloRow::from_json(&serde_json::json!({})).itl_ms.is_empty());
     }
 }

@@ -15,7 +15,7 @@ use crate::analysis::matrix::{CellRecord, MatrixFile, MatrixIndex, cell_state, s
 use crate::analysis::rundoc::RunRecord;
 use crate::analysis::summarize::{render_text, table, write_csv};
 use crate::cli::MatrixArgs;
-use crate::results::identity::sha256_hex;
+use crate::digest::sha256_hex;
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -11,8 +11,7 @@ use crate::cli::SmokeArgs;
 use crate::dispatch::client::Client;
 use crate::dispatch::{Prepared, models, openai};
 use crate::plan::{Api, Arrival, ChatMessage, Generation, Prompt};
-use crate::results::identity::RequestIdentity;
-use crate::results::records::RequestMeta;
+use crate::prepare::{RequestIdentity, RequestMeta};
 
 pub async fn smoke(args: SmokeArgs) -> anyhow::Result<Exit> {
     let client = Client::new(&args.endpoint.endpoint, args.timeout).context("--endpoint")?;

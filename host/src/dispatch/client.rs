@@ -16,11 +16,12 @@ use bytes::Bytes;
 use http::StatusCode;
 use tokio::time::Sleep;
 
+use super::Prepared;
 use super::h1::{self, Pool};
 use super::openai::{self, ServerError, Usage};
 use super::sse::{SseEvent, SseParser};
 use super::stamp::RxClock;
-use super::{ErrorKind, Prepared};
+use crate::plan::ErrorKind;
 
 /// A content-bearing chunk: when it arrived and where its text ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,40 +229,29 @@ impl Client {
             .pool
             .endpoint
             .request("POST", p.api.path(), p.stream, &p.body);
-        let mut o = Outcome::new(intended, Instant::now(), p.stream);
+        let mut outcome = Outcome::new(intended, Instant::now(), p.stream);
         let expiry = tokio::time::sleep(self.timeout);
         tokio::pin!(expiry);
-        self.exchange(&request, expiry.as_mut(), &mut o).await;
-        o.end = Instant::now();
-        o
+        self.exchange(&request, expiry.as_mut(), &mut outcome).await;
+        outcome.end = Instant::now();
+        outcome
     }
 
-    async fn exchange(&self, request: &[u8], mut expiry: Pin<&mut Sleep>, o: &mut Outcome) {
+    async fn exchange(&self, request: &[u8], mut expiry: Pin<&mut Sleep>, outcome: &mut Outcome) {
         let mut resp = match self.start(request, expiry.as_mut()).await {
             Ok((resp, sent)) => {
-                o.sent = sent;
+                outcome.sent = sent;
                 resp
             }
             Err(e) => {
-                let kind = match &e {
-                    h1::Error::Timeout => {
-                        return o.fail(
-                            ErrorKind::Timeout,
-                            "no response headers before the request timeout",
-                        );
-                    }
-                    e if e.is_refused() => ErrorKind::ConnectRefused,
-                    h1::Error::Connect { .. } | h1::Error::Endpoint(_) => ErrorKind::Connect,
-                    h1::Error::Malformed(_) => ErrorKind::Malformed,
-                    _ => ErrorKind::ConnectionReset,
-                };
-                return o.fail(kind, e.to_string());
+                let (kind, message) = classify(&e, Stage::Head);
+                return outcome.fail(kind, message);
             }
         };
         let mut rx = Rx::new(self.clock);
-        o.headers = Some(rx.arrival(&resp.head.read).0);
-        o.status = resp.head.status;
-        o.server_request_id = resp.head.request_id.clone();
+        outcome.headers = Some(rx.arrival(&resp.head.read).0);
+        outcome.status = resp.head.status;
+        outcome.server_request_id = resp.head.request_id.clone();
         let is_sse = resp
             .head
             .content_type
@@ -270,15 +260,15 @@ impl Client {
         let status = resp.head.status;
 
         if !(200..300).contains(&status) {
-            let bytes = read_all(&mut resp, expiry, o, &mut rx).await;
+            let bytes = read_all(&mut resp, expiry, outcome, &mut rx).await;
             let kind = match status {
                 429 => ErrorKind::Http429,
                 400..=499 => ErrorKind::Http4xx,
                 _ => ErrorKind::Http5xx,
             };
             match openai::parse_error_body(&bytes) {
-                Some(e) => o.fail_server(kind, &e),
-                None => o.fail(
+                Some(e) => outcome.fail_server(kind, &e),
+                None => outcome.fail(
                     kind,
                     format!(
                         "HTTP {status}: {}",
@@ -286,24 +276,24 @@ impl Client {
                     ),
                 ),
             }
-        } else if o.streamed && is_sse {
-            read_stream(&mut resp, expiry, o, &mut rx).await;
+        } else if outcome.streamed && is_sse {
+            read_stream(&mut resp, expiry, outcome, &mut rx).await;
         } else {
             // A server may answer a streamed request with one JSON body; measure it as unary.
-            o.streamed = false;
-            let bytes = read_all(&mut resp, expiry, o, &mut rx).await;
-            if o.error.is_none() {
+            outcome.streamed = false;
+            let bytes = read_all(&mut resp, expiry, outcome, &mut rx).await;
+            if outcome.error.is_none() {
                 match openai::parse_chunk(&bytes) {
                     Ok(info) => {
                         if let Some(e) = &info.error {
-                            o.fail_server(ErrorKind::StreamError, e);
+                            outcome.fail_server(ErrorKind::StreamError, e);
                         }
-                        o.usage = info.usage;
-                        o.response_id = info.id;
-                        o.finish_reason = info.finish_reason;
-                        o.text.push_str(&info.text);
+                        outcome.usage = info.usage;
+                        outcome.response_id = info.id;
+                        outcome.finish_reason = info.finish_reason;
+                        outcome.text.push_str(&info.text);
                     }
-                    Err(e) => o.fail(
+                    Err(e) => outcome.fail(
                         ErrorKind::Malformed,
                         format!("response body is not an OpenAI JSON object: {e}"),
                     ),
@@ -312,6 +302,46 @@ impl Client {
         }
         resp.finish(&self.pool);
     }
+}
+
+/// How far a response had got when its connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Connecting, sending, or waiting for the response head.
+    Head,
+    /// Reading a whole (non-streamed) body.
+    Body,
+    /// Reading an SSE stream.
+    Stream,
+}
+
+/// The one mapping of connection failures to error kinds and messages.
+fn classify(e: &h1::Error, stage: Stage) -> (ErrorKind, String) {
+    let kind = match e {
+        h1::Error::Timeout => {
+            let what = match stage {
+                Stage::Head => "no response headers",
+                Stage::Body => "body not complete",
+                Stage::Stream => "stream not finished",
+            };
+            return (
+                ErrorKind::Timeout,
+                format!("{what} before the request timeout"),
+            );
+        }
+        h1::Error::Malformed(_) => ErrorKind::Malformed,
+        // Only the head stage connects; after it, any failure is a reset.
+        _ if stage != Stage::Head => ErrorKind::ConnectionReset,
+        e if e.is_refused() => ErrorKind::ConnectRefused,
+        h1::Error::Connect { .. } | h1::Error::Endpoint(_) => ErrorKind::Connect,
+        _ => ErrorKind::ConnectionReset,
+    };
+    let message = match (kind, stage) {
+        (ErrorKind::ConnectionReset, Stage::Body) => format!("reading body: {e}"),
+        (ErrorKind::ConnectionReset, Stage::Stream) => format!("stream broken: {e}"),
+        _ => e.to_string(),
+    };
+    (kind, message)
 }
 
 /// Where the parser gets arrival times from for one response.
@@ -351,32 +381,22 @@ impl Rx {
 async fn read_all(
     resp: &mut h1::Response,
     mut expiry: Pin<&mut Sleep>,
-    o: &mut Outcome,
+    outcome: &mut Outcome,
     rx: &mut Rx,
 ) -> Vec<u8> {
     let mut buf = Vec::new();
     loop {
         match resp.next(expiry.as_mut()).await {
-            Err(h1::Error::Timeout) => {
-                o.fail(
-                    ErrorKind::Timeout,
-                    "body not complete before the request timeout",
-                );
-                break;
-            }
-            Err(e @ h1::Error::Malformed(_)) => {
-                o.fail(ErrorKind::Malformed, e.to_string());
-                break;
-            }
             Err(e) => {
-                o.fail(ErrorKind::ConnectionReset, format!("reading body: {e}"));
+                let (kind, message) = classify(&e, Stage::Body);
+                outcome.fail(kind, message);
                 break;
             }
             Ok(None) => break,
             Ok(Some(read)) => {
                 let data = resp.data();
-                if o.first_byte.is_none() && !data.is_empty() {
-                    o.first_byte = Some(rx.arrival(&read).0);
+                if outcome.first_byte.is_none() && !data.is_empty() {
+                    outcome.first_byte = Some(rx.arrival(&read).0);
                 }
                 buf.extend_from_slice(data);
             }
@@ -388,23 +408,15 @@ async fn read_all(
 async fn read_stream(
     resp: &mut h1::Response,
     mut expiry: Pin<&mut Sleep>,
-    o: &mut Outcome,
+    outcome: &mut Outcome,
     rx: &mut Rx,
 ) {
     let mut parser = SseParser::new();
     loop {
         let read = match resp.next(expiry.as_mut()).await {
-            Err(h1::Error::Timeout) => {
-                return o.fail(
-                    ErrorKind::Timeout,
-                    "stream not finished before the request timeout",
-                );
-            }
-            Err(e @ h1::Error::Malformed(_)) => {
-                return o.fail(ErrorKind::Malformed, e.to_string());
-            }
             Err(e) => {
-                return o.fail(ErrorKind::ConnectionReset, format!("stream broken: {e}"));
+                let (kind, message) = classify(&e, Stage::Stream);
+                return outcome.fail(kind, message);
             }
             Ok(None) => break,
             Ok(Some(read)) => read,
@@ -417,28 +429,30 @@ async fn read_stream(
         let (at, number, late) = rx.arrival(&read);
         // A request counts as kernel-timed once any of its reads was stamped.
         if number.is_some() {
-            o.clock = rx.clock;
+            outcome.clock = rx.clock;
         }
         let mark = Seen {
             at,
             read_delay_us: number.map(|_| late.as_micros().min(u128::from(u32::MAX)) as u32),
             read: number,
         };
-        if o.first_byte.is_none() {
-            o.first_byte = Some(at);
+        if outcome.first_byte.is_none() {
+            outcome.first_byte = Some(at);
         }
-        parser.push(data, |ev| on_event(ev, mark, &mut rx.last_content_read, o));
+        parser.push(data, |ev| {
+            on_event(ev, mark, &mut rx.last_content_read, outcome)
+        });
     }
     if parser.has_partial() {
-        o.fail(ErrorKind::Malformed, "stream ended inside an SSE event");
-    } else if !o.done_seen && o.error.is_none() {
-        o.fail(
+        outcome.fail(ErrorKind::Malformed, "stream ended inside an SSE event");
+    } else if !outcome.done_seen && outcome.error.is_none() {
+        outcome.fail(
             ErrorKind::Incomplete,
             "stream ended without the [DONE] sentinel",
         );
     }
     if parser.invalid_lines() > 0 {
-        o.fail(
+        outcome.fail(
             ErrorKind::Malformed,
             format!(
                 "{} lines did not follow the SSE format",
@@ -456,16 +470,16 @@ struct Seen {
     read: Option<u64>,
 }
 
-fn on_event(ev: SseEvent<'_>, seen: Seen, last_read: &mut Option<u64>, o: &mut Outcome) {
+fn on_event(ev: SseEvent<'_>, seen: Seen, last_read: &mut Option<u64>, outcome: &mut Outcome) {
     let at = seen.at;
     match ev {
-        SseEvent::Done => o.done_seen = true,
+        SseEvent::Done => outcome.done_seen = true,
         SseEvent::Data { event, data } => {
-            if o.first_chunk.is_none() {
-                o.first_chunk = Some(at);
+            if outcome.first_chunk.is_none() {
+                outcome.first_chunk = Some(at);
             }
             match openai::parse_chunk(data) {
-                Err(e) => o.fail(
+                Err(e) => outcome.fail(
                     ErrorKind::Malformed,
                     format!(
                         "SSE data is not JSON ({e}): {}",
@@ -474,35 +488,35 @@ fn on_event(ev: SseEvent<'_>, seen: Seen, last_read: &mut Option<u64>, o: &mut O
                 ),
                 Ok(info) => {
                     if let Some(e) = &info.error {
-                        o.fail_server(ErrorKind::StreamError, e);
+                        outcome.fail_server(ErrorKind::StreamError, e);
                     } else if event == Some("error") {
-                        o.fail(
+                        outcome.fail(
                             ErrorKind::StreamError,
                             String::from_utf8_lossy(data).into_owned(),
                         );
                     }
                     if !info.text.is_empty() {
-                        if o.first_token.is_none() {
-                            o.first_token = Some(at);
+                        if outcome.first_token.is_none() {
+                            outcome.first_token = Some(at);
                         }
-                        o.text.push_str(&info.text);
+                        outcome.text.push_str(&info.text);
                         let shared_read = seen.read.is_some() && seen.read == *last_read;
                         *last_read = seen.read;
-                        o.chunks.push(ChunkMark {
+                        outcome.chunks.push(ChunkMark {
                             at,
-                            text_end: o.text.len() as u32,
+                            text_end: outcome.text.len() as u32,
                             read_delay_us: seen.read_delay_us,
                             shared_read,
                         });
                     }
                     if info.usage.is_some() {
-                        o.usage = info.usage;
+                        outcome.usage = info.usage;
                     }
-                    if o.response_id.is_none() {
-                        o.response_id = info.id;
+                    if outcome.response_id.is_none() {
+                        outcome.response_id = info.id;
                     }
                     if info.finish_reason.is_some() {
-                        o.finish_reason = info.finish_reason;
+                        outcome.finish_reason = info.finish_reason;
                     }
                 }
             }
@@ -523,6 +537,38 @@ mod tests {
             "This model's maximum context length is 4096 tokens"
         ));
         assert!(!mentions_prompt_limit("Internal server error"));
+    }
+
+    #[test]
+    fn connection_failures_map_to_one_kind_each_by_stage() {
+        let refused = || h1::Error::Connect {
+            authority: "x:1".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        let reset = || h1::Error::Read(std::io::ErrorKind::ConnectionReset.into());
+        let kind = |e: h1::Error, stage| classify(&e, stage).0;
+        assert_eq!(kind(refused(), Stage::Head), ErrorKind::ConnectRefused);
+        assert_eq!(
+            kind(h1::Error::Endpoint("x".into()), Stage::Head),
+            ErrorKind::Connect
+        );
+        assert_eq!(kind(reset(), Stage::Head), ErrorKind::ConnectionReset);
+        assert_eq!(
+            kind(h1::Error::Malformed("x".into()), Stage::Stream),
+            ErrorKind::Malformed
+        );
+        assert_eq!(kind(refused(), Stage::Body), ErrorKind::ConnectionReset);
+        assert_eq!(
+            classify(&h1::Error::Timeout, Stage::Body),
+            (
+                ErrorKind::Timeout,
+                "body not complete before the request timeout".into()
+            )
+        );
+        assert_eq!(
+            classify(&reset(), Stage::Stream).1,
+            format!("stream broken: {}", reset())
+        );
     }
 
     #[test]

@@ -14,15 +14,6 @@ use rand_distr::{Distribution, Exp, Gamma};
 
 use crate::plan::LoadModel;
 
-/// What the dispatcher should do next for open-loop arrivals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pace {
-    /// Request number `sent` is due now; it was intended at this offset.
-    SendNow { intended: Duration },
-    /// Request number `sent` is due after this much more time.
-    Wait(Duration),
-}
-
 /// Intended offsets (from phase start) of successive open-loop arrivals.
 #[derive(Debug)]
 pub struct Schedule {
@@ -80,7 +71,7 @@ impl Schedule {
     /// Intended offset of request `n` (0-based) from the phase start.
     ///
     /// Random schedules are generated in order; asking for an `n` that was
-    /// already forgotten by [`Schedule::pace`] is a bug in the caller.
+    /// already forgotten by [`Schedule::forget_before`] is a bug in the caller.
     pub fn offset(&mut self, n: u64) -> Duration {
         match &mut self.kind {
             // No accumulation, so no drift over millions of requests.
@@ -109,20 +100,6 @@ impl Schedule {
         }
     }
 
-    /// Decides for request number `sent` at `elapsed` since the phase start.
-    /// Offsets below `sent` are forgotten, so memory stays bounded on long runs.
-    pub fn pace(&mut self, elapsed: Duration, sent: u64) -> Pace {
-        let intended = self.offset(sent);
-        self.forget_before(sent);
-        if intended <= elapsed {
-            Pace::SendNow { intended }
-        } else {
-            Pace::Wait(intended - elapsed)
-        }
-    }
-}
-
-impl Schedule {
     /// Drops offsets of requests before `n`, which have been sent.
     pub fn forget_before(&mut self, n: u64) {
         while self.first < n && !self.offsets.is_empty() {
@@ -151,27 +128,20 @@ mod tests {
         assert_eq!(s.offset(0), Duration::ZERO);
         assert_eq!(s.offset(1), ms(10));
         assert_eq!(s.offset(1_000_000), Duration::from_secs(10_000));
-        assert_eq!(s.pace(ms(25), 2), Pace::SendNow { intended: ms(20) });
-        assert_eq!(s.pace(ms(25), 3), Pace::Wait(ms(5)));
     }
 
     #[test]
-    fn pace_is_a_function_of_time_and_count_only() {
+    fn offsets_do_not_depend_on_the_order_they_are_asked_in() {
         let mut a = Schedule::new(LoadModel::Poisson { rate: 50.0 }, 9).unwrap();
         let mut b = Schedule::new(LoadModel::Poisson { rate: 50.0 }, 9).unwrap();
-        // Asking in a different order must not change the answers.
-        let late = b.pace(ms(1000), 40);
+        let late = b.offset(40);
         for n in 0..40 {
-            a.pace(ms(0), n);
+            a.offset(n);
+            a.forget_before(n + 1);
         }
-        assert_eq!(a.pace(ms(1000), 40), late);
-        let mut c = Schedule::new(LoadModel::Poisson { rate: 50.0 }, 9).unwrap();
-        assert_eq!(
-            c.pace(ms(0), 0),
-            Pace::SendNow {
-                intended: Duration::ZERO
-            }
-        );
+        assert_eq!(a.offset(40), late);
+        assert_eq!(a.offsets.len(), 1, "sent offsets are forgotten");
+        assert_eq!(b.offset(0), Duration::ZERO);
     }
 
     fn mean_and_cv(load: LoadModel, n: u64) -> (f64, f64) {

@@ -1,6 +1,6 @@
 //! Turns finished requests into `requests.jsonl` rows, histogram samples and
-//! response summaries for the workload. Runs on its own task, off the
-//! scheduler's path.
+//! response summaries for the workload. Runs on its own thread
+//! ([`Recorder::run_blocking`]), off the scheduler's path.
 
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -13,10 +13,9 @@ use super::records::RequestRow;
 use super::rundir::JsonlWriter;
 use super::summary::{Accumulator, Metric};
 use super::tokens::{token_times, tokens_per_chunk};
-use crate::dispatch::ErrorKind;
 use crate::dispatch::runner::{Event, Finished};
 use crate::dispatch::stamp::RxClock;
-use crate::plan::ResponseSummary;
+use crate::plan::{ErrorKey, ErrorKind, ResponseSummary};
 use crate::tokenize::TokenCounter;
 
 /// One phase's accumulated results.
@@ -160,64 +159,64 @@ impl Recorder {
         let Finished {
             phase_index,
             request,
-            outcome: o,
+            outcome,
         } = f;
         let meta = &request.meta;
-        if self.first_sent.is_none_or(|t| o.sent < t) {
-            self.first_sent = Some(o.sent);
+        if self.first_sent.is_none_or(|t| outcome.sent < t) {
+            self.first_sent = Some(outcome.sent);
         }
         let counter = |s: &str| self.tokens.count(s);
-        let completion = o.usage.and_then(|u| u.completion_tokens);
+        let completion = outcome.usage.and_then(|u| u.completion_tokens);
         let (chunk_tokens, token_source) =
-            tokens_per_chunk(&o.chunks, &o.text, completion, &counter);
-        let tt = token_times(&o.chunks, &chunk_tokens);
-        let ok = o.error.is_none() && (200..400).contains(&o.status);
-        let since_sent = |t: Option<Instant>| t.map(|t| ms_between(t, o.sent));
-        let ttft = since_sent(o.first_token);
+            tokens_per_chunk(&outcome.chunks, &outcome.text, completion, &counter);
+        let times = token_times(&outcome.chunks, &chunk_tokens);
+        let ok = outcome.error.is_none() && (200..400).contains(&outcome.status);
+        let since_sent = |t: Option<Instant>| t.map(|t| ms_between(t, outcome.sent));
+        let ttft = since_sent(outcome.first_token);
         let acc = &mut self.phases[phase_index].acc;
         acc.requests += 1;
-        let error_kind = o.error.as_ref().map(|e| e.kind);
-        match error_kind {
-            None if ok => acc.ok += 1,
-            None => *acc.errors.entry(format!("http_{}", o.status)).or_default() += 1,
-            Some(k) => *acc.errors.entry(k.as_str().to_owned()).or_default() += 1,
+        let error_kind = outcome.error.as_ref().map(|e| e.kind);
+        let error_key = ErrorKey::of(error_kind, ok, outcome.status);
+        match error_key {
+            None => acc.ok += 1,
+            Some(k) => *acc.errors.entry(k).or_default() += 1,
         }
         if error_kind == Some(ErrorKind::PromptLimit) {
             self.prompt_limit_hits += 1;
         }
-        let lateness = o.sent.saturating_duration_since(o.intended);
+        let lateness = outcome.sent.saturating_duration_since(outcome.intended);
         acc.record_ns(Metric::ScheduleLateness, lateness.as_nanos() as u64);
         if ok {
             let ns = |a: Instant, b: Instant| a.saturating_duration_since(b).as_nanos() as u64;
-            acc.record_ns(Metric::E2e, ns(o.end, o.sent));
-            acc.record_ns(Metric::E2eFromIntended, ns(o.end, o.intended));
-            if let Some(t) = o.first_token {
-                acc.record_ns(Metric::Ttft, ns(t, o.sent));
-                acc.record_ns(Metric::TtftFromIntended, ns(t, o.intended));
+            acc.record_ns(Metric::E2e, ns(outcome.end, outcome.sent));
+            acc.record_ns(Metric::E2eFromIntended, ns(outcome.end, outcome.intended));
+            if let Some(t) = outcome.first_token {
+                acc.record_ns(Metric::Ttft, ns(t, outcome.sent));
+                acc.record_ns(Metric::TtftFromIntended, ns(t, outcome.intended));
             }
-            if let Some(t) = o.first_chunk {
-                acc.record_ns(Metric::Ttfc, ns(t, o.sent));
+            if let Some(t) = outcome.first_chunk {
+                acc.record_ns(Metric::Ttfc, ns(t, outcome.sent));
             }
-            for &v in &tt.itl_ns {
+            for &v in &times.itl_ns {
                 acc.record_ns(Metric::Itl, v);
             }
-            for c in &o.chunks {
+            for c in &outcome.chunks {
                 if let Some(us) = c.read_delay_us {
                     acc.record_read_delay_us(us, c.shared_read);
                 }
             }
-            if !o.chunks.is_empty() {
-                match o.clock {
+            if !outcome.chunks.is_empty() {
+                match outcome.clock {
                     RxClock::Kernel => acc.requests_kernel_timed += 1,
                     RxClock::Application => acc.requests_application_timed += 1,
                 }
             }
-            if let Some(v) = tt.tpot_ns {
+            if let Some(v) = times.tpot_ns {
                 acc.record_ns(Metric::Tpot, v);
             }
-            acc.output_tokens_counted += u64::from(tt.tokens);
+            acc.output_tokens_counted += u64::from(times.tokens);
         }
-        match o.usage {
+        match outcome.usage {
             Some(u) => {
                 acc.prompt_tokens += u64::from(u.prompt_tokens.unwrap_or(0));
                 acc.output_tokens += u64::from(u.completion_tokens.unwrap_or(0));
@@ -229,28 +228,28 @@ impl Recorder {
             }
             None => acc.requests_without_usage += 1,
         }
-        if matches!(o.status, 404 | 500..=599)
+        if matches!(outcome.status, 404 | 500..=599)
             && let Some(a) = &self.model_alarm
         {
             let _ = a.send(());
         }
 
-        let itl_ms: Vec<f64> = tt.itl_ns.iter().map(|&n| n as f64 / 1e6).collect();
+        let itl_ms: Vec<f64> = times.itl_ns.iter().map(|&n| n as f64 / 1e6).collect();
         let row = RequestRow {
             meta,
-            start_ts: self.wall(o.sent),
-            end_ts: self.wall(o.end),
-            intended_offset_ms: ms_between(o.intended, self.base),
-            sent_offset_ms: ms_between(o.sent, self.base),
-            schedule_lateness_ms: ms_between(o.sent, o.intended),
-            headers_ms: since_sent(o.headers),
-            first_byte_ms: since_sent(o.first_byte),
-            ttfc_ms: since_sent(o.first_chunk),
+            start_ts: self.wall(outcome.sent),
+            end_ts: self.wall(outcome.end),
+            intended_offset_ms: ms_between(outcome.intended, self.base),
+            sent_offset_ms: ms_between(outcome.sent, self.base),
+            schedule_lateness_ms: ms_between(outcome.sent, outcome.intended),
+            headers_ms: since_sent(outcome.headers),
+            first_byte_ms: since_sent(outcome.first_byte),
+            ttfc_ms: since_sent(outcome.first_chunk),
             ttft_ms: ttft,
-            ttft_from_intended_ms: o.first_token.map(|t| ms_between(t, o.intended)),
-            latency_ms: ms_between(o.end, o.sent),
-            latency_from_intended_ms: ms_between(o.end, o.intended),
-            tpot_ms: tt.tpot_ns.map(|n| (n as f64 / 1e3).round() / 1e3),
+            ttft_from_intended_ms: outcome.first_token.map(|t| ms_between(t, outcome.intended)),
+            latency_ms: ms_between(outcome.end, outcome.sent),
+            latency_from_intended_ms: ms_between(outcome.end, outcome.intended),
+            tpot_ms: times.tpot_ns.map(|n| (n as f64 / 1e3).round() / 1e3),
             itl_mean_ms: (!itl_ms.is_empty())
                 .then(|| (itl_ms.iter().sum::<f64>() / itl_ms.len() as f64 * 1e3).round() / 1e3),
             itl_max_ms: itl_ms
@@ -258,30 +257,34 @@ impl Recorder {
                 .copied()
                 .reduce(f64::max)
                 .map(|v| (v * 1e3).round() / 1e3),
-            chunk_offsets_ms: o.chunks.iter().map(|c| ms_between(c.at, o.sent)).collect(),
+            chunk_offsets_ms: outcome
+                .chunks
+                .iter()
+                .map(|c| ms_between(c.at, outcome.sent))
+                .collect(),
             chunk_tokens: chunk_tokens.clone(),
-            read_path_delay_max_ms: o
+            read_path_delay_max_ms: outcome
                 .chunks
                 .iter()
                 .filter_map(|c| c.read_delay_us)
                 .max()
                 .map(|us| f64::from(us) / 1e3),
-            chunks_sharing_a_read: o.chunks.iter().filter(|c| c.shared_read).count() as u32,
+            chunks_sharing_a_read: outcome.chunks.iter().filter(|c| c.shared_read).count() as u32,
             token_source,
-            status_code: o.status,
+            status_code: outcome.status,
             ok,
-            error_kind: error_kind.map(ErrorKind::as_str),
-            error: o.error.as_ref().map(|e| e.message.clone()),
-            request_id: o.server_request_id.clone(),
-            response_id: o.response_id.clone(),
-            finish_reason: o.finish_reason.clone(),
-            done_seen: o.done_seen,
-            usage: o.usage,
-            prompt_tokens: o.usage.and_then(|u| u.prompt_tokens),
+            error_kind,
+            error: outcome.error.as_ref().map(|e| e.message.clone()),
+            request_id: outcome.server_request_id.clone(),
+            response_id: outcome.response_id.clone(),
+            finish_reason: outcome.finish_reason.clone(),
+            done_seen: outcome.done_seen,
+            usage: outcome.usage,
+            prompt_tokens: outcome.usage.and_then(|u| u.prompt_tokens),
             output_tokens: completion,
-            cached_tokens: o.usage.and_then(|u| u.cached_tokens),
-            output_len_chars: o.text.chars().count(),
-            output_tokens_est: tt.tokens,
+            cached_tokens: outcome.usage.and_then(|u| u.cached_tokens),
+            output_len_chars: outcome.text.chars().count(),
+            output_tokens_est: times.tokens,
             max_tokens_effective: meta.generation_params.max_tokens,
         };
         if let Some(p) = &self.progress {
@@ -299,16 +302,14 @@ impl Recorder {
                 phase: meta.phase.clone(),
                 session_id: meta.session_id.clone(),
                 ok,
-                status: o.status,
-                error_kind: error_kind
-                    .map(|k| k.as_str().to_owned())
-                    .or_else(|| (!ok).then(|| format!("http_{}", o.status))),
-                text: o.text,
-                prompt_tokens: o.usage.and_then(|u| u.prompt_tokens),
+                status: outcome.status,
+                error_kind: error_key,
+                text: outcome.text,
+                prompt_tokens: outcome.usage.and_then(|u| u.prompt_tokens),
                 completion_tokens: completion,
-                cached_tokens: o.usage.and_then(|u| u.cached_tokens),
+                cached_tokens: outcome.usage.and_then(|u| u.cached_tokens),
                 ttft_ms: ttft,
-                e2e_ms: ms_between(o.end, o.sent),
+                e2e_ms: ms_between(outcome.end, outcome.sent),
             };
             if tx.send(summary).is_err() {
                 self.to_planner = None;

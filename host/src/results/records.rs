@@ -1,44 +1,13 @@
-//! Row types of `request_manifest.jsonl` (planned) and `requests.jsonl`
-//! (finished). Field names follow the seed harness where it had them, so
-//! existing scripts keep working; everything new is additive.
-
-use std::collections::BTreeMap;
+//! The row type of `requests.jsonl` (finished requests; the planned ones'
+//! [`RequestMeta`] heads it). Field names follow the seed harness where it
+//! had them, so existing scripts keep working; everything new is additive.
 
 use serde::Serialize;
 
-use super::identity::RequestIdentity;
 use super::tokens::TokenSource;
 use crate::dispatch::openai::Usage;
-use crate::plan::{Api, Arrival, Generation};
-
-/// Everything known about a request when it is planned.
-#[derive(Debug, Clone, Serialize)]
-pub struct RequestMeta {
-    /// Run-wide index in planning order (the seed's `request_index`).
-    pub request_index: u64,
-    pub phase: String,
-    /// 1-based position within the phase.
-    pub phase_request_index: u64,
-    /// The workload's request id (the seed's `prompt_id`).
-    #[serde(rename = "prompt_id")]
-    pub id: String,
-    pub prompt_set: Option<String>,
-    pub prompt_target_tokens: Option<u32>,
-    pub prompt_tokens_est: u32,
-    pub prompt_chars: usize,
-    #[serde(flatten)]
-    pub identity: RequestIdentity,
-    pub generation_params: Generation,
-    pub api: Api,
-    pub stream: bool,
-    pub arrival: Arrival,
-    pub prefix_hash: Option<String>,
-    pub session_id: Option<String>,
-    /// The workload's free labels.
-    pub prompt_metadata: BTreeMap<String, String>,
-    /// Planned only after the run had started (session follow-ups).
-    pub planned_after_start: bool,
-}
+use crate::plan::ErrorKind;
+use crate::prepare::RequestMeta;
 
 /// One line of `requests.jsonl`. Times are milliseconds; `*_offset_ms` are
 /// from the run's start, the others from the actual send unless named
@@ -77,7 +46,7 @@ pub struct RequestRow<'a> {
     pub token_source: TokenSource,
     pub status_code: u16,
     pub ok: bool,
-    pub error_kind: Option<&'static str>,
+    pub error_kind: Option<ErrorKind>,
     pub error: Option<String>,
     pub request_id: Option<String>,
     pub response_id: Option<String>,

@@ -13,6 +13,8 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::plan::ErrorKey;
+
 /// Latency metrics kept per phase, in the order they are reported.
 pub const METRICS: [&str; 8] = [
     "ttft",
@@ -58,7 +60,8 @@ pub struct Accumulator {
     pub requests_kernel_timed: u64,
     pub requests: u64,
     pub ok: u64,
-    pub errors: BTreeMap<String, u64>,
+    /// Failed requests by what they failed as; named only in documents.
+    pub errors: BTreeMap<ErrorKey, u64>,
     pub prompt_tokens: u64,
     pub output_tokens: u64,
     pub cached_tokens: u64,
@@ -122,7 +125,7 @@ impl Accumulator {
         self.requests += o.requests;
         self.ok += o.ok;
         for (k, v) in &o.errors {
-            *self.errors.entry(k.clone()).or_default() += v;
+            *self.errors.entry(*k).or_default() += v;
         }
         self.prompt_tokens += o.prompt_tokens;
         self.output_tokens += o.output_tokens;
@@ -131,6 +134,14 @@ impl Accumulator {
         self.requests_without_usage += o.requests_without_usage;
         self.output_tokens_counted += o.output_tokens_counted;
         self.duration += o.duration;
+    }
+
+    /// [`Accumulator::errors`] under the names the documents use.
+    pub fn errors_by_kind(&self) -> BTreeMap<String, u64> {
+        self.errors
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect()
     }
 
     pub fn summarize(&self, phase: &str, include_in_summary: bool) -> PhaseSummary {
@@ -154,7 +165,7 @@ impl Accumulator {
             } else {
                 0.0
             },
-            errors_by_kind: self.errors.clone(),
+            errors_by_kind: self.errors_by_kind(),
             req_per_s: round3(rate(self.requests)),
             input_tokens_per_s: round3(rate(self.prompt_tokens)),
             output_tokens_per_s: round3(rate(self.output_tokens)),

@@ -85,38 +85,72 @@ pub struct TokenTimes {
 }
 
 pub fn token_times(chunks: &[ChunkMark], counts: &[u32]) -> TokenTimes {
-    let mut itl = Vec::new();
-    let mut prev: Option<Instant> = None;
-    let mut first: Option<Instant> = None;
-    let mut last: Option<Instant> = None;
-    let mut tokens = 0u32;
-    for (c, &k) in chunks.iter().zip(counts) {
-        if k == 0 {
-            continue;
-        }
-        tokens += k;
-        match prev {
-            // Tokens beyond the first in the first chunk arrived together with it.
-            None => itl.extend(std::iter::repeat_n(0, k as usize - 1)),
-            Some(p) => {
-                let each = c.at.duration_since(p).as_nanos() as u64 / u64::from(k);
-                itl.extend(std::iter::repeat_n(each, k as usize));
-            }
-        }
-        first.get_or_insert(c.at);
-        last = Some(c.at);
-        prev = Some(c.at);
-    }
+    let mut itl_ns = Vec::new();
+    token_gaps(
+        chunks.iter().map(|c| c.at).zip(counts.iter().copied()),
+        &mut itl_ns,
+    );
+    let mut with_tokens = chunks.iter().zip(counts).filter(|&(_, &k)| k > 0);
+    let first = with_tokens.next();
+    let last = with_tokens.next_back().or(first);
+    let tokens: u32 = counts.iter().take(chunks.len()).sum();
     let tpot_ns = match (first, last) {
-        (Some(f), Some(l)) if tokens > 1 => {
-            Some(l.duration_since(f).as_nanos() as u64 / u64::from(tokens - 1))
+        (Some((f, _)), Some((l, _))) if tokens > 1 => {
+            Some(l.at.duration_since(f.at).as_nanos() as u64 / u64::from(tokens - 1))
         }
         _ => None,
     };
     TokenTimes {
         tokens,
-        itl_ns: itl,
+        itl_ns,
         tpot_ns,
+    }
+}
+
+/// A point on a response's timeline, in whatever unit the caller keeps.
+pub trait TokenClock: Copy {
+    type Gap: Copy;
+    const NO_GAP: Self::Gap;
+    /// Time from `earlier` to `self`, shared evenly by `tokens` tokens.
+    fn per_token_since(self, earlier: Self, tokens: u32) -> Self::Gap;
+}
+
+/// Live, while recording: arrival instants, gaps in nanoseconds.
+impl TokenClock for Instant {
+    type Gap = u64;
+    const NO_GAP: u64 = 0;
+    fn per_token_since(self, earlier: Self, tokens: u32) -> u64 {
+        self.duration_since(earlier).as_nanos() as u64 / u64::from(tokens)
+    }
+}
+
+/// Read back from `requests.jsonl`: chunk offsets and gaps in milliseconds.
+impl TokenClock for f64 {
+    type Gap = f64;
+    const NO_GAP: f64 = 0.0;
+    fn per_token_since(self, earlier: Self, tokens: u32) -> f64 {
+        (self - earlier) / f64::from(tokens)
+    }
+}
+
+/// The per-token ITL rule, the only copy on the host: extra tokens of the
+/// first chunk arrive with it (gap 0); a later chunk of k tokens gives k
+/// gaps of (its time − the previous chunk's time) / k; chunks without
+/// tokens are skipped. Appends one gap per token after the first to `out`.
+pub fn token_gaps<T: TokenClock>(
+    chunks: impl IntoIterator<Item = (T, u32)>,
+    out: &mut Vec<T::Gap>,
+) {
+    let mut prev: Option<T> = None;
+    for (at, k) in chunks {
+        if k == 0 {
+            continue;
+        }
+        match prev {
+            None => out.extend(std::iter::repeat_n(T::NO_GAP, k as usize - 1)),
+            Some(p) => out.extend(std::iter::repeat_n(at.per_token_since(p, k), k as usize)),
+        }
+        prev = Some(at);
     }
 }
 
@@ -178,6 +212,25 @@ mod tests {
         let t = token_times(&c, &k);
         assert_eq!(t.itl_ns, vec![0, 10_000_000]);
         assert_eq!(t.tpot_ns, Some(5_000_000));
+    }
+
+    #[test]
+    fn live_and_read_back_timelines_follow_one_rule() {
+        let b = Instant::now();
+        let at = [5, 15, 15, 45];
+        let counts = [2, 1, 0, 3];
+        let live = marks(b, &at, &[1, 2, 2, 3]);
+        let t = token_times(&live, &counts);
+        let mut read_back = Vec::new();
+        token_gaps(
+            at.map(|ms| ms as f64).into_iter().zip(counts),
+            &mut read_back,
+        );
+        assert_eq!(read_back, vec![0.0, 10.0, 10.0, 10.0, 10.0]);
+        let live_ms: Vec<f64> = t.itl_ns.iter().map(|&n| n as f64 / 1e6).collect();
+        assert_eq!(live_ms, read_back);
+        assert_eq!(t.tokens, 6);
+        assert_eq!(t.tpot_ns, Some(8_000_000));
     }
 
     #[test]

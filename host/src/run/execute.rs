@@ -264,14 +264,18 @@ pub async fn execute(
     if feed_report.preflight.failed {
         validity.invalidate(
             InvalidReason::PromptPreflightFailed,
-            feed_report.error.clone().unwrap_or_default(),
+            feed_report
+                .error
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
         );
     } else if let Some(e) = feed_report
         .error
         .as_ref()
         .or(dispatch_end.workload_error.as_ref())
     {
-        validity.invalidate(InvalidReason::WorkloadFailed, e.clone());
+        validity.invalidate(InvalidReason::WorkloadFailed, e.to_string());
     }
     if let Some(e) = &recorder.write_error {
         validity.invalidate(InvalidReason::ResultsWriteFailed, e.clone());
@@ -288,7 +292,8 @@ pub async fn execute(
             InvalidReason::NoSuccessfulRequests,
             format!(
                 "all {} requests failed: {:?}",
-                recorder.recorded, all.errors
+                recorder.recorded,
+                all.errors_by_kind()
             ),
         );
     }

@@ -51,7 +51,7 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
     let errors = RunErrors {
         total_requests: all.requests,
         failed_requests: all.errors.values().sum(),
-        by_kind: all.errors.clone(),
+        by_kind: all.errors_by_kind(),
     };
     let verdict = crate::telemetry::verdict(
         plan.kv.mode_str(),

@@ -16,7 +16,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::{Sandbox, SandboxError, file_label, guest_wasi, memory_cap, read_component, ticks};
-use crate::results::identity::sha256_hex;
+use crate::digest::sha256_hex;
 
 mod bindings {
     #![allow(missing_docs, clippy::all)]
