@@ -54,7 +54,7 @@ impl Prompt {
 }
 
 /// Which OpenAI-compatible route a request uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Api {
     Completions,
@@ -71,7 +71,7 @@ impl Api {
 }
 
 /// Generation parameters; `None` leaves a field out of the payload.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Generation {
     pub max_tokens: u32,
     pub temperature: Option<f32>,
@@ -82,7 +82,7 @@ pub struct Generation {
 }
 
 /// When a request may be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "ms")]
 pub enum Arrival {
     /// When the phase's load model allows.
@@ -173,6 +173,20 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::ConnectRefused,
+        ErrorKind::Connect,
+        ErrorKind::Timeout,
+        ErrorKind::ConnectionReset,
+        ErrorKind::Http429,
+        ErrorKind::Http4xx,
+        ErrorKind::Http5xx,
+        ErrorKind::StreamError,
+        ErrorKind::Malformed,
+        ErrorKind::Incomplete,
+        ErrorKind::PromptLimit,
+    ];
+
     /// The one list of stable names; serialization goes through it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -194,6 +208,17 @@ impl ErrorKind {
 impl Serialize for ErrorKind {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
+    }
+}
+
+impl schemars::JsonSchema for ErrorKind {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ErrorKind".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        schemars::json_schema!({ "type": "string", "enum": names })
     }
 }
 

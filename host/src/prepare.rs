@@ -13,7 +13,7 @@ use crate::digest::{sha256_hex, sha256_json};
 use crate::plan::{Api, Arrival, Generation};
 
 /// The four hashes recorded for every request.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct RequestIdentity {
     pub prompt_sha256: String,
     pub generation_params_sha256: String,
@@ -43,7 +43,8 @@ impl RequestIdentity {
 /// Everything known about a request when it is planned: one row of
 /// `request_manifest.jsonl`, and the head of its `requests.jsonl` row. Field
 /// names follow the seed harness where it had them.
-#[derive(Debug, Clone, serde::Serialize)]
+/// One line of `request_manifest.jsonl`.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct RequestMeta {
     /// Run-wide index in planning order (the seed's `request_index`).
     pub request_index: u64,

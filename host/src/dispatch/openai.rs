@@ -12,7 +12,9 @@ use serde_json::{Map, Value};
 use crate::plan::{Generation, Prompt};
 
 /// Token accounting reported by the server.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Usage {
     #[serde(default)]
     pub prompt_tokens: Option<u32>,

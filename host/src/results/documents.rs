@@ -362,6 +362,14 @@ pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("config.schema.json", schemars::schema_for!(ConfigDoc)),
         ("manifest.schema.json", schemars::schema_for!(ManifestDoc)),
         ("summary.schema.json", schemars::schema_for!(SummaryDoc)),
+        (
+            "requests.row.schema.json",
+            schemars::schema_for!(crate::results::records::RequestRow<'static>),
+        ),
+        (
+            "request_manifest.row.schema.json",
+            schemars::schema_for!(crate::prepare::RequestMeta),
+        ),
     ]
 }
 

@@ -12,7 +12,7 @@ use crate::prepare::RequestMeta;
 /// One line of `requests.jsonl`. Times are milliseconds; `*_offset_ms` are
 /// from the run's start, the others from the actual send unless named
 /// `*_from_intended_ms`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RequestRow<'a> {
     #[serde(flatten)]
     pub meta: &'a RequestMeta,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::dispatch::client::ChunkMark;
 
 /// Where the per-chunk token counts came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenSource {
     /// `usage.completion_tokens` equals the number of content chunks.
