@@ -46,11 +46,14 @@ pub mod phase;
 pub mod procio;
 pub mod prometheus;
 pub mod session;
+pub mod source;
 pub mod verdict;
 
 pub use common::Reading;
 pub use phase::{PhaseDeltas, Snapshot};
 pub use session::{Collectors, Config, Session, SourceStatus, TelemetryReport};
+pub use source::{Source, SourceId, UnknownSource};
 pub use verdict::{
-    KvMode, PhaseEvidence, Policy, ReuseOpportunity, RunErrors, Verdict, VerdictInput, evaluate,
+    KvMode, PhaseEvidence, Policy, ReasonCode, ReuseOpportunity, RunErrors, Verdict, VerdictInput,
+    evaluate,
 };

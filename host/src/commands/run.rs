@@ -31,11 +31,12 @@ use crate::sandbox::{DATA_DIR, DataGrants, LoadedWorkload, Sandbox, WorkloadInfo
 use crate::telemetry::{TelemetryOutcome, TelemetryRun};
 use crate::tokenize::TokenCounter;
 use sparkhost_collectors::RunErrors;
+use sparkhost_collectors::verdict::ReasonCode;
 
 /// KV tier labels, as the seed harness recorded them.
 #[derive(Debug, Clone, Serialize)]
 pub struct KvModeInfo {
-    pub mode: &'static str,
+    pub mode: KvMode,
     pub tier_mode: &'static str,
     pub kvbm_enabled: bool,
     pub cpu_cache_gb: f64,
@@ -51,22 +52,17 @@ impl KvModeInfo {
     ) -> anyhow::Result<Self> {
         let kv = match tier.map(|t| t.trim().to_ascii_uppercase()) {
             None => kv,
-            Some(t) if t == "B0" => KvMode::Off,
-            Some(t) if t == "B1" => KvMode::CpuOnly,
-            Some(t) if t == "B2" => KvMode::CpuDisk,
-            Some(t) => bail!("--tier-mode {t:?} is not one of B0, B1, B2"),
-        };
-        let (mode, tier_mode, cpu_default, disk_default) = match kv {
-            KvMode::Off => ("off", "B0", 0.0, 0.0),
-            KvMode::CpuOnly => ("cpu_only", "B1", 8.0, 0.0),
-            KvMode::CpuDisk => ("cpu_disk", "B2", 8.0, 32.0),
+            Some(t) => match KvMode::ALL.into_iter().find(|m| m.tier_mode() == t) {
+                Some(m) => m,
+                None => bail!("--tier-mode {t:?} is not one of B0, B1, B2"),
+            },
         };
         Ok(KvModeInfo {
-            mode,
-            tier_mode,
-            kvbm_enabled: kv != KvMode::Off,
-            cpu_cache_gb: cpu.unwrap_or(cpu_default),
-            disk_cache_gb: disk.unwrap_or(disk_default),
+            mode: kv,
+            tier_mode: kv.tier_mode(),
+            kvbm_enabled: kv.kvbm_enabled(),
+            cpu_cache_gb: cpu.unwrap_or(if kv.kvbm_enabled() { 8.0 } else { 0.0 }),
+            disk_cache_gb: disk.unwrap_or(if kv.disk_tier_on() { 32.0 } else { 0.0 }),
         })
     }
 }
@@ -343,15 +339,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let telemetry_cfg = if args.telemetry.no_telemetry {
         None
     } else {
-        Some(
-            crate::telemetry::config(
-                &args.telemetry,
-                &args.results_root.join(&run_id),
-                &args.endpoint.endpoint,
-                kv.kvbm_enabled,
-            )
-            .map_err(anyhow::Error::msg)?,
-        )
+        Some(args.telemetry.collectors_config(
+            &args.results_root.join(&run_id),
+            &args.endpoint.endpoint,
+            kv.kvbm_enabled,
+        ))
     };
     let rd = RunDir::create(&args.results_root, &run_id)?;
     let ctx = Context_ {
@@ -772,8 +764,8 @@ async fn finish(
         &outcome,
         errors,
         rd.path(),
-        validity.invalid_reason.map(|r| r.as_str().to_owned()),
-        &args.telemetry,
+        !validity.is_valid(),
+        args.telemetry.policy(),
     );
     if let Err(e) = sparkhost_collectors::verdict::write(rd.path(), &verdict) {
         validity.invalidate(
@@ -781,12 +773,12 @@ async fn finish(
             format!("verdict.json: {e}"),
         );
     }
-    match verdict.invalid_reason.as_deref() {
-        Some("error_rate_above_threshold") => validity.invalidate(
+    match verdict.invalid_reason {
+        Some(ReasonCode::ErrorRateAboveThreshold) => validity.invalidate(
             InvalidReason::ErrorRateAboveThreshold,
             verdict.details.first().cloned().unwrap_or_default(),
         ),
-        Some("kvbm_metrics_unavailable") => validity.invalidate(
+        Some(ReasonCode::KvbmMetricsMissing) => validity.invalidate(
             InvalidReason::KvbmMetricsUnavailable,
             "a KV tier is configured but no KVBM metrics could be read (use --kv-mode off for runs without KVBM, or --allow-missing-kvbm-metrics)",
         ),
