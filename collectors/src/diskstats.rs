@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{Reading, counter_delta, mib, read_text, round3};
 use crate::session::Config;
 use crate::source::{
-    At, Column, Fill, Opened, Probe, Rows, Sampler, Source, SourceId, Timeline, cells, column_names,
+    At, Column, Fill, Opened, Probe, Rows, Sampler, Source, SourceId, Timeline, cells,
 };
 
 pub const SECTOR_BYTES: u64 = 512;
@@ -459,10 +459,7 @@ struct IostatSampler {
 
 impl Sampler for IostatSampler {
     fn timelines(&self) -> Vec<Timeline> {
-        vec![Timeline {
-            file: "os_iostat.csv",
-            columns: column_names(IOSTAT_COLUMNS),
-        }]
+        vec![Timeline::new("os_iostat.csv", IOSTAT_COLUMNS)]
     }
 
     fn sample(&mut self, cfg: &Config, _elapsed_s: f64, rows: &mut Rows) -> Result<(), String> {

@@ -14,7 +14,7 @@ use crate::common::{Cell, Reading, mib_cell};
 use crate::session::Config;
 use crate::source::{
     At, Column, DISABLED, Fill, GpuTimeline, Opened, Probe, Rows, Sampler, Source, SourceId,
-    Timeline, cells, column_names,
+    Timeline, cells,
 };
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -286,14 +286,8 @@ struct GpuSampler {
 impl Sampler for GpuSampler {
     fn timelines(&self) -> Vec<Timeline> {
         vec![
-            Timeline {
-                file: "gpu.csv",
-                columns: column_names(GPU_COLUMNS),
-            },
-            Timeline {
-                file: "gpu_processes.csv",
-                columns: column_names(PROCESS_COLUMNS),
-            },
+            Timeline::new("gpu.csv", GPU_COLUMNS),
+            Timeline::new("gpu_processes.csv", PROCESS_COLUMNS),
         ]
     }
 

@@ -14,7 +14,6 @@ use crate::common::{Reading, counter_delta, mib_cell, read_text, round3};
 use crate::session::Config;
 use crate::source::{
     At, Column, DISABLED, Fill, Opened, Probe, Rows, Sampler, Source, SourceId, Timeline, cells,
-    column_names,
 };
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -223,10 +222,7 @@ struct MemorySampler {
 
 impl Sampler for MemorySampler {
     fn timelines(&self) -> Vec<Timeline> {
-        vec![Timeline {
-            file: "memory.csv",
-            columns: column_names(COLUMNS),
-        }]
+        vec![Timeline::new("memory.csv", COLUMNS)]
     }
 
     fn sample(&mut self, cfg: &Config, _elapsed_s: f64, rows: &mut Rows) -> Result<(), String> {

@@ -21,7 +21,6 @@ use crate::common::{Reading, counter_delta, mib, mib_cell, read_text};
 use crate::session::Config;
 use crate::source::{
     At, Column, DISABLED, Fill, Opened, Probe, Rows, Sampler, Source, SourceId, Timeline, cells,
-    column_names,
 };
 
 /// Which processes to watch.
@@ -656,10 +655,7 @@ struct PidSampler {
 
 impl Sampler for PidSampler {
     fn timelines(&self) -> Vec<Timeline> {
-        vec![Timeline {
-            file: "os_pid_io.csv",
-            columns: column_names(PID_COLUMNS),
-        }]
+        vec![Timeline::new("os_pid_io.csv", PID_COLUMNS)]
     }
 
     fn sample(&mut self, cfg: &Config, _elapsed_s: f64, rows: &mut Rows) -> Result<(), String> {
@@ -775,10 +771,7 @@ struct CgroupSampler {
 
 impl Sampler for CgroupSampler {
     fn timelines(&self) -> Vec<Timeline> {
-        vec![Timeline {
-            file: "cgroup_io.csv",
-            columns: column_names(CGROUP_COLUMNS),
-        }]
+        vec![Timeline::new("cgroup_io.csv", CGROUP_COLUMNS)]
     }
 
     fn sample(&mut self, cfg: &Config, _elapsed_s: f64, rows: &mut Rows) -> Result<(), String> {

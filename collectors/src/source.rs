@@ -159,6 +159,15 @@ pub struct Timeline {
     pub columns: Vec<&'static str>,
 }
 
+impl Timeline {
+    pub fn new<T>(file: &'static str, cols: &[Column<T>]) -> Self {
+        Timeline {
+            file,
+            columns: column_names(cols),
+        }
+    }
+}
+
 /// Rows one tick produced, each for the timeline at that index in
 /// [`Sampler::timelines`].
 pub type Rows = Vec<(usize, Vec<Cell>)>;

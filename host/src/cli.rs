@@ -507,3 +507,81 @@ impl TelemetryArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod telemetry_args_tests {
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        t: TelemetryArgs,
+        #[arg(long, default_value_t = KvMode::CpuDisk, value_parser = kv_modes())]
+        kv_mode: KvMode,
+    }
+
+    fn parse(args: &[&str]) -> Result<T, clap::Error> {
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn no_collector_takes_source_names_only() {
+        let t = parse(&["--no-collector", "gpu", "--no-collector", "kv-cache-dir"]).unwrap();
+        assert_eq!(t.t.no_collectors, [SourceId::Gpu, SourceId::KvCacheDir]);
+        let c =
+            t.t.collectors_config(Path::new("/tmp/r"), "http://h:1/", true);
+        assert!(!c.collectors.enabled(SourceId::Gpu));
+        assert!(!c.collectors.enabled(SourceId::KvCacheDir));
+        assert!(c.collectors.enabled(SourceId::Kvbm));
+        assert_eq!(
+            c.frontend_metrics_url.as_deref(),
+            Some("http://h:1/metrics")
+        );
+        let e = parse(&["--no-collector", "kv_cache_dir"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        assert!(e.to_string().contains("kv-cache-dir"), "{e}");
+    }
+
+    #[test]
+    fn help_lists_the_collectors() {
+        use clap::CommandFactory;
+        let help = T::command().render_help().to_string();
+        let names: Vec<&str> = SourceId::names().collect();
+        assert!(
+            help.contains(&format!("[possible values: {}]", names.join(", "))),
+            "{help}"
+        );
+        assert!(
+            help.contains("[possible values: off, cpu_only, cpu_disk]"),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn defaults_are_the_collectors_defaults() {
+        let t = parse(&[]).unwrap();
+        assert_eq!(t.kv_mode, KvMode::CpuDisk);
+        let c =
+            t.t.collectors_config(Path::new("/tmp/r"), "http://h:1", false);
+        let d = Config::new("/tmp/r");
+        assert_eq!(c.process_pattern, d.process_pattern);
+        assert_eq!(c.nvme_device, d.nvme_device);
+        assert_eq!(c.kvbm_metrics_url, d.kvbm_metrics_url);
+        assert_eq!(c.worker_metrics_url, d.worker_metrics_url);
+        assert_eq!(c.kv_cache_dir, d.kv_cache_dir);
+        assert_eq!(c.interval, d.interval);
+        assert_eq!(c.metrics_timeout, d.metrics_timeout);
+        assert_eq!(c.block_devices, d.block_devices);
+        // B0: KVBM is not asked.
+        assert!(!c.collectors.enabled(SourceId::Kvbm));
+        assert_eq!(t.t.policy(), Policy::default());
+        assert_eq!(
+            parse(&["--kv-mode", "cpu_only"]).unwrap().kv_mode,
+            KvMode::CpuOnly
+        );
+        assert!(
+            parse(&["--kv-mode", "B1"]).is_err(),
+            "tier labels go to --tier-mode"
+        );
+    }
+}
