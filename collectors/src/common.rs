@@ -248,6 +248,11 @@ pub fn mib(bytes: u64) -> f64 {
     round6(bytes as f64 / MIB)
 }
 
+/// MiB to three decimals for timelines, where a kilobyte is below notice.
+pub fn mib_cell(bytes: Option<u64>) -> Cell {
+    Cell::F(bytes.map(|v| round3(v as f64 / MIB)))
+}
+
 /// Counter delta that treats a decrease as a restart from zero (the value after is
 /// what accumulated since), rather than clamping to zero and losing it.
 pub fn counter_delta(before: u64, after: u64) -> (u64, bool) {

@@ -10,10 +10,15 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::common::{counter_delta, mib, read_text, round3};
+use crate::common::{Reading, counter_delta, mib, read_text, round3};
+use crate::session::Config;
+use crate::source::{
+    At, Column, Fill, Opened, Probe, Rows, Sampler, Source, SourceId, Timeline, cells,
+};
 
 pub const SECTOR_BYTES: u64 = 512;
 
@@ -315,6 +320,163 @@ fn file_name(p: &Path) -> Result<String, String> {
     p.file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .ok_or_else(|| format!("{}: no device name", p.display()))
+}
+
+// ---------------------------------------------------------------- source
+
+/// The `os_iostat.csv` columns after the timestamp.
+const IOSTAT_COLUMNS: &[Column<IoStat>] = &[
+    ("device", |s| s.device.as_str().into()),
+    ("r_s", |s| s.r_s.into()),
+    ("w_s", |s| s.w_s.into()),
+    ("rmb_s", |s| s.rmb_s.into()),
+    ("wmb_s", |s| s.wmb_s.into()),
+    ("rkb_s", |s| s.rkb_s.into()),
+    ("wkb_s", |s| s.wkb_s.into()),
+    ("rrqm_s", |s| s.rrqm_s.into()),
+    ("wrqm_s", |s| s.wrqm_s.into()),
+    ("r_await_ms", |s| s.r_await_ms.into()),
+    ("w_await_ms", |s| s.w_await_ms.into()),
+    ("await_ms", |s| s.await_ms.into()),
+    ("rareq_sz_kb", |s| s.rareq_sz_kb.into()),
+    ("wareq_sz_kb", |s| s.wareq_sz_kb.into()),
+    ("aqu_sz", |s| s.aqu_sz.into()),
+    ("util_pct", |s| s.util_pct.into()),
+];
+
+/// The block device whose bytes count as KV disk I/O, and how it was chosen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KvDisk {
+    pub device: Option<String>,
+    pub source: String,
+}
+
+/// The watched block devices (empty when none can be read).
+struct Disks {
+    devices: Vec<String>,
+    reason: String,
+}
+
+/// Probes `/proc/diskstats`. The KV disk is the disk under the KV cache dir
+/// when that resolves, and is watched even when not configured.
+pub(crate) fn probe(p: &Probe<'_>) -> (Opened, KvDisk) {
+    let cfg = p.cfg;
+    let mut warnings = Vec::new();
+    let all_disks = read(&cfg.roots.proc);
+    let mut devices = if cfg.block_devices.is_empty() {
+        all_disks
+            .as_ref()
+            .map(|m| default_devices(m, &cfg.roots.sys))
+            .unwrap_or_default()
+    } else {
+        cfg.block_devices.clone()
+    };
+    let backing = cfg
+        .kv_cache_dir
+        .as_ref()
+        .map(|d| device_for_path(d, &cfg.roots.sys));
+    let kv = match backing {
+        Some(Ok(b)) => {
+            if !devices.contains(&b.disk) {
+                devices.push(b.disk.clone());
+            }
+            KvDisk {
+                device: Some(b.disk),
+                source: format!("backs the KV cache dir ({})", b.name),
+            }
+        }
+        other => {
+            if let Some(Err(e)) = other {
+                warnings.push(format!("KV cache dir: {e}"));
+            }
+            KvDisk {
+                device: devices.first().cloned(),
+                source: "first configured block device".into(),
+            }
+        }
+    };
+    let check = all_disks.and_then(|m| {
+        let (_, missing) = select(&m, &devices);
+        if missing.len() == devices.len() && !devices.is_empty() {
+            Err(missing.join("; "))
+        } else {
+            warnings.extend(missing);
+            Ok(())
+        }
+    });
+    let on = p.on(SourceId::Diskstats);
+    let usable = on && check.is_ok();
+    let disks = Disks {
+        devices: if usable { devices } else { Vec::new() },
+        reason: Opened::reason(on, &check),
+    };
+    let mut opened = Opened::new(disks, on, check);
+    opened.warnings = warnings;
+    (opened, kv)
+}
+
+impl Source for Disks {
+    fn id(&self) -> SourceId {
+        SourceId::Diskstats
+    }
+
+    fn read(&self, at: &At<'_>) -> Fill {
+        if self.devices.is_empty() {
+            let r = Reading::unavailable(self.reason.clone());
+            return Box::new(move |s| s.block_devices = r);
+        }
+        match read(&at.cfg.roots.proc) {
+            Ok(all) => {
+                let (found, missing) = select(&all, &self.devices);
+                let names = all
+                    .values()
+                    .map(|d| (format!("{}:{}", d.major, d.minor), d.name.clone()))
+                    .collect();
+                Box::new(move |s| {
+                    s.block_devices = Reading::ok(found);
+                    s.block_device_errors = missing;
+                    s.device_names = names;
+                })
+            }
+            Err(e) => Box::new(move |s| s.block_devices = Reading::unavailable(e)),
+        }
+    }
+
+    fn sampler(&self) -> Option<Box<dyn Sampler>> {
+        (!self.devices.is_empty()).then(|| {
+            Box::new(IostatSampler {
+                devices: self.devices.clone(),
+                prev: None,
+            }) as Box<dyn Sampler>
+        })
+    }
+}
+
+struct IostatSampler {
+    devices: Vec<String>,
+    prev: Option<(Instant, BTreeMap<String, DiskStat>)>,
+}
+
+impl Sampler for IostatSampler {
+    fn timelines(&self) -> Vec<Timeline> {
+        vec![Timeline::new("os_iostat.csv", IOSTAT_COLUMNS)]
+    }
+
+    fn sample(&mut self, cfg: &Config, _elapsed_s: f64, rows: &mut Rows) -> Result<(), String> {
+        let all = read(&cfg.roots.proc)?;
+        let now = Instant::now();
+        let (found, _) = select(&all, &self.devices);
+        if let Some((t0, before)) = &self.prev {
+            let secs = now.duration_since(*t0).as_secs_f64();
+            for (name, a) in &found {
+                if let Some(b) = before.get(name) {
+                    rows.push((0, cells(IOSTAT_COLUMNS, &iostat(b, a, secs))));
+                }
+            }
+        }
+        self.prev = Some((now, found));
+        Ok(())
+    }
 }
 
 #[cfg(test)]

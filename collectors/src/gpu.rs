@@ -6,7 +6,16 @@
 //! reason. Each field is read on its own: GB10 (DGX Spark) reports no dedicated
 //! framebuffer memory, and one unsupported query must not hide the others.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+use crate::common::{Cell, Reading, mib_cell};
+use crate::session::Config;
+use crate::source::{
+    At, Column, DISABLED, Fill, GpuTimeline, Opened, Probe, Rows, Sampler, Source, SourceId,
+    Timeline, cells,
+};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GpuProcess {
@@ -195,6 +204,107 @@ mod imp {
 }
 
 pub use imp::Gpu;
+
+// ---------------------------------------------------------------- source
+
+/// The `gpu.csv` columns after the timestamp, one row per GPU.
+const GPU_COLUMNS: &[Column<GpuSample>] = &[
+    ("index", |d| u64::from(d.index).into()),
+    ("name", |d| d.name.clone().unwrap_or_default().into()),
+    ("util_gpu_pct", |d| d.utilization_gpu_pct.into()),
+    ("util_mem_pct", |d| d.utilization_memory_pct.into()),
+    ("mem_used_mib", |d| mib_cell(d.memory_used_bytes)),
+    ("mem_total_mib", |d| mib_cell(d.memory_total_bytes)),
+    ("power_w", |d| d.power_w.into()),
+    ("energy_j", |d| {
+        Cell::F(d.energy_mj.map(|e| e as f64 / 1000.0))
+    }),
+    ("clock_graphics_mhz", |d| d.clock_graphics_mhz.into()),
+    ("clock_sm_mhz", |d| d.clock_sm_mhz.into()),
+    ("clock_mem_mhz", |d| d.clock_memory_mhz.into()),
+    ("temp_c", |d| d.temperature_c.into()),
+    ("processes", |d| Cell::U(Some(d.processes.len() as u64))),
+];
+
+/// The `gpu_processes.csv` columns after the timestamp: (GPU index, process).
+const PROCESS_COLUMNS: &[Column<(u32, GpuProcess)>] = &[
+    ("index", |(i, _)| u64::from(*i).into()),
+    ("pid", |(_, p)| u64::from(p.pid).into()),
+    ("kind", |(_, p)| p.kind.as_str().into()),
+    ("used_mib", |(_, p)| mib_cell(p.used_memory_bytes)),
+];
+
+struct Gpus {
+    gpu: Option<Arc<Gpu>>,
+    reason: String,
+    timeline: GpuTimeline,
+}
+
+pub(crate) fn probe(p: &Probe<'_>) -> Opened {
+    let on = p.on(SourceId::Gpu);
+    let gpu = if on {
+        Gpu::open().and_then(|g| g.snapshot().map(|_| g))
+    } else {
+        Err(DISABLED.to_string())
+    };
+    let result = gpu.as_ref().map(|_| ()).map_err(Clone::clone);
+    let source = Gpus {
+        reason: Opened::reason(on, &result),
+        gpu: gpu.ok().map(Arc::new),
+        timeline: p.gpu_timeline.clone(),
+    };
+    Opened::new(source, on, if on { result } else { Ok(()) })
+}
+
+impl Source for Gpus {
+    fn id(&self) -> SourceId {
+        SourceId::Gpu
+    }
+
+    fn read(&self, _at: &At<'_>) -> Fill {
+        let r = match &self.gpu {
+            Some(g) => Reading::from_result(g.snapshot()),
+            None => Reading::unavailable(self.reason.clone()),
+        };
+        Box::new(move |s| s.gpu = r)
+    }
+
+    fn sampler(&self) -> Option<Box<dyn Sampler>> {
+        let gpu = self.gpu.clone()?;
+        Some(Box::new(GpuSampler {
+            gpu,
+            timeline: self.timeline.clone(),
+        }))
+    }
+}
+
+struct GpuSampler {
+    gpu: Arc<Gpu>,
+    timeline: GpuTimeline,
+}
+
+impl Sampler for GpuSampler {
+    fn timelines(&self) -> Vec<Timeline> {
+        vec![
+            Timeline::new("gpu.csv", GPU_COLUMNS),
+            Timeline::new("gpu_processes.csv", PROCESS_COLUMNS),
+        ]
+    }
+
+    fn sample(&mut self, _cfg: &Config, elapsed_s: f64, rows: &mut Rows) -> Result<(), String> {
+        let snap = self.gpu.snapshot()?;
+        for d in &snap.devices {
+            rows.push((0, cells(GPU_COLUMNS, d)));
+            for p in &d.processes {
+                rows.push((1, cells(PROCESS_COLUMNS, &(d.index, p.clone()))));
+            }
+        }
+        if let Ok(mut t) = self.timeline.lock() {
+            t.extend(snap.devices.into_iter().map(|d| (elapsed_s, d)));
+        }
+        Ok(())
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -25,11 +25,17 @@
 //! A counter absent from both snapshots has a `null` delta, not 0.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::common::{Cell, append_jsonl};
 use crate::prometheus::delta::{Distribution, counter_value_delta, histogram_delta};
+use crate::prometheus::endpoint::NO_URL;
+use crate::prometheus::http::scrape;
 use crate::prometheus::{Exposition, MetricType, Sample};
+use crate::session::Config;
+use crate::source::{At, Fill, Opened, Probe, Rows, Sampler, Source, SourceId, Timeline};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -431,6 +437,104 @@ pub fn delta(before: Option<&KvbmSnapshot>, after: Option<&KvbmSnapshot>) -> Kvb
         }
     }
     d
+}
+
+// ---------------------------------------------------------------- source
+
+/// KVBM's metrics endpoint; `url` is `None` when it is off or not given.
+struct Kvbm {
+    on: bool,
+    url: Option<String>,
+}
+
+pub(crate) fn probe(p: &Probe<'_>) -> Opened {
+    let cfg = p.cfg;
+    let on = p.on(SourceId::Kvbm);
+    let result = match (&cfg.kvbm_metrics_url, on) {
+        (_, false) => Ok(()),
+        (None, true) => Err(NO_URL.to_string()),
+        (Some(u), true) => {
+            let k = KvbmSnapshot::from_scrape("probe", &scrape(u, cfg.metrics_timeout));
+            if k.has_metrics() {
+                Ok(())
+            } else {
+                Err(k.error.unwrap_or_else(|| "no kvbm_* metrics".into()))
+            }
+        }
+    };
+    let source = Kvbm {
+        on,
+        url: cfg.kvbm_metrics_url.clone().filter(|_| on),
+    };
+    Opened::new(source, on, result)
+}
+
+impl Source for Kvbm {
+    fn id(&self) -> SourceId {
+        SourceId::Kvbm
+    }
+
+    /// Also appends the reading to `kvbm_metrics_snapshots.jsonl`.
+    fn read(&self, at: &At<'_>) -> Fill {
+        let k = match (&self.url, self.on) {
+            (_, false) => None,
+            (Some(u), true) => Some(KvbmSnapshot::from_scrape(
+                at.label,
+                &scrape(u, at.cfg.metrics_timeout),
+            )),
+            (None, true) => Some(KvbmSnapshot::unavailable(
+                at.label,
+                "no KVBM metrics URL given",
+            )),
+        };
+        if let Some(k) = &k
+            && let Err(e) = append_jsonl(&at.cfg.run_dir.join("kvbm_metrics_snapshots.jsonl"), k)
+        {
+            at.warn(format!("kvbm_metrics_snapshots.jsonl: {e}"));
+        }
+        Box::new(move |s| s.kvbm = k)
+    }
+
+    fn sampler(&self) -> Option<Box<dyn Sampler>> {
+        let url = self.url.clone()?;
+        Some(Box::new(KvbmSampler { url }))
+    }
+}
+
+struct KvbmSampler {
+    url: String,
+}
+
+impl Sampler for KvbmSampler {
+    /// `success` and then every catalogue metric, so a metric added to the
+    /// catalogue is a column without touching this.
+    fn timelines(&self) -> Vec<Timeline> {
+        vec![Timeline {
+            file: "kvbm_metrics.csv",
+            columns: std::iter::once("success")
+                .chain(CATALOGUE.iter().map(|m| m.name))
+                .collect(),
+        }]
+    }
+
+    /// A failed scrape is still a row (`success` 0), so gaps show in the timeline.
+    fn sample(&mut self, cfg: &Config, _elapsed_s: f64, rows: &mut Rows) -> Result<(), String> {
+        // A scrape must not outlast the tick it belongs to.
+        let timeout = cfg
+            .metrics_timeout
+            .min(cfg.interval.mul_f64(0.8))
+            .max(Duration::from_millis(50));
+        let k = KvbmSnapshot::from_scrape("timeline", &scrape(&self.url, timeout));
+        let row = std::iter::once(Cell::U(Some(u64::from(k.has_metrics()))))
+            .chain(
+                CATALOGUE
+                    .iter()
+                    .map(|m| Cell::F(k.metrics.get(m.name).copied())),
+            )
+            .collect();
+        rows.push((0, row));
+        k.error.map_or(Ok(()), Err)
+    }
 }
 
 #[cfg(test)]

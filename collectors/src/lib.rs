@@ -8,25 +8,34 @@
 //!
 //! # Layout
 //!
-//! - [`session`]: the host's API. [`Session::start`] probes every source, writes
-//!   the NVMe identity and pre-run SMART, and starts a sampling thread that
-//!   writes CSV timelines under `<run_dir>/telemetry/`; [`Session::snapshot`]
-//!   reads everything at a phase boundary; [`Session::phase_deltas`] writes
-//!   `phase_deltas/phase_<name>_*`; [`Session::stop`] writes the post-run SMART,
-//!   captures logs and returns a [`TelemetryReport`].
+//! - [`session`]: the host's API and the loop over sources. [`Session::start`]
+//!   probes every source (in parallel), takes the `run_start` snapshot and
+//!   starts a sampling thread that writes each source's CSV timelines under
+//!   `<run_dir>/telemetry/`; [`Session::snapshot`] reads every source at a
+//!   phase boundary; [`Session::phase_deltas`] writes
+//!   `phase_deltas/phase_<name>_*`; [`Session::stop`] lets each source finish
+//!   (post-run SMART, log captures) and returns a [`TelemetryReport`].
+//! - [`source`]: the [`Source`] trait every source implements, its
+//!   [`Sampler`](source::Sampler) for timelines, and [`SourceId`] (the names
+//!   in reports and `--no-collector`).
 //! - [`phase`]: snapshots and the per-phase artifacts computed from two of them
 //!   (pure functions plus one writer).
-//! - [`verdict`]: `verdict.json` as a pure function of the KV mode, per-phase
-//!   evidence, error counts and the request manifest's reuse opportunity.
-//! - Sources, one module each: [`diskstats`] (`/proc/diskstats`, `iostat -x`
-//!   rates), [`procio`] (per-process I/O/CPU/RSS by cmdline regex or PID;
-//!   cgroup v2 `io.stat` / v1 `blkio`), [`memory`] (`/proc/meminfo`,
-//!   `/proc/vmstat`), [`gpu`] (NVML, feature `nvml`), [`nvme`] (SMART and
-//!   Identify through the admin passthrough ioctl — the only `unsafe` in the
-//!   crate), [`prometheus`] (text exposition parser, HTTP scrape, aggregation,
-//!   counter and histogram deltas), [`kvbm`] (the KVBM metric catalogue and the
-//!   seed's delta file), [`logs`] (docker logs/inspect, cuFile logs, KV cache
-//!   directory listing).
+//! - [`verdict`]: `verdict.json` as a pure function of the [`KvMode`], per-phase
+//!   evidence, error counts and the request manifest's reuse opportunity;
+//!   findings are [`ReasonCode`]s.
+//! - Sources, one module each, each owning its probe, snapshot part, timeline
+//!   columns and rows: [`diskstats`] (`/proc/diskstats`, `iostat -x` rates; also
+//!   picks the KV disk), [`procio`] (the `processes` source: per-process
+//!   I/O/CPU/RSS by cmdline regex or PID; the `cgroup` source: v2 `io.stat` /
+//!   v1 `blkio`), [`memory`] (`/proc/meminfo`, `/proc/vmstat`), [`gpu`] (NVML,
+//!   feature `nvml`), [`nvme`] (SMART and Identify through the admin
+//!   passthrough ioctl — the only `unsafe` in the crate — and the
+//!   `nvme_*.json` files), [`kvbm`] (the KVBM metric catalogue, the seed's
+//!   delta file, the `kvbm` source), [`prometheus`] (text exposition parser,
+//!   HTTP scrape, aggregation, counter and histogram deltas; the `frontend`
+//!   and `worker` sources in `prometheus::endpoint`), [`logs`] (the `logs`
+//!   source: docker logs/inspect, cuFile logs; the `kv-cache-dir` source:
+//!   directory listings).
 //! - [`common`]: `Reading<T>` (a value or the reason there is none), JSON and
 //!   CSV writers; [`docker`]: the docker CLI with a deadline; [`directio`]:
 //!   O_DIRECT reads and writes of a known size (tests and the CLI).
@@ -46,11 +55,14 @@ pub mod phase;
 pub mod procio;
 pub mod prometheus;
 pub mod session;
+pub mod source;
 pub mod verdict;
 
 pub use common::Reading;
 pub use phase::{PhaseDeltas, Snapshot};
 pub use session::{Collectors, Config, Session, SourceStatus, TelemetryReport};
+pub use source::{Source, SourceId, UnknownSource};
 pub use verdict::{
-    KvMode, PhaseEvidence, Policy, ReuseOpportunity, RunErrors, Verdict, VerdictInput, evaluate,
+    KvMode, PhaseEvidence, Policy, ReasonCode, ReuseOpportunity, RunErrors, Verdict, VerdictInput,
+    evaluate,
 };

@@ -2,6 +2,8 @@
 //! logs and inspect output, cuFile logs (they say whether cuFile ran in POSIX
 //! compat mode or GDS), and the KV cache directory (size, file count, listing).
 //! Each capture returns a record of what worked; none of them can fail a run.
+//! Two sources live here: `logs` (the captures, at run end) and
+//! `kv-cache-dir` (the directory at every phase boundary).
 
 use std::fs;
 use std::io::Write;
@@ -11,7 +13,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::common::Reading;
 use crate::docker::docker;
+use crate::session::Config;
+use crate::source::{At, Fill, Finish, Opened, Probe, Source, SourceId};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Capture {
@@ -311,6 +316,92 @@ pub fn write_listing(
         writeln!(f, "{} {} {} {}", e.mtime_unix, e.size, e.allocated, e.path)?;
     }
     f.flush()
+}
+
+// ---------------------------------------------------------------- sources
+
+/// Docker and cuFile logs, captured once at run end.
+struct Logs {
+    on: bool,
+}
+
+pub(crate) fn probe_logs(p: &Probe<'_>) -> Opened {
+    let on = p.on(SourceId::Logs);
+    Opened::new(Logs { on }, on, Ok(()))
+}
+
+impl Source for Logs {
+    fn id(&self) -> SourceId {
+        SourceId::Logs
+    }
+
+    fn read(&self, _at: &At<'_>) -> Fill {
+        Box::new(|_| {})
+    }
+
+    fn finish(&self, cfg: &Config, out: &mut Finish) {
+        if !self.on {
+            return;
+        }
+        let tdir = cfg.telemetry_dir();
+        if let Some(cname) = &cfg.container {
+            out.captures
+                .extend(capture_docker(cname, &tdir, cfg.docker_timeout));
+        }
+        out.captures.extend(capture_cufile(
+            &cfg.cufile_log_dirs,
+            cfg.container.as_deref(),
+            &tdir,
+            cfg.docker_timeout,
+        ));
+    }
+}
+
+/// The KVBM disk cache directory: a summary in each snapshot and a listing
+/// per boundary under `telemetry/kvbm_dir_<label>.txt`.
+struct KvCacheDir {
+    dir: Option<PathBuf>,
+    reason: String,
+}
+
+pub(crate) fn probe_kv_cache_dir(p: &Probe<'_>) -> Opened {
+    let on = p.on(SourceId::KvCacheDir);
+    let dir = &p.cfg.kv_cache_dir;
+    let result = match dir {
+        Some(d) if d.is_dir() => Ok(()),
+        Some(d) => Err(format!("{}: missing", d.display())),
+        None => Err("no KV cache dir given".into()),
+    };
+    let source = KvCacheDir {
+        // Looked at again at every boundary: KVBM may create it after the harness starts.
+        dir: dir.clone().filter(|_| on),
+        reason: Opened::reason(on, &result),
+    };
+    Opened::new(source, on, result)
+}
+
+impl Source for KvCacheDir {
+    fn id(&self) -> SourceId {
+        SourceId::KvCacheDir
+    }
+
+    fn read(&self, at: &At<'_>) -> Fill {
+        let r = match &self.dir {
+            Some(d) if d.is_dir() => {
+                let (summary, files) = dir_snapshot(d, 5, 100_000);
+                let out = at.cfg.telemetry_dir().join(format!(
+                    "kvbm_dir_{}.txt",
+                    crate::common::file_safe(at.label)
+                ));
+                if let Err(e) = write_listing(&out, &summary, &files) {
+                    at.warn(format!("{}: {e}", out.display()));
+                }
+                Reading::ok(summary)
+            }
+            _ => Reading::unavailable(self.reason.clone()),
+        };
+        Box::new(move |s| s.kv_cache_dir = r)
+    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::common::{counter_delta, read_text, round3};
+use crate::common::{Reading, counter_delta, mib_cell, read_text, round3};
+use crate::session::Config;
+use crate::source::{
+    At, Column, DISABLED, Fill, Opened, Probe, Rows, Sampler, Source, SourceId, Timeline, cells,
+};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MemorySnapshot {
@@ -146,6 +151,92 @@ pub fn rates(before: &MemorySnapshot, after: &MemorySnapshot, interval_s: f64) -
         pswpin_s: r("pswpin"),
         pswpout_s: r("pswpout"),
         pgmajfault_s: r("pgmajfault"),
+    }
+}
+
+// ---------------------------------------------------------------- source
+
+/// The swap in use, when the kernel reports swap at all.
+fn swap_used(m: &MemorySnapshot) -> Option<u64> {
+    Some(m.mem("SwapTotal")?.saturating_sub(m.mem("SwapFree")?))
+}
+
+/// The `memory.csv` columns after the timestamp: one reading and the paging
+/// rates since the one before.
+const COLUMNS: &[Column<(MemorySnapshot, MemoryRates)>] = &[
+    ("mem_total_mib", |(m, _)| mib_cell(m.mem("MemTotal"))),
+    ("mem_available_mib", |(m, _)| {
+        mib_cell(m.mem("MemAvailable"))
+    }),
+    ("cached_mib", |(m, _)| mib_cell(m.mem("Cached"))),
+    ("dirty_mib", |(m, _)| mib_cell(m.mem("Dirty"))),
+    ("writeback_mib", |(m, _)| mib_cell(m.mem("Writeback"))),
+    ("buffers_mib", |(m, _)| mib_cell(m.mem("Buffers"))),
+    ("swap_used_mib", |(m, _)| mib_cell(swap_used(m))),
+    ("pgpgin_kib_s", |(_, r)| r.pgpgin_kib_s.into()),
+    ("pgpgout_kib_s", |(_, r)| r.pgpgout_kib_s.into()),
+    ("pswpin_s", |(_, r)| r.pswpin_s.into()),
+    ("pswpout_s", |(_, r)| r.pswpout_s.into()),
+    ("pgmajfault_s", |(_, r)| r.pgmajfault_s.into()),
+];
+
+/// Memory is read whenever it is on: a failed probe is most likely to fail again,
+/// and then the snapshot says why.
+struct Memory {
+    on: bool,
+}
+
+pub(crate) fn probe(p: &Probe<'_>) -> Opened {
+    let on = p.on(SourceId::Memory);
+    let result = if on {
+        read(&p.cfg.roots.proc).map(|_| ())
+    } else {
+        Ok(())
+    };
+    Opened::new(Memory { on }, on, result)
+}
+
+impl Source for Memory {
+    fn id(&self) -> SourceId {
+        SourceId::Memory
+    }
+
+    fn read(&self, at: &At<'_>) -> Fill {
+        let r = if self.on {
+            Reading::from_result(read(&at.cfg.roots.proc))
+        } else {
+            Reading::unavailable(DISABLED)
+        };
+        Box::new(move |s| s.memory = r)
+    }
+
+    fn sampler(&self) -> Option<Box<dyn Sampler>> {
+        self.on
+            .then(|| Box::new(MemorySampler { prev: None }) as Box<dyn Sampler>)
+    }
+}
+
+struct MemorySampler {
+    prev: Option<(Instant, MemorySnapshot)>,
+}
+
+impl Sampler for MemorySampler {
+    fn timelines(&self) -> Vec<Timeline> {
+        vec![Timeline::new("memory.csv", COLUMNS)]
+    }
+
+    fn sample(&mut self, cfg: &Config, _elapsed_s: f64, rows: &mut Rows) -> Result<(), String> {
+        let m = read(&cfg.roots.proc)?;
+        let now = Instant::now();
+        let r = self
+            .prev
+            .as_ref()
+            .map(|(t0, b)| rates(b, &m, now.duration_since(*t0).as_secs_f64()))
+            .unwrap_or_default();
+        let row = (m, r);
+        rows.push((0, cells(COLUMNS, &row)));
+        self.prev = Some((now, row.0));
+        Ok(())
     }
 }
 

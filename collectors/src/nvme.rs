@@ -16,7 +16,13 @@ use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+use crate::common::{Reading, utc_now, write_json};
+use crate::session::Config;
+use crate::source::{At, Fill, Finish, Opened, Probe, Source, SourceId};
 
 pub const DATA_UNIT_BYTES: u128 = 512_000;
 
@@ -442,6 +448,159 @@ pub fn read_identity(dev: &NvmeDevice, dev_root: &Path) -> Result<(Identity, Pat
 pub fn read_smart(dev: &NvmeDevice, dev_root: &Path) -> Result<(SmartLog, PathBuf), String> {
     let (f, p) = open(dev, dev_root)?;
     Ok((parse_smart(&smart_raw(&f)?)?, p))
+}
+
+// ---------------------------------------------------------------- source
+
+const IDENTIFY: &str = "NVME_IOCTL_ADMIN_CMD Identify Controller (CNS 1)";
+const SMART: &str = "NVME_IOCTL_ADMIN_CMD Get Log Page 0x02 (SMART / Health)";
+
+/// `nvme_identity.json` / `nvme_smart_{pre,post}.json` envelope.
+#[derive(Serialize)]
+struct NvmeFile {
+    timestamp_utc: String,
+    success: bool,
+    error: Option<String>,
+    device: String,
+    device_used: Option<String>,
+    controller: String,
+    namespace_block_device: Option<String>,
+    method: &'static str,
+    #[serde(flatten)]
+    payload: BTreeMap<&'static str, serde_json::Value>,
+}
+
+impl NvmeFile {
+    fn new<T: Serialize>(
+        dev: &NvmeDevice,
+        r: &Result<(T, PathBuf), String>,
+        method: &'static str,
+        key: &'static str,
+    ) -> Self {
+        let payload = serde_json::to_value(r.as_ref().ok().map(|x| &x.0)).unwrap_or_default();
+        NvmeFile {
+            timestamp_utc: utc_now(),
+            success: r.is_ok(),
+            error: r.as_ref().err().cloned(),
+            device: dev.requested.clone(),
+            device_used: r.as_ref().ok().map(|(_, p)| p.display().to_string()),
+            controller: dev.controller.display().to_string(),
+            namespace_block_device: dev.namespace.clone(),
+            method,
+            payload: BTreeMap::from([(key, payload)]),
+        }
+    }
+}
+
+/// The shape of an NVMe file when there is no device to ask, so readers need one shape.
+fn failure(error: Option<&str>, device: Option<&str>) -> serde_json::Value {
+    serde_json::json!({"timestamp_utc": utc_now(), "success": false, "error": error, "device": device})
+}
+
+struct Nvme {
+    /// The device, when it answered SMART at start.
+    dev: Option<NvmeDevice>,
+    pre: Option<SmartLog>,
+    identity: Option<Identity>,
+    enabled: bool,
+    /// Why there is no reading (for snapshots and `nvme_smart_post.json`).
+    reason: String,
+}
+
+/// Reads identity and pre-run SMART now, so the files exist even if the run dies.
+pub(crate) fn probe(p: &Probe<'_>) -> Opened {
+    let cfg = p.cfg;
+    let on = p.on(SourceId::Nvme);
+    let mut warnings = Vec::new();
+    let mut write = |file: &str, v: &dyn Fn(&Path) -> std::io::Result<()>| {
+        if let Err(e) = v(&cfg.run_dir.join(file)) {
+            warnings.push(format!("{file}: {e}"));
+        }
+    };
+    let mut source = Nvme {
+        dev: None,
+        pre: None,
+        identity: None,
+        enabled: on,
+        reason: String::new(),
+    };
+    let result = match (&cfg.nvme_device, on) {
+        (_, false) => Ok(()),
+        (None, true) => Err("no NVMe device given".to_string()),
+        (Some(d), true) => match resolve(d, &cfg.roots.dev, &cfg.roots.sys) {
+            Err(e) => {
+                let v = failure(Some(&e), Some(d));
+                write("nvme_identity.json", &|p| write_json(p, &v));
+                write("nvme_smart_pre.json", &|p| write_json(p, &v));
+                Err(e)
+            }
+            Ok(dev) => {
+                let id = read_identity(&dev, &cfg.roots.dev);
+                let smart = read_smart(&dev, &cfg.roots.dev);
+                let id_file = NvmeFile::new(&dev, &id, IDENTIFY, "identity");
+                write("nvme_identity.json", &|p| write_json(p, &id_file));
+                let pre_file = NvmeFile::new(&dev, &smart, SMART, "smart");
+                write("nvme_smart_pre.json", &|p| write_json(p, &pre_file));
+                source.identity = id.ok().map(|x| x.0);
+                match smart {
+                    Ok((s, _)) => {
+                        source.pre = Some(s);
+                        source.dev = Some(dev);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        },
+    };
+    source.reason = Opened::reason(on, &result);
+    let mut opened = Opened::new(source, on, result);
+    opened.warnings = warnings;
+    opened
+}
+
+impl Source for Nvme {
+    fn id(&self) -> SourceId {
+        SourceId::Nvme
+    }
+
+    fn read(&self, at: &At<'_>) -> Fill {
+        let r = match &self.dev {
+            Some(d) => Reading::from_result(read_smart(d, &at.cfg.roots.dev).map(|x| x.0)),
+            None => Reading::unavailable(self.reason.clone()),
+        };
+        Box::new(move |s| s.nvme = r)
+    }
+
+    /// `nvme_smart_post.json` with the run's delta, and `nvme_smart_delta.json`.
+    fn finish(&self, cfg: &Config, out: &mut Finish) {
+        out.nvme_identity = self.identity.clone();
+        let Some(dev) = &self.dev else {
+            // Pre was written when the device was found; post says why there is no data.
+            if self.enabled {
+                let v = failure(Some(&self.reason), cfg.nvme_device.as_deref());
+                let _ = write_json(&cfg.run_dir.join("nvme_smart_post.json"), &v);
+            }
+            return;
+        };
+        let post = read_smart(dev, &cfg.roots.dev);
+        let delta = match (&self.pre, &post) {
+            (Some(a), Ok((b, _))) => Some(smart_delta(a, b)),
+            _ => None,
+        };
+        let mut v =
+            serde_json::to_value(NvmeFile::new(dev, &post, SMART, "smart")).unwrap_or_default();
+        v["delta_from_pre"] = serde_json::to_value(&delta).unwrap_or_default();
+        if let Err(e) = write_json(&cfg.run_dir.join("nvme_smart_post.json"), &v) {
+            out.warnings.push(format!("nvme_smart_post.json: {e}"));
+        }
+        if let Some(d) = &delta
+            && let Err(e) = write_json(&cfg.run_dir.join("nvme_smart_delta.json"), d)
+        {
+            out.warnings.push(format!("nvme_smart_delta.json: {e}"));
+        }
+        out.nvme_run_delta = delta;
+    }
 }
 
 #[cfg(test)]

@@ -11,12 +11,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use procfs::process::Process;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{counter_delta, mib, read_text};
+use crate::common::{Reading, counter_delta, mib, mib_cell, read_text};
+use crate::session::Config;
+use crate::source::{
+    At, Column, DISABLED, Fill, Opened, Probe, Rows, Sampler, Source, SourceId, Timeline, cells,
+};
 
 /// Which processes to watch.
 #[derive(Debug, Clone, Default)]
@@ -567,6 +572,224 @@ pub fn cgroup_delta(
         read_mib_delta: mib(r),
         write_mib_delta: mib(w),
         devices,
+    }
+}
+
+// ---------------------------------------------------------------- sources
+
+/// The `os_pid_io.csv` columns after the timestamp.
+const PID_COLUMNS: &[Column<ProcRate>] = &[
+    ("pid", |r| u64::from(r.pid).into()),
+    ("comm", |r| r.comm.as_str().into()),
+    ("read_bytes_s", |r| r.read_bytes_s.into()),
+    ("write_bytes_s", |r| r.write_bytes_s.into()),
+    ("rchar_s", |r| r.rchar_s.into()),
+    ("wchar_s", |r| r.wchar_s.into()),
+    ("cpu_pct", |r| r.cpu_pct.into()),
+    ("rss_mib", |r| mib_cell(r.rss_bytes)),
+];
+
+/// The worker processes (`None` when there is nothing to match).
+struct Processes {
+    matcher: Option<Matcher>,
+    on: bool,
+    reason: String,
+}
+
+pub(crate) fn probe_processes(p: &Probe<'_>) -> Opened {
+    let on = p.on(SourceId::Processes);
+    let matcher = if on {
+        Matcher::new(p.cfg.process_pattern.as_deref(), &p.cfg.pids).and_then(|m| {
+            if m.is_empty() {
+                Err("no process pattern or PIDs given".to_string())
+            } else {
+                Ok(m)
+            }
+        })
+    } else {
+        Err(DISABLED.to_string())
+    };
+    let result = matcher.as_ref().map(|_| ()).map_err(Clone::clone);
+    let source = Processes {
+        reason: Opened::reason(on, &result),
+        matcher: matcher.ok(),
+        on,
+    };
+    Opened::new(source, on, if on { result } else { Ok(()) })
+}
+
+impl Source for Processes {
+    fn id(&self) -> SourceId {
+        SourceId::Processes
+    }
+
+    fn read(&self, at: &At<'_>) -> Fill {
+        let proc_root = &at.cfg.roots.proc;
+        let matched = match &self.matcher {
+            Some(m) => Reading::from_result(scan(proc_root, m)),
+            None => Reading::unavailable(self.reason.clone()),
+        };
+        // Host-wide, for the top readers/writers: on whenever the source is.
+        let host = self.on.then(|| Reading::from_result(scan_all(proc_root)));
+        Box::new(move |s| {
+            s.processes = matched;
+            if let Some(h) = host {
+                s.host_processes = h;
+            }
+        })
+    }
+
+    fn sampler(&self) -> Option<Box<dyn Sampler>> {
+        let matcher = self.matcher.clone()?;
+        Some(Box::new(PidSampler {
+            matcher,
+            prev: None,
+        }))
+    }
+}
+
+struct PidSampler {
+    matcher: Matcher,
+    prev: Option<(Instant, ProcSnapshot)>,
+}
+
+impl Sampler for PidSampler {
+    fn timelines(&self) -> Vec<Timeline> {
+        vec![Timeline::new("os_pid_io.csv", PID_COLUMNS)]
+    }
+
+    fn sample(&mut self, cfg: &Config, _elapsed_s: f64, rows: &mut Rows) -> Result<(), String> {
+        let snap = scan(&cfg.roots.proc, &self.matcher)?;
+        let now = Instant::now();
+        if let Some((t0, before)) = &self.prev {
+            for r in rates(before, &snap, now.duration_since(*t0).as_secs_f64()) {
+                rows.push((0, cells(PID_COLUMNS, &r)));
+            }
+        }
+        self.prev = Some((now, snap));
+        Ok(())
+    }
+}
+
+/// One cgroup device's rates between two timeline samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgroupRate {
+    pub device: String,
+    pub read_bytes_s: f64,
+    pub write_bytes_s: f64,
+    pub read_ios_s: f64,
+    pub write_ios_s: f64,
+}
+
+/// A device absent before counts from zero: it appeared during the interval.
+pub fn cgroup_rates(before: &CgroupIo, after: &CgroupIo, interval_s: f64) -> Vec<CgroupRate> {
+    let secs = interval_s.max(1e-9);
+    let r = |x: u64, y: u64| crate::common::round3(counter_delta(x, y).0 as f64 / secs);
+    after
+        .devices
+        .iter()
+        .map(|(dev, a)| {
+            let b = before.devices.get(dev).cloned().unwrap_or_default();
+            CgroupRate {
+                device: dev.clone(),
+                read_bytes_s: r(b.rbytes, a.rbytes),
+                write_bytes_s: r(b.wbytes, a.wbytes),
+                read_ios_s: r(b.rios, a.rios),
+                write_ios_s: r(b.wios, a.wios),
+            }
+        })
+        .collect()
+}
+
+/// The `cgroup_io.csv` columns after the timestamp.
+const CGROUP_COLUMNS: &[Column<CgroupRate>] = &[
+    ("device", |r| r.device.as_str().into()),
+    ("read_bytes_s", |r| r.read_bytes_s.into()),
+    ("write_bytes_s", |r| r.write_bytes_s.into()),
+    ("read_ios_s", |r| r.read_ios_s.into()),
+    ("write_ios_s", |r| r.write_ios_s.into()),
+];
+
+/// The worker's cgroup (`None` when it cannot be read).
+struct Cgroup {
+    target: Option<CgroupTarget>,
+    reason: String,
+}
+
+/// Without `--cgroup`, a container's own cgroup stands in.
+pub(crate) fn probe_cgroup(p: &Probe<'_>) -> Opened {
+    let cfg = p.cfg;
+    let on = p.on(SourceId::Cgroup);
+    let target = cfg
+        .cgroup
+        .clone()
+        .or_else(|| cfg.container.clone().map(CgroupTarget::Container));
+    let result = match (&target, on) {
+        (None, _) => Err("no cgroup path, PID or container given".to_string()),
+        (Some(t), true) => {
+            read_cgroup(t, &cfg.roots.proc, &cfg.roots.cgroup, cfg.docker_timeout).map(|_| ())
+        }
+        (Some(_), false) => Ok(()),
+    };
+    let usable = on && result.is_ok();
+    let source = Cgroup {
+        target: target.filter(|_| usable),
+        reason: Opened::reason(on, &result),
+    };
+    Opened::new(source, on, result)
+}
+
+impl Source for Cgroup {
+    fn id(&self) -> SourceId {
+        SourceId::Cgroup
+    }
+
+    fn read(&self, at: &At<'_>) -> Fill {
+        let cfg = at.cfg;
+        let r = match &self.target {
+            Some(t) => Reading::from_result(read_cgroup(
+                t,
+                &cfg.roots.proc,
+                &cfg.roots.cgroup,
+                cfg.docker_timeout,
+            )),
+            None => Reading::unavailable(self.reason.clone()),
+        };
+        Box::new(move |s| s.cgroup = r)
+    }
+
+    fn sampler(&self) -> Option<Box<dyn Sampler>> {
+        let target = self.target.clone()?;
+        Some(Box::new(CgroupSampler { target, prev: None }))
+    }
+}
+
+struct CgroupSampler {
+    target: CgroupTarget,
+    prev: Option<(Instant, CgroupIo)>,
+}
+
+impl Sampler for CgroupSampler {
+    fn timelines(&self) -> Vec<Timeline> {
+        vec![Timeline::new("cgroup_io.csv", CGROUP_COLUMNS)]
+    }
+
+    fn sample(&mut self, cfg: &Config, _elapsed_s: f64, rows: &mut Rows) -> Result<(), String> {
+        let cg = read_cgroup(
+            &self.target,
+            &cfg.roots.proc,
+            &cfg.roots.cgroup,
+            cfg.docker_timeout,
+        )?;
+        let now = Instant::now();
+        if let Some((t0, before)) = &self.prev {
+            let secs = now.duration_since(*t0).as_secs_f64();
+            for r in cgroup_rates(before, &cg, secs) {
+                rows.push((0, cells(CGROUP_COLUMNS, &r)));
+            }
+        }
+        self.prev = Some((now, cg));
+        Ok(())
     }
 }
 

@@ -16,12 +16,16 @@
 //! rate, or replay-phase reads on the KV disk well above the baseline phase's.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::common::MIB;
 
+/// The KV tiers a run was configured with. `DiskOnly` (Dynamo's experimental
+/// GPU + disk) is gone: no flag could select it, so no verdict ever judged it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KvMode {
@@ -31,28 +35,76 @@ pub enum KvMode {
     CpuOnly,
     /// B2: GPU + CPU + disk tiers.
     CpuDisk,
-    /// B3: GPU + disk tier (experimental in Dynamo).
-    DiskOnly,
 }
 
 impl KvMode {
-    /// Accepts the seed's aliases (`b2`, `cpu-disk`, `cpu+disk`, `none`, …).
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s.trim().to_ascii_lowercase().as_str() {
-            "off" | "b0" | "none" | "no_kvbm" => KvMode::Off,
-            "cpu_only" | "cpu-only" | "cpu" | "b1" => KvMode::CpuOnly,
-            "cpu_disk" | "cpu-disk" | "cpu+disk" | "b2" => KvMode::CpuDisk,
-            "disk_only" | "disk-only" | "disk" | "b3" => KvMode::DiskOnly,
-            _ => return None,
-        })
+    pub const ALL: [KvMode; 3] = [KvMode::Off, KvMode::CpuOnly, KvMode::CpuDisk];
+
+    /// The `--kv-mode` spelling, also the serde name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            KvMode::Off => "off",
+            KvMode::CpuOnly => "cpu_only",
+            KvMode::CpuDisk => "cpu_disk",
+        }
     }
 
-    pub fn kv_tier_on(self) -> bool {
+    /// The seed harness's tier label (`--tier-mode`).
+    pub const fn tier_mode(self) -> &'static str {
+        match self {
+            KvMode::Off => "B0",
+            KvMode::CpuOnly => "B1",
+            KvMode::CpuDisk => "B2",
+        }
+    }
+
+    pub fn kvbm_enabled(self) -> bool {
         self != KvMode::Off
     }
 
     pub fn disk_tier_on(self) -> bool {
-        matches!(self, KvMode::CpuDisk | KvMode::DiskOnly)
+        self == KvMode::CpuDisk
+    }
+}
+
+impl fmt::Display for KvMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that is neither a KV mode nor a tier label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKvMode(pub String);
+
+impl fmt::Display for UnknownKvMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = KvMode::ALL
+            .iter()
+            .map(|m| m.as_str())
+            .chain(KvMode::ALL.iter().map(|m| m.tier_mode()))
+            .collect();
+        write!(
+            f,
+            "{:?} is not a KV mode (one of: {})",
+            self.0,
+            names.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownKvMode {}
+
+/// Accepts the mode names and the tier labels, in any case.
+impl FromStr for KvMode {
+    type Err = UnknownKvMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        KvMode::ALL
+            .into_iter()
+            .find(|m| t.eq_ignore_ascii_case(m.as_str()) || t.eq_ignore_ascii_case(m.tier_mode()))
+            .ok_or_else(|| UnknownKvMode(s.to_string()))
     }
 }
 
@@ -220,6 +272,9 @@ impl ReuseOpportunity {
     }
 }
 
+/// Errors above 5% of requests invalidate a run (the CLI's `--max-error-rate` default).
+pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;
+
 /// Thresholds. Defaults are the seed's where it had one (1 MiB replay read,
 /// 1.2× baseline), otherwise chosen to flag clear cases only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -242,7 +297,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            max_error_rate: 0.05,
+            max_error_rate: DEFAULT_MAX_ERROR_RATE,
             min_disk_io_bytes: MIB as u64,
             high_reuse_rate: 0.25,
             allow_missing_kvbm_metrics: false,
@@ -259,28 +314,93 @@ pub struct VerdictInput<'a> {
     pub phases: &'a [PhaseEvidence],
     pub errors: RunErrors,
     pub reuse: Option<ReuseOpportunity>,
-    /// The host's own invalid reason, if the run is already invalid.
-    pub host_invalid_reason: Option<String>,
+    /// The host already found the run invalid (its reason stays the host's).
+    pub host_invalid: bool,
     pub policy: Policy,
 }
 
-pub const RUN_INVALID: &str = "RUN_INVALID";
-pub const ERROR_RATE_ABOVE_THRESHOLD: &str = "ERROR_RATE_ABOVE_THRESHOLD";
-pub const KVBM_METRICS_MISSING: &str = "KVBM_METRICS_MISSING";
-pub const RUN_ERRORS_PRESENT: &str = "RUN_ERRORS_PRESENT";
-pub const DISK_TIER_NO_DISK_IO: &str = "DISK_TIER_NO_DISK_IO";
-pub const DISK_TIER_NO_KVBM_DISK_ACTIVITY: &str = "DISK_TIER_NO_KVBM_DISK_ACTIVITY";
-pub const DISK_IO_UNAVAILABLE: &str = "DISK_IO_UNAVAILABLE";
-pub const IO_WITHOUT_KVBM_DELTAS: &str = "IO_WITHOUT_KVBM_DELTAS";
-pub const REUSE_WITHOUT_MATCHED_TOKENS: &str = "REUSE_WITHOUT_MATCHED_TOKENS";
-pub const REUSE_OPPORTUNITY_UNKNOWN: &str = "REUSE_OPPORTUNITY_UNKNOWN";
+/// Whether a finding invalidates the run or only keeps it from being decision-grade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Hard,
+    Soft,
+}
 
-/// The seed's `invalid_reason` name for each hard code.
-pub fn seed_invalid_reason(code: &str) -> Option<&'static str> {
-    match code {
-        KVBM_METRICS_MISSING => Some("kvbm_metrics_unavailable"),
-        ERROR_RATE_ABOVE_THRESHOLD => Some("error_rate_above_threshold"),
-        _ => None,
+/// A verdict finding. The serde names are the stable codes in `verdict.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReasonCode {
+    /// The host had already found the run invalid.
+    RunInvalid,
+    ErrorRateAboveThreshold,
+    /// A KV tier is on but no phase had KVBM metrics.
+    KvbmMetricsMissing,
+    RunErrorsPresent,
+    DiskTierNoDiskIo,
+    DiskTierNoKvbmDiskActivity,
+    DiskIoUnavailable,
+    IoWithoutKvbmDeltas,
+    ReuseWithoutMatchedTokens,
+    ReuseOpportunityUnknown,
+}
+
+impl ReasonCode {
+    pub const ALL: [ReasonCode; 10] = [
+        ReasonCode::RunInvalid,
+        ReasonCode::ErrorRateAboveThreshold,
+        ReasonCode::KvbmMetricsMissing,
+        ReasonCode::RunErrorsPresent,
+        ReasonCode::DiskTierNoDiskIo,
+        ReasonCode::DiskTierNoKvbmDiskActivity,
+        ReasonCode::DiskIoUnavailable,
+        ReasonCode::IoWithoutKvbmDeltas,
+        ReasonCode::ReuseWithoutMatchedTokens,
+        ReasonCode::ReuseOpportunityUnknown,
+    ];
+
+    /// As [`Policy`] leaves it; `allow_missing_kvbm_metrics` demotes
+    /// [`ReasonCode::KvbmMetricsMissing`] to soft.
+    pub fn severity(self) -> Severity {
+        match self {
+            ReasonCode::RunInvalid
+            | ReasonCode::ErrorRateAboveThreshold
+            | ReasonCode::KvbmMetricsMissing => Severity::Hard,
+            _ => Severity::Soft,
+        }
+    }
+
+    /// The seed's `invalid_reason` name, for the hard codes that had one.
+    /// `RunInvalid` has none: the host keeps its own reason.
+    pub fn seed_name(self) -> Option<&'static str> {
+        match self {
+            ReasonCode::KvbmMetricsMissing => Some("kvbm_metrics_unavailable"),
+            ReasonCode::ErrorRateAboveThreshold => Some("error_rate_above_threshold"),
+            _ => None,
+        }
+    }
+}
+
+/// `Verdict.invalid_reason` is written under the seed's name.
+mod seed_name {
+    use super::ReasonCode;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(c: &Option<ReasonCode>, s: S) -> Result<S::Ok, S::Error> {
+        match c.and_then(ReasonCode::seed_name) {
+            Some(n) => s.serialize_some(n),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ReasonCode>, D::Error> {
+        let Some(name) = Option::<std::borrow::Cow<'de, str>>::deserialize(d)? else {
+            return Ok(None);
+        };
+        ReasonCode::ALL
+            .into_iter()
+            .find(|c| c.seed_name() == Some(&*name))
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown invalid_reason {name:?}")))
     }
 }
 
@@ -326,34 +446,33 @@ pub struct Signals {
 pub struct Verdict {
     pub run_valid: bool,
     pub decision_grade: bool,
-    /// The first hard failure under the seed's name, for `summary.json`.
-    pub invalid_reason: Option<String>,
-    pub reason_codes: Vec<String>,
+    /// The first hard failure that has a seed name, written under that name.
+    #[serde(default, with = "seed_name")]
+    pub invalid_reason: Option<ReasonCode>,
+    pub reason_codes: Vec<ReasonCode>,
     /// One line per code, in the same order, saying what was seen.
     pub details: Vec<String>,
     pub signals: Signals,
 }
 
 impl Verdict {
-    fn hard(&mut self, code: &str, detail: String) {
-        self.run_valid = false;
+    /// Records `code` once, with the first detail; a hard one invalidates the run.
+    fn flag(&mut self, code: ReasonCode, severity: Severity, detail: String) {
         self.decision_grade = false;
-        if self.invalid_reason.is_none() {
-            self.invalid_reason = seed_invalid_reason(code).map(str::to_string);
+        if severity == Severity::Hard {
+            self.run_valid = false;
+            if self.invalid_reason.is_none() && code.seed_name().is_some() {
+                self.invalid_reason = Some(code);
+            }
         }
-        self.push(code, detail);
-    }
-
-    fn soft(&mut self, code: &str, detail: String) {
-        self.decision_grade = false;
-        self.push(code, detail);
-    }
-
-    fn push(&mut self, code: &str, detail: String) {
-        if !self.reason_codes.iter().any(|c| c == code) {
-            self.reason_codes.push(code.to_string());
+        if !self.reason_codes.contains(&code) {
+            self.reason_codes.push(code);
             self.details.push(detail);
         }
+    }
+
+    fn add(&mut self, code: ReasonCode, detail: String) {
+        self.flag(code, code.severity(), detail);
     }
 }
 
@@ -463,14 +582,17 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
     let signals = v.signals.clone();
 
     // ---- hard failures
-    if let Some(r) = &input.host_invalid_reason {
-        v.hard(RUN_INVALID, format!("the run is invalid: {r}"));
+    if input.host_invalid {
+        v.add(
+            ReasonCode::RunInvalid,
+            "the run is invalid for the host (summary.json says why)".into(),
+        );
     }
     if let Some(rate) = signals.error_rate
         && rate > p.max_error_rate
     {
-        v.hard(
-            ERROR_RATE_ABOVE_THRESHOLD,
+        v.add(
+            ReasonCode::ErrorRateAboveThreshold,
             format!(
                 "{} of {} requests failed ({:.2}% > {:.2}%)",
                 input.errors.failed_requests,
@@ -480,13 +602,14 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
             ),
         );
     }
-    if mode.kv_tier_on() && !signals.kvbm_metrics_available {
+    if mode.kvbm_enabled() && !signals.kvbm_metrics_available {
         let d = format!("kv mode {mode:?} has a KV tier but no phase had kvbm_* metrics");
-        if p.allow_missing_kvbm_metrics {
-            v.soft(KVBM_METRICS_MISSING, d);
+        let severity = if p.allow_missing_kvbm_metrics {
+            Severity::Soft
         } else {
-            v.hard(KVBM_METRICS_MISSING, d);
-        }
+            ReasonCode::KvbmMetricsMissing.severity()
+        };
+        v.flag(ReasonCode::KvbmMetricsMissing, severity, d);
     }
 
     // ---- soft failures
@@ -497,8 +620,8 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
             .iter()
             .map(|(k, n)| format!("{k}={n}"))
             .collect();
-        v.soft(
-            RUN_ERRORS_PRESENT,
+        v.add(
+            ReasonCode::RunErrorsPresent,
             format!(
                 "{} failed requests ({})",
                 input.errors.failed_requests,
@@ -508,12 +631,10 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
     }
     if mode.disk_tier_on() {
         match (signals.disk_read_bytes, signals.disk_write_bytes) {
-            (Some(r), Some(w)) if r < p.min_disk_io_bytes && w < p.min_disk_io_bytes => v.soft(
-                DISK_TIER_NO_DISK_IO,
+            (Some(r), Some(w)) if r < p.min_disk_io_bytes && w < p.min_disk_io_bytes => v.add(ReasonCode::DiskTierNoDiskIo,
                 format!("disk tier configured, but the KV disk read {r} and wrote {w} bytes in all phases"),
             ),
-            (None, _) | (_, None) => v.soft(
-                DISK_IO_UNAVAILABLE,
+            (None, _) | (_, None) => v.add(ReasonCode::DiskIoUnavailable,
                 "disk tier configured, but no phase has block-device or SMART I/O for the KV disk".into(),
             ),
             _ => {}
@@ -522,8 +643,7 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
             && !signals.ssd_write_signal
             && signals.onboard_d2d_total.unwrap_or(0.0) == 0.0
         {
-            v.soft(
-                DISK_TIER_NO_KVBM_DISK_ACTIVITY,
+            v.add(ReasonCode::DiskTierNoKvbmDiskActivity,
                 "disk tier configured, but KVBM offloaded nothing to disk and onboarded nothing from it".into(),
             );
         }
@@ -538,13 +658,12 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
             }
         }
         if !unexplained.is_empty() {
-            v.soft(IO_WITHOUT_KVBM_DELTAS, unexplained.join("; "));
+            v.add(ReasonCode::IoWithoutKvbmDeltas, unexplained.join("; "));
         }
     }
-    if mode.kv_tier_on() {
+    if mode.kvbm_enabled() {
         match &input.reuse {
-            Some(r) if r.rate >= p.high_reuse_rate && signals.kvbm_metrics_available && !signals.reuse_signal => v.soft(
-                REUSE_WITHOUT_MATCHED_TOKENS,
+            Some(r) if r.rate >= p.high_reuse_rate && signals.kvbm_metrics_available && !signals.reuse_signal => v.add(ReasonCode::ReuseWithoutMatchedTokens,
                 format!(
                     "{} of {} requests could reuse earlier KV ({:.0}%), but kvbm_matched_tokens did not move",
                     r.opportunities,
@@ -552,7 +671,7 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
                     r.rate * 100.0
                 ),
             ),
-            None => v.soft(REUSE_OPPORTUNITY_UNKNOWN, "no request manifest to measure reuse opportunity".into()),
+            None => v.add(ReasonCode::ReuseOpportunityUnknown, "no request manifest to measure reuse opportunity".into()),
             _ => {}
         }
     }
@@ -600,7 +719,7 @@ mod tests {
                 requests: 100,
                 ..Default::default()
             }),
-            host_invalid_reason: None,
+            host_invalid: false,
             policy: Policy::default(),
         }
     }
@@ -741,20 +860,17 @@ mod tests {
                 ..Default::default()
             };
         }
-        for mode in [KvMode::CpuOnly, KvMode::CpuDisk, KvMode::DiskOnly] {
+        for mode in [KvMode::CpuOnly, KvMode::CpuDisk] {
             let v = evaluate(&input(mode, &p));
             assert!(!v.run_valid);
-            assert!(v.reason_codes.contains(&KVBM_METRICS_MISSING.to_string()));
-            assert_eq!(
-                v.invalid_reason.as_deref(),
-                Some("kvbm_metrics_unavailable")
-            );
+            assert!(v.reason_codes.contains(&ReasonCode::KvbmMetricsMissing));
+            assert_eq!(v.invalid_reason, Some(ReasonCode::KvbmMetricsMissing));
         }
         let mut i = input(KvMode::CpuOnly, &p);
         i.policy.allow_missing_kvbm_metrics = true;
         let v = evaluate(&i);
         assert!(v.run_valid && !v.decision_grade);
-        assert!(v.reason_codes.contains(&KVBM_METRICS_MISSING.to_string()));
+        assert!(v.reason_codes.contains(&ReasonCode::KvbmMetricsMissing));
         // B0 never needs KVBM.
         let v = evaluate(&input(KvMode::Off, &p));
         assert!(v.run_valid && v.decision_grade, "{:?}", v.reason_codes);
@@ -768,7 +884,7 @@ mod tests {
         let v = evaluate(&input(KvMode::CpuDisk, &p));
         assert!(v.run_valid && !v.decision_grade);
         assert!(
-            v.reason_codes.contains(&DISK_TIER_NO_DISK_IO.to_string()),
+            v.reason_codes.contains(&ReasonCode::DiskTierNoDiskIo),
             "{:?}",
             v.reason_codes
         );
@@ -785,7 +901,7 @@ mod tests {
         assert!(
             evaluate(&input(KvMode::CpuDisk, &q))
                 .reason_codes
-                .contains(&DISK_TIER_NO_DISK_IO.to_string())
+                .contains(&ReasonCode::DiskTierNoDiskIo)
         );
         for e in &mut q {
             e.nvme_read_bytes = None;
@@ -794,7 +910,7 @@ mod tests {
         assert!(
             evaluate(&input(KvMode::CpuDisk, &q))
                 .reason_codes
-                .contains(&DISK_IO_UNAVAILABLE.to_string())
+                .contains(&ReasonCode::DiskIoUnavailable)
         );
     }
 
@@ -806,9 +922,9 @@ mod tests {
         let v = evaluate(&input(KvMode::CpuDisk, &p));
         assert!(
             v.reason_codes
-                .contains(&DISK_TIER_NO_KVBM_DISK_ACTIVITY.to_string())
+                .contains(&ReasonCode::DiskTierNoKvbmDiskActivity)
         );
-        assert!(v.reason_codes.contains(&IO_WITHOUT_KVBM_DELTAS.to_string()));
+        assert!(v.reason_codes.contains(&ReasonCode::IoWithoutKvbmDeltas));
     }
 
     #[test]
@@ -821,7 +937,7 @@ mod tests {
         let i = v
             .reason_codes
             .iter()
-            .position(|c| c == IO_WITHOUT_KVBM_DELTAS)
+            .position(|&c| c == ReasonCode::IoWithoutKvbmDeltas)
             .expect("flagged");
         assert!(v.details[i].contains("replay_A: read"), "{}", v.details[i]);
         assert!(
@@ -835,7 +951,7 @@ mod tests {
         let i = v
             .reason_codes
             .iter()
-            .position(|c| c == IO_WITHOUT_KVBM_DELTAS)
+            .position(|&c| c == ReasonCode::IoWithoutKvbmDeltas)
             .unwrap();
         assert!(v.details[i].contains("warm_A: wrote"));
         // Small I/O below the floor is noise, not a finding.
@@ -859,7 +975,7 @@ mod tests {
         assert!(v.run_valid && !v.decision_grade);
         assert!(
             v.reason_codes
-                .contains(&REUSE_WITHOUT_MATCHED_TOKENS.to_string())
+                .contains(&ReasonCode::ReuseWithoutMatchedTokens)
         );
         // Low opportunity: nothing expected.
         i.reuse.as_mut().unwrap().rate = 0.1;
@@ -869,7 +985,7 @@ mod tests {
         assert!(
             evaluate(&i)
                 .reason_codes
-                .contains(&REUSE_OPPORTUNITY_UNKNOWN.to_string())
+                .contains(&ReasonCode::ReuseOpportunityUnknown)
         );
         // B0 has no KVBM to match anything.
         let mut off = input(KvMode::Off, &p);
@@ -885,19 +1001,19 @@ mod tests {
         i.errors.by_kind.insert("http_5xx".into(), 2);
         let v = evaluate(&i);
         assert!(v.run_valid && !v.decision_grade);
-        assert_eq!(v.reason_codes, vec![RUN_ERRORS_PRESENT]);
+        assert_eq!(v.reason_codes, vec![ReasonCode::RunErrorsPresent]);
         assert!(v.details[0].contains("http_5xx=2"));
         i.errors.failed_requests = 6;
         let v = evaluate(&i);
         assert!(!v.run_valid);
         assert_eq!(
             v.reason_codes,
-            vec![ERROR_RATE_ABOVE_THRESHOLD, RUN_ERRORS_PRESENT]
+            vec![
+                ReasonCode::ErrorRateAboveThreshold,
+                ReasonCode::RunErrorsPresent
+            ]
         );
-        assert_eq!(
-            v.invalid_reason.as_deref(),
-            Some("error_rate_above_threshold")
-        );
+        assert_eq!(v.invalid_reason, Some(ReasonCode::ErrorRateAboveThreshold));
         assert_eq!(v.signals.error_rate, Some(0.06));
     }
 
@@ -905,10 +1021,10 @@ mod tests {
     fn host_invalid_reason_carries_over() {
         let p = good_b2();
         let mut i = input(KvMode::CpuDisk, &p);
-        i.host_invalid_reason = Some("model_dropped".into());
+        i.host_invalid = true;
         let v = evaluate(&i);
         assert!(!v.run_valid && !v.decision_grade);
-        assert_eq!(v.reason_codes, vec![RUN_INVALID]);
+        assert_eq!(v.reason_codes, vec![ReasonCode::RunInvalid]);
         assert_eq!(v.invalid_reason, None, "the host keeps its own reason");
     }
 
@@ -942,14 +1058,93 @@ mod tests {
     }
 
     #[test]
-    fn kv_mode_aliases() {
-        assert_eq!(KvMode::parse("B2"), Some(KvMode::CpuDisk));
-        assert_eq!(KvMode::parse("cpu+disk"), Some(KvMode::CpuDisk));
-        assert_eq!(KvMode::parse("none"), Some(KvMode::Off));
-        assert_eq!(KvMode::parse("cpu-only"), Some(KvMode::CpuOnly));
-        assert_eq!(KvMode::parse("b3"), Some(KvMode::DiskOnly));
-        assert_eq!(KvMode::parse("x"), None);
-        assert!(KvMode::DiskOnly.disk_tier_on() && !KvMode::CpuOnly.disk_tier_on());
+    fn kv_mode_names_and_tier_labels() {
+        for (s, m) in [
+            ("off", KvMode::Off),
+            ("cpu_only", KvMode::CpuOnly),
+            ("cpu_disk", KvMode::CpuDisk),
+            ("B0", KvMode::Off),
+            ("b1", KvMode::CpuOnly),
+            (" B2 ", KvMode::CpuDisk),
+            ("CPU_DISK", KvMode::CpuDisk),
+        ] {
+            assert_eq!(s.parse::<KvMode>(), Ok(m), "{s}");
+        }
+        for m in KvMode::ALL {
+            assert_eq!(m.as_str().parse::<KvMode>(), Ok(m));
+            assert_eq!(m.tier_mode().parse::<KvMode>(), Ok(m));
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+        }
+        assert_eq!(
+            [KvMode::Off, KvMode::CpuOnly, KvMode::CpuDisk].map(KvMode::tier_mode),
+            ["B0", "B1", "B2"]
+        );
+        assert!(!KvMode::Off.kvbm_enabled() && KvMode::CpuOnly.kvbm_enabled());
+        assert!(KvMode::CpuDisk.disk_tier_on() && !KvMode::CpuOnly.disk_tier_on());
+        assert_eq!(
+            "b3".parse::<KvMode>().unwrap_err().to_string(),
+            "\"b3\" is not a KV mode (one of: off, cpu_only, cpu_disk, B0, B1, B2)"
+        );
+    }
+
+    #[test]
+    fn reason_codes_keep_their_stable_names() {
+        let old = [
+            "RUN_INVALID",
+            "ERROR_RATE_ABOVE_THRESHOLD",
+            "KVBM_METRICS_MISSING",
+            "RUN_ERRORS_PRESENT",
+            "DISK_TIER_NO_DISK_IO",
+            "DISK_TIER_NO_KVBM_DISK_ACTIVITY",
+            "DISK_IO_UNAVAILABLE",
+            "IO_WITHOUT_KVBM_DELTAS",
+            "REUSE_WITHOUT_MATCHED_TOKENS",
+            "REUSE_OPPORTUNITY_UNKNOWN",
+        ];
+        for (c, name) in ReasonCode::ALL.into_iter().zip(old) {
+            assert_eq!(serde_json::to_value(c).unwrap(), name);
+            assert_eq!(
+                serde_json::from_value::<ReasonCode>(name.into()).unwrap(),
+                c
+            );
+        }
+        let hard: Vec<ReasonCode> = ReasonCode::ALL
+            .into_iter()
+            .filter(|c| c.severity() == Severity::Hard)
+            .collect();
+        assert_eq!(
+            hard,
+            [
+                ReasonCode::RunInvalid,
+                ReasonCode::ErrorRateAboveThreshold,
+                ReasonCode::KvbmMetricsMissing
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_reason_is_written_and_read_under_the_seed_name() {
+        for (code, seed) in [
+            (
+                ReasonCode::ErrorRateAboveThreshold,
+                "error_rate_above_threshold",
+            ),
+            (ReasonCode::KvbmMetricsMissing, "kvbm_metrics_unavailable"),
+        ] {
+            let v = Verdict {
+                invalid_reason: Some(code),
+                ..Default::default()
+            };
+            let j = serde_json::to_value(&v).unwrap();
+            assert_eq!(j["invalid_reason"], seed);
+            assert_eq!(serde_json::from_value::<Verdict>(j).unwrap(), v);
+        }
+        let j = serde_json::to_value(Verdict::default()).unwrap();
+        assert!(j["invalid_reason"].is_null());
+        assert_eq!(
+            serde_json::from_value::<Verdict>(j).unwrap().invalid_reason,
+            None
+        );
     }
 
     #[test]

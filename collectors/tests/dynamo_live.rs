@@ -15,7 +15,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use dynamo::{DynamoStack, StackOptions};
-use sparkhost_collectors::{Collectors, Config, Session};
+use sparkhost_collectors::{Config, Session, SourceId};
 
 /// POSTs a completion and reads the whole response (streamed or not).
 fn complete(endpoint: &str, model: &str, stream: bool) -> u16 {
@@ -66,22 +66,19 @@ fn phase_deltas_from_the_live_frontend_and_worker() {
     cfg.kvbm_metrics_url = Some(refused);
     cfg.process_pattern = Some(r"-m dynamo\.mocker".into());
     cfg.block_devices = Vec::new();
-    cfg.collectors = Collectors {
-        logs: false,
-        ..Collectors::default()
-    };
+    cfg.collectors.set(SourceId::Logs, false);
     let s = Session::start(cfg);
     assert!(
-        s.sources()["frontend"].available,
+        s.sources()[&SourceId::Frontend].available,
         "{:?}",
-        s.sources()["frontend"]
+        s.sources()[&SourceId::Frontend]
     );
     assert!(
-        s.sources()["worker"].available,
+        s.sources()[&SourceId::Worker].available,
         "{:?}",
-        s.sources()["worker"]
+        s.sources()[&SourceId::Worker]
     );
-    assert!(!s.sources()["kvbm"].available);
+    assert!(!s.sources()[&SourceId::Kvbm].available);
 
     let a = s.snapshot("before_steady");
     for i in 0..8 {

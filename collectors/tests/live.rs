@@ -16,7 +16,7 @@ use sparkhost_collectors::procio::{self, CgroupTarget, Matcher};
 use sparkhost_collectors::verdict::{
     self, KvMode, Policy, ReuseOpportunity, RunErrors, VerdictInput,
 };
-use sparkhost_collectors::{Config, Session, directio, diskstats, gpu, memory};
+use sparkhost_collectors::{Config, Session, SourceId, directio, diskstats, gpu, memory};
 
 const MIB: u64 = 1 << 20;
 
@@ -239,8 +239,8 @@ fn session_end_to_end_on_this_machine() {
 
     let s = Session::start(cfg);
     assert_eq!(s.kv_disk_device(), Some(dev.disk.as_str()));
-    assert!(!s.sources()["gpu"].available || Path::new("/proc/driver/nvidia").exists());
-    assert!(!s.sources()["nvme"].available);
+    assert!(!s.sources()[&SourceId::Gpu].available || Path::new("/proc/driver/nvidia").exists());
+    assert!(!s.sources()[&SourceId::Nvme].available);
     let a = s.snapshot("before_replay_A");
     directio::write(
         &scratch_dir.path().join("kv.bin"),
@@ -380,7 +380,7 @@ fn session_end_to_end_on_this_machine() {
             by_kind: Default::default(),
         },
         reuse: Some(ReuseOpportunity::default()),
-        host_invalid_reason: None,
+        host_invalid: false,
         policy: Policy::default(),
     });
     assert!(v.run_valid, "{:?}", v.reason_codes);

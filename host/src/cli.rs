@@ -1,9 +1,15 @@
 //! Command-line flags as typed, then validated into plans by the commands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sparkhost_collectors::session::{
+    DEFAULT_KV_CACHE_DIR, DEFAULT_KVBM_URL, DEFAULT_NVME_DEVICE, DEFAULT_PROCESS_PATTERN,
+    DEFAULT_WORKER_URL,
+};
+use sparkhost_collectors::{Config, Policy, SourceId, procio::CgroupTarget, verdict};
 
 mod reports;
 pub use reports::*;
@@ -161,12 +167,11 @@ pub enum ArrivalKind {
     Gamma,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[value(rename_all = "snake_case")]
-pub enum KvMode {
-    Off,
-    CpuOnly,
-    CpuDisk,
+/// One KV-mode type for the CLI, the run documents and the verdict.
+pub use sparkhost_collectors::KvMode;
+
+fn kv_modes() -> impl TypedValueParser<Value = KvMode> {
+    PossibleValuesParser::new(KvMode::ALL.map(KvMode::as_str)).try_map(|s| s.parse::<KvMode>())
 }
 
 #[derive(Debug, Args)]
@@ -261,7 +266,7 @@ pub struct RunArgs {
     pub run_id: Option<String>,
 
     /// KV offload mode label recorded with the run.
-    #[arg(long, value_enum, default_value_t = KvMode::CpuDisk)]
+    #[arg(long, default_value_t = KvMode::CpuDisk, value_parser = kv_modes())]
     pub kv_mode: KvMode,
     /// Tier label B0|B1|B2 (overrides --kv-mode: B0=off, B1=cpu_only, B2=cpu_disk).
     #[arg(long)]
@@ -412,10 +417,9 @@ pub struct TelemetryArgs {
     /// Collect nothing: no timelines, phase deltas, NVMe SMART or verdict.
     #[arg(long)]
     pub no_telemetry: bool,
-    /// Turn one collector off (repeatable): diskstats, processes, cgroup,
-    /// memory, gpu, nvme, kvbm, frontend, worker, logs, kv-cache-dir.
-    #[arg(long = "no-collector", value_name = "NAME")]
-    pub no_collectors: Vec<String>,
+    /// Turn one collector off (repeatable).
+    #[arg(long = "no-collector", value_name = "NAME", value_parser = source_ids())]
+    pub no_collectors: Vec<SourceId>,
     /// Timeline sampling interval.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub telemetry_interval: Duration,
@@ -423,7 +427,7 @@ pub struct TelemetryArgs {
     #[arg(long = "block-device", alias = "phase-io-device")]
     pub block_devices: Vec<String>,
     /// Worker processes by command-line regex.
-    #[arg(long, alias = "worker-proc-pattern", default_value = r"dynamo\.trtllm")]
+    #[arg(long, alias = "worker-proc-pattern", default_value = DEFAULT_PROCESS_PATTERN)]
     pub process_regex: String,
     /// Worker processes by PID (repeatable).
     #[arg(long = "pid")]
@@ -435,17 +439,13 @@ pub struct TelemetryArgs {
     #[arg(long, alias = "container-name")]
     pub container: Option<String>,
     /// NVMe controller or namespace for identity and SMART.
-    #[arg(long, default_value = "/dev/nvme0")]
+    #[arg(long, default_value = DEFAULT_NVME_DEVICE)]
     pub nvme_device: String,
     /// KVBM metrics endpoint.
-    #[arg(long, default_value = "http://127.0.0.1:6880/metrics")]
+    #[arg(long, default_value = DEFAULT_KVBM_URL)]
     pub kvbm_metrics_url: String,
     /// Worker system-port metrics endpoint.
-    #[arg(
-        long,
-        alias = "metrics-system-url",
-        default_value = "http://127.0.0.1:8081/metrics"
-    )]
+    #[arg(long, alias = "metrics-system-url", default_value = DEFAULT_WORKER_URL)]
     pub worker_metrics_url: String,
     /// Frontend metrics endpoint (default: <endpoint>/metrics).
     #[arg(long)]
@@ -454,13 +454,13 @@ pub struct TelemetryArgs {
     #[arg(long, alias = "kvbm-metrics-timeout-s", default_value = "3s", value_parser = parse_duration)]
     pub metrics_timeout: Duration,
     /// KVBM disk cache directory; its block device is the KV disk.
-    #[arg(long, default_value = "/mnt/nvme/kvbm")]
+    #[arg(long, default_value = DEFAULT_KV_CACHE_DIR)]
     pub kv_cache_dir: PathBuf,
     /// cuFile log directories to copy (repeatable; default /var/log/cufile).
     #[arg(long = "cufile-log-dir")]
     pub cufile_log_dirs: Vec<PathBuf>,
     /// Error rate above which the run is invalid.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = verdict::DEFAULT_MAX_ERROR_RATE)]
     pub max_error_rate: f64,
     /// Missing KVBM metrics only demote the run instead of invalidating it.
     #[arg(long)]
@@ -468,4 +468,132 @@ pub struct TelemetryArgs {
     /// Do not keep raw Prometheus scrapes under phase_deltas/raw/.
     #[arg(long)]
     pub no_raw_scrapes: bool,
+}
+
+/// `--no-collector` takes exactly the collectors' source names, so `--help`
+/// lists them and a typo is a usage error.
+fn source_ids() -> impl TypedValueParser<Value = SourceId> {
+    PossibleValuesParser::new(SourceId::names()).try_map(|s| s.parse::<SourceId>())
+}
+
+impl TelemetryArgs {
+    /// The collectors' configuration for a run directory and endpoint.
+    /// `kvbm_expected: false` (B0) leaves KVBM unasked: asking would only
+    /// record a misleading failure.
+    pub fn collectors_config(&self, run_dir: &Path, endpoint: &str, kvbm_expected: bool) -> Config {
+        let mut c = Config::new(run_dir);
+        c.interval = self.telemetry_interval;
+        if !self.block_devices.is_empty() {
+            c.block_devices = self.block_devices.clone();
+        }
+        c.process_pattern = (!self.process_regex.is_empty()).then(|| self.process_regex.clone());
+        c.pids = self.pids.clone();
+        c.cgroup = self.cgroup.clone().map(CgroupTarget::Path);
+        c.container = self.container.clone();
+        c.nvme_device = Some(self.nvme_device.clone());
+        c.kvbm_metrics_url = Some(self.kvbm_metrics_url.clone());
+        c.worker_metrics_url = Some(self.worker_metrics_url.clone());
+        c.frontend_metrics_url = Some(
+            self.frontend_metrics_url
+                .clone()
+                .unwrap_or_else(|| Config::metrics_url_for_endpoint(endpoint)),
+        );
+        c.metrics_timeout = self.metrics_timeout;
+        c.kv_cache_dir = Some(self.kv_cache_dir.clone());
+        if !self.cufile_log_dirs.is_empty() {
+            c.cufile_log_dirs = self.cufile_log_dirs.clone();
+        }
+        c.save_raw_scrapes = !self.no_raw_scrapes;
+        c.collectors.set(SourceId::Kvbm, kvbm_expected);
+        for &id in &self.no_collectors {
+            c.collectors.set(id, false);
+        }
+        c
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            max_error_rate: self.max_error_rate,
+            allow_missing_kvbm_metrics: self.allow_missing_kvbm_metrics,
+            ..Policy::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod telemetry_args_tests {
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        t: TelemetryArgs,
+        #[arg(long, default_value_t = KvMode::CpuDisk, value_parser = kv_modes())]
+        kv_mode: KvMode,
+    }
+
+    fn parse(args: &[&str]) -> Result<T, clap::Error> {
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn no_collector_takes_source_names_only() {
+        let t = parse(&["--no-collector", "gpu", "--no-collector", "kv-cache-dir"]).unwrap();
+        assert_eq!(t.t.no_collectors, [SourceId::Gpu, SourceId::KvCacheDir]);
+        let c =
+            t.t.collectors_config(Path::new("/tmp/r"), "http://h:1/", true);
+        assert!(!c.collectors.enabled(SourceId::Gpu));
+        assert!(!c.collectors.enabled(SourceId::KvCacheDir));
+        assert!(c.collectors.enabled(SourceId::Kvbm));
+        assert_eq!(
+            c.frontend_metrics_url.as_deref(),
+            Some("http://h:1/metrics")
+        );
+        let e = parse(&["--no-collector", "kv_cache_dir"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        assert!(e.to_string().contains("kv-cache-dir"), "{e}");
+    }
+
+    #[test]
+    fn help_lists_the_collectors() {
+        use clap::CommandFactory;
+        let help = T::command().render_help().to_string();
+        let names: Vec<&str> = SourceId::names().collect();
+        assert!(
+            help.contains(&format!("[possible values: {}]", names.join(", "))),
+            "{help}"
+        );
+        assert!(
+            help.contains("[possible values: off, cpu_only, cpu_disk]"),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn defaults_are_the_collectors_defaults() {
+        let t = parse(&[]).unwrap();
+        assert_eq!(t.kv_mode, KvMode::CpuDisk);
+        let c =
+            t.t.collectors_config(Path::new("/tmp/r"), "http://h:1", false);
+        let d = Config::new("/tmp/r");
+        assert_eq!(c.process_pattern, d.process_pattern);
+        assert_eq!(c.nvme_device, d.nvme_device);
+        assert_eq!(c.kvbm_metrics_url, d.kvbm_metrics_url);
+        assert_eq!(c.worker_metrics_url, d.worker_metrics_url);
+        assert_eq!(c.kv_cache_dir, d.kv_cache_dir);
+        assert_eq!(c.interval, d.interval);
+        assert_eq!(c.metrics_timeout, d.metrics_timeout);
+        assert_eq!(c.block_devices, d.block_devices);
+        // B0: KVBM is not asked.
+        assert!(!c.collectors.enabled(SourceId::Kvbm));
+        assert_eq!(t.t.policy(), Policy::default());
+        assert_eq!(
+            parse(&["--kv-mode", "cpu_only"]).unwrap().kv_mode,
+            KvMode::CpuOnly
+        );
+        assert!(
+            parse(&["--kv-mode", "B1"]).is_err(),
+            "tier labels go to --tier-mode"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 //! first reason found, and every detail is kept.
 
 use serde::{Deserialize, Serialize};
+use sparkhost_collectors::verdict::ReasonCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -50,6 +51,24 @@ impl InvalidReason {
     }
 }
 
+impl InvalidReason {
+    /// The host's reason (and its detail) for a verdict's hard failure;
+    /// `None` for codes that are the host's own reasons reflected back.
+    pub fn from_verdict(code: ReasonCode, details: &[String]) -> Option<(Self, String)> {
+        match code {
+            ReasonCode::ErrorRateAboveThreshold => Some((
+                InvalidReason::ErrorRateAboveThreshold,
+                details.first().cloned().unwrap_or_default(),
+            )),
+            ReasonCode::KvbmMetricsMissing => Some((
+                InvalidReason::KvbmMetricsUnavailable,
+                "a KV tier is configured but no KVBM metrics could be read (use --kv-mode off for runs without KVBM, or --allow-missing-kvbm-metrics)".into(),
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// Accumulates reasons as the run goes.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Validity {
@@ -71,6 +90,16 @@ impl Validity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A verdict's hard failure becomes the host reason of the seed's name,
+    /// and every code with a seed name has one.
+    #[test]
+    fn verdict_codes_map_to_reasons_of_their_seed_name() {
+        for code in ReasonCode::ALL {
+            let host = InvalidReason::from_verdict(code, &["d".into()]).map(|(r, _)| r.as_str());
+            assert_eq!(host, code.seed_name(), "{code:?}");
+        }
+    }
 
     #[test]
     fn first_reason_wins_and_details_accumulate() {

@@ -15,7 +15,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sparkhost_collectors::{Collectors, Config, Session, directio, diskstats, nvme, prometheus};
+use sparkhost_collectors::{
+    Collectors, Config, Session, SourceId, directio, diskstats, nvme, prometheus,
+};
 
 fn usage() -> ExitCode {
     eprintln!(
@@ -164,21 +166,12 @@ fn cmd_sample(f: &[(String, String)]) -> Result<Value, String> {
             Duration::from_millis(ms.parse().map_err(|e| format!("--interval-ms: {e}"))?);
     }
     if let Some(only) = get(f, "only") {
-        let want: Vec<&str> = only.split(',').map(str::trim).collect();
-        let on = |n: &str| want.contains(&n);
-        cfg.collectors = Collectors {
-            diskstats: on("diskstats"),
-            processes: on("processes"),
-            cgroup: on("cgroup"),
-            memory: on("memory"),
-            gpu: on("gpu"),
-            nvme: on("nvme"),
-            kvbm: on("kvbm"),
-            frontend: on("frontend"),
-            worker: on("worker"),
-            logs: on("logs"),
-            kv_cache_dir: on("kv_cache_dir"),
-        };
+        let ids = only
+            .split(',')
+            .map(|n| n.trim().parse::<SourceId>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("--only: {e}"))?;
+        cfg.collectors = Collectors::only(ids);
     }
     if let Some(v) = get(f, "nvme") {
         cfg.nvme_device = Some(v.into());

@@ -20,6 +20,7 @@
 
 pub mod agg;
 pub mod delta;
+pub mod endpoint;
 pub mod http;
 
 use std::collections::HashMap;

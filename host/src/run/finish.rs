@@ -54,12 +54,12 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
         by_kind: all.errors_by_kind(),
     };
     let verdict = crate::telemetry::verdict(
-        plan.kv.mode_str(),
+        plan.kv.mode,
         &telemetry,
         errors,
         rd.path(),
-        validity.invalid_reason.map(|r| r.as_str().to_owned()),
-        &plan.verdict_policy,
+        !validity.is_valid(),
+        plan.verdict_policy.clone(),
     );
     if let Err(e) = sparkhost_collectors::verdict::write(rd.path(), &verdict) {
         validity.invalidate(
@@ -67,16 +67,11 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
             format!("verdict.json: {e}"),
         );
     }
-    match verdict.invalid_reason.as_deref() {
-        Some("error_rate_above_threshold") => validity.invalidate(
-            InvalidReason::ErrorRateAboveThreshold,
-            verdict.details.first().cloned().unwrap_or_default(),
-        ),
-        Some("kvbm_metrics_unavailable") => validity.invalidate(
-            InvalidReason::KvbmMetricsUnavailable,
-            "a KV tier is configured but no KVBM metrics could be read (use --kv-mode off for runs without KVBM, or --allow-missing-kvbm-metrics)",
-        ),
-        _ => {}
+    if let Some((reason, detail)) = verdict
+        .invalid_reason
+        .and_then(|code| InvalidReason::from_verdict(code, &verdict.details))
+    {
+        validity.invalidate(reason, detail);
     }
 
     let phase_summaries: Vec<PhaseSummary> = phases

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use chrono::Utc;
 
 use crate::analysis::slo::Slo;
-use crate::cli::{ArrivalKind, KvMode, RunArgs, TelemetryArgs};
+use crate::cli::{ArrivalKind, RunArgs};
 use crate::dispatch::client::Client;
 use crate::dispatch::runner::PhaseRun;
 use crate::feed::{Preflight, PreflightReport};
@@ -24,6 +24,7 @@ use crate::results::documents::{
 };
 use crate::sandbox::{DATA_DIR, DataGrants, Limits, Sandbox, WorkloadInfo, WorkloadInstance};
 use crate::tokenize::TokenCounter;
+use sparkhost_collectors::KvMode;
 
 /// KV tier labels, as the seed harness recorded them.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,41 +45,28 @@ impl KvModeInfo {
     ) -> anyhow::Result<Self> {
         let kv = match tier.map(|t| t.trim().to_ascii_uppercase()) {
             None => kv,
-            Some(t) if t == "B0" => KvMode::Off,
-            Some(t) if t == "B1" => KvMode::CpuOnly,
-            Some(t) if t == "B2" => KvMode::CpuDisk,
-            Some(t) => bail!("--tier-mode {t:?} is not one of B0, B1, B2"),
-        };
-        let (cpu_default, disk_default) = match kv {
-            KvMode::Off => (0.0, 0.0),
-            KvMode::CpuOnly => (8.0, 0.0),
-            KvMode::CpuDisk => (8.0, 32.0),
+            Some(t) => match KvMode::ALL.into_iter().find(|m| m.tier_mode() == t) {
+                Some(m) => m,
+                None => bail!("--tier-mode {t:?} is not one of B0, B1, B2"),
+            },
         };
         Ok(KvModeInfo {
             mode: kv,
-            cpu_cache_gb: cpu.unwrap_or(cpu_default),
-            disk_cache_gb: disk.unwrap_or(disk_default),
+            cpu_cache_gb: cpu.unwrap_or(if kv.kvbm_enabled() { 8.0 } else { 0.0 }),
+            disk_cache_gb: disk.unwrap_or(if kv.disk_tier_on() { 32.0 } else { 0.0 }),
         })
     }
 
     pub fn mode_str(&self) -> &'static str {
-        match self.mode {
-            KvMode::Off => "off",
-            KvMode::CpuOnly => "cpu_only",
-            KvMode::CpuDisk => "cpu_disk",
-        }
+        self.mode.as_str()
     }
 
     pub fn tier_mode(&self) -> &'static str {
-        match self.mode {
-            KvMode::Off => "B0",
-            KvMode::CpuOnly => "B1",
-            KvMode::CpuDisk => "B2",
-        }
+        self.mode.tier_mode()
     }
 
     pub fn kvbm_enabled(&self) -> bool {
-        self.mode != KvMode::Off
+        self.mode.kvbm_enabled()
     }
 
     pub fn doc(&self) -> KvModeField {
@@ -162,7 +150,7 @@ pub struct RunPlan {
     pub dispatch: DispatchPlan,
     /// `None` with `--no-telemetry`.
     pub telemetry: Option<sparkhost_collectors::Config>,
-    pub verdict_policy: TelemetryArgs,
+    pub verdict_policy: sparkhost_collectors::Policy,
     pub sandbox: Limits,
     pub report: Option<ReportPlan>,
     pub slo: Option<Slo>,
@@ -238,15 +226,11 @@ impl RunPlan {
         let telemetry = if args.telemetry.no_telemetry {
             None
         } else {
-            Some(
-                crate::telemetry::config(
-                    &args.telemetry,
-                    &args.results_root.join(&run_id),
-                    &args.endpoint.endpoint,
-                    kv.kvbm_enabled(),
-                )
-                .map_err(anyhow::Error::msg)?,
-            )
+            Some(args.telemetry.collectors_config(
+                &args.results_root.join(&run_id),
+                &args.endpoint.endpoint,
+                kv.kvbm_enabled(),
+            ))
         };
         let lookahead = args.lookahead.max(1);
         let phase_runs: Vec<PhaseRun> = phases
@@ -317,7 +301,7 @@ impl RunPlan {
                 phases: phase_runs,
             },
             telemetry,
-            verdict_policy: args.telemetry.clone(),
+            verdict_policy: args.telemetry.policy(),
             sandbox: sandbox_limits,
             report,
             slo: args.slo.clone(),
