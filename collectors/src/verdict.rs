@@ -274,6 +274,7 @@ pub const DISK_IO_UNAVAILABLE: &str = "DISK_IO_UNAVAILABLE";
 pub const IO_WITHOUT_KVBM_DELTAS: &str = "IO_WITHOUT_KVBM_DELTAS";
 pub const REUSE_WITHOUT_MATCHED_TOKENS: &str = "REUSE_WITHOUT_MATCHED_TOKENS";
 pub const REUSE_OPPORTUNITY_UNKNOWN: &str = "REUSE_OPPORTUNITY_UNKNOWN";
+pub const HIT_RATE_GAUGE_STALE: &str = "HIT_RATE_GAUGE_STALE";
 
 /// The seed's `invalid_reason` name for each hard code.
 pub fn seed_invalid_reason(code: &str) -> Option<&'static str> {
@@ -540,6 +541,34 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
         if !unexplained.is_empty() {
             v.soft(IO_WITHOUT_KVBM_DELTAS, unexplained.join("; "));
         }
+    }
+    // A tier that onboarded blocks in a phase had hits among the phase's
+    // requests, so its hit-rate gauge (over KVBM's last N requests) cannot
+    // read 0 after it unless those requests left the window.
+    let stale: Vec<String> = phases
+        .iter()
+        .filter(|e| e.kvbm_available)
+        .flat_map(|e| {
+            [
+                ("host", e.onboard_h2d, e.host_hit_rate_after),
+                ("disk", e.onboard_d2d, e.disk_hit_rate_after),
+            ]
+            .into_iter()
+            .filter(|(_, n, r)| n.is_some_and(|n| n > 0.0) && *r == Some(0.0))
+            .map(|(tier, n, _)| {
+                format!("{}: {} {tier} onboards, {tier} hit rate 0", e.phase, n.unwrap_or(0.0))
+            })
+            .collect::<Vec<_>>()
+        })
+        .collect();
+    if !stale.is_empty() {
+        v.soft(
+            HIT_RATE_GAUGE_STALE,
+            format!(
+                "hit-rate gauges did not move while blocks were onboarded ({}); unless every hit fell out of the DYN_KVBM_CACHE_STATS_MAX_REQUESTS window, the gauges are stale",
+                stale.join("; ")
+            ),
+        );
     }
     if mode.kv_tier_on() {
         match &input.reuse {
@@ -842,6 +871,23 @@ mod tests {
         let mut r = good_b2();
         r[0].device_write_bytes = Some(4096);
         assert!(evaluate(&input(KvMode::CpuDisk, &r)).decision_grade);
+    }
+
+    #[test]
+    fn onboards_with_a_zero_hit_rate_are_stale_gauges() {
+        let mut phases = good_b2();
+        for e in &mut phases {
+            e.disk_hit_rate_after = e.disk_hit_rate_after.map(|_| 0.0);
+        }
+        let v = evaluate(&input(KvMode::CpuDisk, &phases));
+        assert!(
+            v.reason_codes.contains(&HIT_RATE_GAUGE_STALE.to_string()),
+            "{:?}",
+            v.reason_codes
+        );
+        assert!(v.run_valid && !v.decision_grade);
+        let v = evaluate(&input(KvMode::CpuDisk, &good_b2()));
+        assert!(!v.reason_codes.contains(&HIT_RATE_GAUGE_STALE.to_string()));
     }
 
     #[test]

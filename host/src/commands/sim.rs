@@ -69,9 +69,13 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<Exit> {
     }
     if let Some(f) = &info.disk_cache_file {
         banner.push_str(&format!(
-            "  disk tier  {} ({:?} I/O, byte scale {})\n",
+            "  disk tier  {} ({} I/O, byte scale {})\n",
             f.display(),
-            info.disk_io,
+            match info.disk_io {
+                Some(sparkhost_kvbm::IoMode::Direct) => "O_DIRECT",
+                Some(sparkhost_kvbm::IoMode::Buffered) => "buffered",
+                None => "no",
+            },
             info.disk_byte_scale
         ));
     }
