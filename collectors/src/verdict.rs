@@ -556,7 +556,11 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
             .into_iter()
             .filter(|(_, n, r)| n.is_some_and(|n| n > 0.0) && *r == Some(0.0))
             .map(|(tier, n, _)| {
-                format!("{}: {} {tier} onboards, {tier} hit rate 0", e.phase, n.unwrap_or(0.0))
+                format!(
+                    "{}: {} {tier} onboards, {tier} hit rate 0",
+                    e.phase,
+                    n.unwrap_or(0.0)
+                )
             })
             .collect::<Vec<_>>()
         })

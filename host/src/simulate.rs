@@ -37,7 +37,9 @@ pub fn profile(
     set_flag: &str,
 ) -> anyhow::Result<Profile> {
     if spec.trim().is_empty() {
-        bail!("{flag}: the profile is empty; use a built-in name (tiny, spark-llama31-8b-fp8, spark-llama33-70b-nvfp4) or a .toml file");
+        bail!(
+            "{flag}: the profile is empty; use a built-in name (tiny, spark-llama31-8b-fp8, spark-llama33-70b-nvfp4) or a .toml file"
+        );
     }
     let mut p = Profile::load(spec.trim()).with_context(|| format!("{flag} {spec:?}"))?;
     for (k, v) in sets {
@@ -240,14 +242,25 @@ mod tests {
     fn flag_errors_name_the_flag() {
         let e = tier_mode("B3", "--tier-mode").unwrap_err().to_string();
         assert!(e.contains("--tier-mode") && e.contains("B0, B1, B2"), "{e}");
-        let e = listen_addr("localhost", "--listen").unwrap_err().to_string();
+        let e = listen_addr("localhost", "--listen")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--listen"), "{e}");
         let e = format!(
             "{:#}",
-            profile("tiny", &[("bogus".into(), "1".into())], "--profile", "--set").unwrap_err()
+            profile(
+                "tiny",
+                &[("bogus".into(), "1".into())],
+                "--profile",
+                "--set"
+            )
+            .unwrap_err()
         );
         assert!(e.contains("--set bogus=1") && e.contains("bogus"), "{e}");
-        let e = format!("{:#}", profile("huge", &[], "--profile", "--set").unwrap_err());
+        let e = format!(
+            "{:#}",
+            profile("huge", &[], "--profile", "--set").unwrap_err()
+        );
         assert!(e.contains("--profile") && e.contains("tiny"), "{e}");
         assert!(profile(" ", &[], "--profile", "--set").is_err());
     }

@@ -26,8 +26,8 @@ use crate::{Dirs, dirs, phase, read_json, sparkhost, text, workload};
 const PROFILE: &str = r#"base = "tiny"
 name = "evidence"
 num_layers = 8
-max_model_len = 4096
-max_num_batched_tokens = 4096
+max_model_len = 1024
+max_num_batched_tokens = 2048
 gpu_num_blocks = 96
 cpu_num_blocks = 1024
 disk_num_blocks = 2048
@@ -201,8 +201,11 @@ fn disk_read(p: &Value) -> u64 {
         .unwrap_or(0)
 }
 
-fn ttft_p50(p: &Value) -> f64 {
-    p["latency_ms"]["ttft"]["p50"].as_f64().unwrap()
+/// The mean, not a percentile: half of rehydrate_replay's requests (each
+/// session's second turn) hit the GPU in every tier, so a median can land
+/// on either half.
+fn ttft_mean(p: &Value) -> f64 {
+    p["latency_ms"]["ttft"]["mean"].as_f64().unwrap()
 }
 
 fn cached(p: &Value) -> u64 {
@@ -250,15 +253,22 @@ fn chain(name: &str, first: &str, replay: &str, extra: &[&str]) -> Option<()> {
         assert_eq!(m["simulator"]["tier_mode"], tier);
         let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
         assert!(report.contains("**SIMULATED RUN"), "{tier}: {report}");
-        replay_ttft.push(ttft_p50(pr));
+        replay_ttft.push(ttft_mean(pr));
         let ctx = format!("{name} {tier}: replay {pr:#}\nverdict {v:#}");
+        // What the replay found beyond what its first pass found within
+        // itself, allowing each request the chat template's shared block.
+        let slack = pr["total_requests"].as_u64().unwrap() * 16;
+        let reused_from_before = cached(pr) > cached(p1) + slack;
         match tier {
             "B0" => {
                 // No KVBM at all: nothing offloaded, the replay recomputes.
                 assert_eq!(sig["ssd_rehydrate_signal"], false, "{ctx}");
                 assert_eq!(sig["host_onboard_signal"], false, "{ctx}");
-                assert!(sig["offload_d2h_total"].as_f64().unwrap_or(0.0) == 0.0, "{ctx}");
-                assert!(cached(pr) <= cached(p1), "{ctx}");
+                assert!(
+                    sig["offload_d2h_total"].as_f64().unwrap_or(0.0) == 0.0,
+                    "{ctx}"
+                );
+                assert!(!reused_from_before, "{ctx}");
             }
             "B1" => {
                 assert!(kvbm(pr, "onboard_blocks_h2d") > 0.0, "{ctx}");
@@ -266,7 +276,7 @@ fn chain(name: &str, first: &str, replay: &str, extra: &[&str]) -> Option<()> {
                 assert_eq!(sig["host_onboard_signal"], true, "{ctx}");
                 assert_eq!(sig["ssd_rehydrate_signal"], false, "{ctx}");
                 assert_eq!(sig["ssd_write_signal"], false, "{ctx}");
-                assert!(cached(pr) > cached(p1), "{ctx}");
+                assert!(reused_from_before, "{ctx}");
             }
             _ => {
                 assert!(kvbm(pr, "onboard_blocks_d2d") > 0.0, "{ctx}");
@@ -279,13 +289,13 @@ fn chain(name: &str, first: &str, replay: &str, extra: &[&str]) -> Option<()> {
                     "{ctx}"
                 );
                 assert_eq!(v["decision_grade"], true, "{ctx}");
-                assert!(cached(pr) > cached(p1), "{ctx}");
+                assert!(reused_from_before, "{ctx}");
             }
         }
     }
     assert!(
         replay_ttft[2] < replay_ttft[0],
-        "{name}: B2 replay TTFT p50 {} ms is not below B0's {} ms",
+        "{name}: B2 replay TTFT mean {} ms is not below B0's {} ms",
         replay_ttft[2],
         replay_ttft[0]
     );
@@ -440,10 +450,9 @@ fn sim_command_serves_until_sigterm_and_removes_its_cache() {
     sh("kill", &["-TERM", &child.0.id().to_string()]).unwrap();
     let status = child.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    assert_eq!(
-        std::fs::read_dir(&cache).unwrap().count(),
-        0,
-        "cache file removed"
+    assert!(
+        !cache.exists(),
+        "the cache file and the directory the simulator made are removed"
     );
 }
 
@@ -470,10 +479,7 @@ fn sim_flags_are_validated_by_name() {
     let wasm = workload("synthetic");
     let w = wasm.to_str().unwrap();
     for (args, want) in [
-        (
-            vec!["run", w, "--endpoint", "sim:nope"],
-            "--endpoint sim:",
-        ),
+        (vec!["run", w, "--endpoint", "sim:nope"], "--endpoint sim:"),
         (
             vec!["run", w, "--endpoint", "sim:tiny", "--sim-set", "x=1"],
             "--sim-set x=1",
@@ -490,7 +496,10 @@ fn sim_flags_are_validated_by_name() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(
-            std::fs::read_dir(d.results.path()).unwrap().next().is_none(),
+            std::fs::read_dir(d.results.path())
+                .unwrap()
+                .next()
+                .is_none(),
             "a flag error makes no run directory"
         );
     }

@@ -22,7 +22,10 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<Exit> {
         anyhow::bail!("--tokenizer {} is not a file", t.display());
     }
     if tier == TierMode::B2 && args.cache_dir.exists() && !args.cache_dir.is_dir() {
-        anyhow::bail!("--cache-dir {} is not a directory", args.cache_dir.display());
+        anyhow::bail!(
+            "--cache-dir {} is not a directory",
+            args.cache_dir.display()
+        );
     }
     for a in std::iter::once(listen).chain(metrics_listen) {
         if !a.ip().is_loopback() {
@@ -64,7 +67,10 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<Exit> {
         run.base_url(),
     );
     match run.kvbm_metrics_url() {
-        Some(u) => banner.push_str(&format!("  kvbm       {u}  (KVBM {:?} names)\n", info.naming)),
+        Some(u) => banner.push_str(&format!(
+            "  kvbm       {u}  (KVBM {:?} names)\n",
+            info.naming
+        )),
         None => banner.push_str("  kvbm       not served (--metrics-listen none)\n"),
     }
     if let Some(f) = &info.disk_cache_file {
