@@ -42,11 +42,12 @@ pub fn profile(
         );
     }
     let mut p = Profile::load(spec.trim()).with_context(|| format!("{flag} {spec:?}"))?;
-    for (k, v) in sets {
+    if !sets.is_empty() {
         let name = p.name.clone();
+        let given: Vec<String> = sets.iter().map(|(k, v)| format!("{set_flag} {k}={v}")).collect();
         p = p
-            .with_set(k, v)
-            .with_context(|| format!("{set_flag} {k}={v} (profile {name})"))?;
+            .with_sets(sets)
+            .with_context(|| format!("{} (profile {name})", given.join(" ")))?;
     }
     Ok(p)
 }

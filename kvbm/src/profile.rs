@@ -227,19 +227,31 @@ impl Profile {
     /// One `key=value` override as a command line gives it: the value as a
     /// TOML value, or as a string when it is not one (`model=my-model`).
     pub fn with_set(self, key: &str, value: &str) -> Result<Profile, ProfileError> {
-        let key = key.trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(ProfileError::Toml(format!(
-                "{key:?} is not a profile field name"
-            )));
+        self.with_sets(&[(key.to_owned(), value.to_owned())])
+    }
+
+    /// Several [`Profile::with_set`] overrides, validated together, so one
+    /// may rely on another (`max_model_len` lowered with `gpu_num_blocks`).
+    pub fn with_sets(self, sets: &[(String, String)]) -> Result<Profile, ProfileError> {
+        let mut fragment = String::new();
+        for (key, value) in sets {
+            let key = key.trim();
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(ProfileError::Toml(format!(
+                    "{key:?} is not a profile field name"
+                )));
+            }
+            let value = value.trim();
+            let raw = format!("{key} = {value}");
+            if toml::from_str::<toml::Table>(&raw).is_ok() {
+                fragment.push_str(&raw);
+            } else {
+                let quoted = toml::Value::String(value.to_owned()).to_string();
+                fragment.push_str(&format!("{key} = {quoted}"));
+            }
+            fragment.push('\n');
         }
-        let value = value.trim();
-        let raw = format!("{key} = {value}");
-        if toml::from_str::<toml::Table>(&raw).is_ok() {
-            return self.with_toml(&raw);
-        }
-        let quoted = toml::Value::String(value.to_owned()).to_string();
-        self.with_toml(&format!("{key} = {quoted}"))
+        self.with_toml(&fragment)
     }
 
     fn apply(&mut self, t: ProfileToml) {
@@ -648,7 +660,12 @@ mod tests {
         assert!(e.to_string().contains("no_such_field"), "{e}");
         let e = p.clone().with_set("block_size", "0").unwrap_err();
         assert!(e.to_string().contains("block_size"), "{e}");
-        assert!(p.with_set("a b", "1").is_err());
+        assert!(p.clone().with_set("a b", "1").is_err());
+        // Validated together: the GPU tier may shrink with the model length.
+        let p = Profile::builtin("spark-llama31-8b-fp8").unwrap();
+        let sets = [("gpu_num_blocks", "1024"), ("max_model_len", "16384")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(p.with_sets(&sets).unwrap().gpu_blocks(), 1024);
     }
 
     #[test]
