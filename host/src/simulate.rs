@@ -44,7 +44,10 @@ pub fn profile(
     let mut p = Profile::load(spec.trim()).with_context(|| format!("{flag} {spec:?}"))?;
     if !sets.is_empty() {
         let name = p.name.clone();
-        let given: Vec<String> = sets.iter().map(|(k, v)| format!("{set_flag} {k}={v}")).collect();
+        let given: Vec<String> = sets
+            .iter()
+            .map(|(k, v)| format!("{set_flag} {k}={v}"))
+            .collect();
         p = p
             .with_sets(sets)
             .with_context(|| format!("{} (profile {name})", given.join(" ")))?;

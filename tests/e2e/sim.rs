@@ -544,3 +544,13 @@ fn nothing_at_the_endpoint_points_at_endpoint_sim() {
     let s = read_json(&d.results.path().join("nothing/summary.json"));
     assert!(s.get("simulator").is_none());
 }
+
+#[test]
+fn smoke_against_endpoint_sim() {
+    let d = dirs();
+    let out = sparkhost(&["smoke", "--endpoint", "sim:tiny"], d.cache.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("SIMULATED"), "{stdout}");
+    assert_eq!(stdout.matches("  ok ").count(), 4, "{stdout}");
+}
