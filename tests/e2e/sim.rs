@@ -37,6 +37,21 @@ prefill_us_per_token = 50.0
 /// B2's host tier: smaller than the pressure phases, so A leaves it.
 const B2_HOST_BLOCKS: &str = "cpu_num_blocks=48";
 
+/// eviction_replay's A is seen once before its replay: KVBM's seen-twice
+/// disk filter would keep it off disk, so these runs turn the filter off.
+const EVICTION: [&str; 10] = [
+    "--sim-set",
+    "disable_disk_offload_filter=true",
+    "-p",
+    "a-requests=4",
+    "-p",
+    "b-requests=8",
+    "-p",
+    "warmup=0",
+    "-p",
+    "long-range=480:480",
+];
+
 /// ext4 on a loop device, mounted in a temp dir; all of it undone on drop.
 struct LoopDisk {
     dir: tempfile::TempDir,
@@ -304,25 +319,7 @@ fn chain(name: &str, first: &str, replay: &str, extra: &[&str]) -> Option<()> {
 
 #[test]
 fn eviction_replay_evidence_chain_b0_b1_b2() {
-    // A is seen once before its replay: KVBM's seen-twice disk filter
-    // would keep it off disk, so this run turns the filter off.
-    chain(
-        "eviction_replay",
-        "warm_A",
-        "replay_A",
-        &[
-            "--sim-set",
-            "disable_disk_offload_filter=true",
-            "-p",
-            "a-requests=4",
-            "-p",
-            "b-requests=8",
-            "-p",
-            "warmup=0",
-            "-p",
-            "long-range=480:480",
-        ],
-    );
+    chain("eviction_replay", "warm_A", "replay_A", &EVICTION);
 }
 
 #[test]
@@ -365,20 +362,7 @@ fn each_lie_makes_the_verdict_name_the_mismatch() {
             "eviction_replay",
             "B2",
             &format!("lie-{lie}"),
-            &[
-                "--sim-lie",
-                lie,
-                "--sim-set",
-                "disable_disk_offload_filter=true",
-                "-p",
-                "a-requests=4",
-                "-p",
-                "b-requests=8",
-                "-p",
-                "warmup=0",
-                "-p",
-                "long-range=480:480",
-            ],
+            &[&["--sim-lie", lie][..], &EVICTION].concat(),
         );
         let v = read_json(&dir.join("verdict.json"));
         assert!(codes(&v).contains(&code.to_string()), "{lie}: {v:#}");
