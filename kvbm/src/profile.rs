@@ -673,9 +673,9 @@ mod tests {
         assert_eq!(Profile::load("tiny").unwrap().name, "tiny");
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("p.toml");
-        std::fs::write(&f, "base = \"tiny\"\nname = \"t2\"\ngpu_num_blocks = 8\n").unwrap();
+        std::fs::write(&f, "base = \"tiny\"\nname = \"t2\"\ngpu_num_blocks = 40\n").unwrap();
         let p = Profile::load(f.to_str().unwrap()).unwrap();
-        assert_eq!((p.name.as_str(), p.gpu_blocks()), ("t2", 8));
+        assert_eq!((p.name.as_str(), p.gpu_blocks()), ("t2", 40));
         let e = Profile::load("nope").unwrap_err();
         assert!(e.to_string().contains("tiny"), "{e}");
         let e = Profile::load("/nonexistent/x.toml").unwrap_err();
