@@ -1,6 +1,9 @@
 # sparkhost — build, demo and test entry points.
-#   make demo   builds everything, starts the real Dynamo frontend + mocker on
-#               loopback, runs the synthetic workload, prints the summary, stops.
+#   make demo   Rust only: builds, runs rehydrate_replay in B0/B1/B2 against the
+#               in-process SIMULATED engine (--endpoint sim:...), compares them,
+#               writes the HTML reports and prints where they are.
+#   make demo-dynamo  the real Dynamo frontend + mocker on loopback, the
+#               synthetic workload against it (needs `make dynamo`'s venv).
 #   make test   lints (fmt, clippy: host and guests), runs the guest unit tests,
 #               builds everything and runs the whole test suite (CI runs this).
 
@@ -14,7 +17,7 @@ GUESTS      := synthetic spin hog panic bad_config future_version
 WORKLOADS   := synthetic reuse_verify local_copilot_burst eviction_replay rehydrate_replay \
                agent_loop rag_summarize kv_pressure trace_replay
 
-.PHONY: all build workloads dynamo demo test test-deps unit guest-test lint stack-up stack-down clean
+.PHONY: all build wasm workloads dynamo demo demo-dynamo test test-deps unit guest-test lint stack-up stack-down clean
 
 all: build workloads
 
@@ -22,14 +25,17 @@ build:
 	$(CARGO) build --release --locked
 
 # Guests build with their own workspace and profile; the host never needs them to compile.
-workloads:
+# `wasm` is the Rust guests only; `workloads` adds the JS/Python examples.
+workloads: wasm
+	$(MAKE) examples
+
+wasm:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	$(CARGO) build --release --locked --target $(WASM_TARGET) --manifest-path workloads/Cargo.toml
 	for w in $(WORKLOADS); do cp $(WL_OUT)/$$w.wasm workloads/$$w.wasm; done
 	cp $(WL_OUT)/report_default.wasm workloads/report-default.wasm
 	mkdir -p target/test-guests
 	for g in $(GUESTS); do cp $(WL_OUT)/$$g.wasm target/test-guests/$$g.wasm; done
-	$(MAKE) examples
 
 $(VENV)/.sparkhost-dynamo-stamp: scripts/dynamo/requirements.txt scripts/dynamo/install.sh
 	scripts/dynamo/install.sh $(VENV)
@@ -39,7 +45,10 @@ $(MODEL_DIR)/tokenizer.json: scripts/dynamo/mkmodel.py $(VENV)/.sparkhost-dynamo
 
 dynamo: $(VENV)/.sparkhost-dynamo-stamp $(MODEL_DIR)/tokenizer.json
 
-demo: build workloads dynamo
+demo: build wasm
+	scripts/demo-sim.sh
+
+demo-dynamo: build workloads dynamo
 	scripts/demo.sh
 
 # Chromium for report tests, QEMU + kernel for the NVMe test (apt, idempotent).

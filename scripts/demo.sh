@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: the real Dynamo frontend + mocker on
-# loopback, the synthetic workload against it, the summary printed.
+# `make demo-dynamo`: the real Dynamo frontend + mocker on loopback, the
+# synthetic workload against it, the summary printed. (`make demo` is the
+# Rust-only B0/B1/B2 comparison on the simulated engine, scripts/demo-sim.sh.)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

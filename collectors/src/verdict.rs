@@ -342,10 +342,12 @@ pub enum ReasonCode {
     IoWithoutKvbmDeltas,
     ReuseWithoutMatchedTokens,
     ReuseOpportunityUnknown,
+    /// A tier onboarded blocks in a phase while its hit-rate gauge read 0.
+    HitRateGaugeStale,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 10] = [
+    pub const ALL: [ReasonCode; 11] = [
         ReasonCode::RunInvalid,
         ReasonCode::ErrorRateAboveThreshold,
         ReasonCode::KvbmMetricsMissing,
@@ -356,6 +358,7 @@ impl ReasonCode {
         ReasonCode::IoWithoutKvbmDeltas,
         ReasonCode::ReuseWithoutMatchedTokens,
         ReasonCode::ReuseOpportunityUnknown,
+        ReasonCode::HitRateGaugeStale,
     ];
 
     /// As [`Policy`] leaves it; `allow_missing_kvbm_metrics` demotes
@@ -661,6 +664,38 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
             v.add(ReasonCode::IoWithoutKvbmDeltas, unexplained.join("; "));
         }
     }
+    // A tier that onboarded blocks in a phase had hits among the phase's
+    // requests, so its hit-rate gauge (over KVBM's last N requests) cannot
+    // read 0 after it unless those requests left the window.
+    let stale: Vec<String> = phases
+        .iter()
+        .filter(|e| e.kvbm_available)
+        .flat_map(|e| {
+            [
+                ("host", e.onboard_h2d, e.host_hit_rate_after),
+                ("disk", e.onboard_d2d, e.disk_hit_rate_after),
+            ]
+            .into_iter()
+            .filter(|(_, n, r)| n.is_some_and(|n| n > 0.0) && *r == Some(0.0))
+            .map(|(tier, n, _)| {
+                format!(
+                    "{}: {} {tier} onboards, {tier} hit rate 0",
+                    e.phase,
+                    n.unwrap_or(0.0)
+                )
+            })
+            .collect::<Vec<_>>()
+        })
+        .collect();
+    if !stale.is_empty() {
+        v.add(
+            ReasonCode::HitRateGaugeStale,
+            format!(
+                "hit-rate gauges did not move while blocks were onboarded ({}); unless every hit fell out of the DYN_KVBM_CACHE_STATS_MAX_REQUESTS window, the gauges are stale",
+                stale.join("; ")
+            ),
+        );
+    }
     if mode.kvbm_enabled() {
         match &input.reuse {
             Some(r) if r.rate >= p.high_reuse_rate && signals.kvbm_metrics_available && !signals.reuse_signal => v.add(ReasonCode::ReuseWithoutMatchedTokens,
@@ -958,6 +993,23 @@ mod tests {
         let mut r = good_b2();
         r[0].device_write_bytes = Some(4096);
         assert!(evaluate(&input(KvMode::CpuDisk, &r)).decision_grade);
+    }
+
+    #[test]
+    fn onboards_with_a_zero_hit_rate_are_stale_gauges() {
+        let mut phases = good_b2();
+        for e in &mut phases {
+            e.disk_hit_rate_after = e.disk_hit_rate_after.map(|_| 0.0);
+        }
+        let v = evaluate(&input(KvMode::CpuDisk, &phases));
+        assert!(
+            v.reason_codes.contains(&ReasonCode::HitRateGaugeStale),
+            "{:?}",
+            v.reason_codes
+        );
+        assert!(v.run_valid && !v.decision_grade);
+        let v = evaluate(&input(KvMode::CpuDisk, &good_b2()));
+        assert!(!v.reason_codes.contains(&ReasonCode::HitRateGaugeStale));
     }
 
     #[test]

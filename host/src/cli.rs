@@ -53,6 +53,8 @@ pub enum Command {
     Matrix(MatrixArgs),
     /// Find the highest concurrency or rate that meets SLOs, by bracketing and bisection.
     Search(Box<SearchArgs>),
+    /// Serve a SIMULATED engine (KV tiers GPU/host/disk, KVBM metrics, real disk I/O) until Ctrl-C.
+    Sim(Box<SimArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -155,9 +157,97 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 
 #[derive(Debug, Clone, Args)]
 pub struct EndpointArgs {
-    /// Base URL of the OpenAI-compatible server.
+    /// Base URL of the OpenAI-compatible server, or `sim[:PROFILE]` for an
+    /// in-process simulated engine (a built-in profile or a profile .toml;
+    /// default spark-llama31-8b-fp8) that lives as long as the command.
     #[arg(long, alias = "base-url", default_value = "http://127.0.0.1:8000")]
     pub endpoint: String,
+}
+
+/// A simulator lie switch (each makes the simulator misreport on purpose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LieArg {
+    /// KVBM disk counters advance, no disk I/O happens.
+    MetricsWithoutIo,
+    /// Disk I/O happens, every KVBM counter and gauge reads 0.
+    IoWithoutMetrics,
+    /// Hit-rate gauges stay at 0 while the counters advance.
+    StaleGauges,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NamingArg {
+    V1,
+    V2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiskTimingArg {
+    /// bytes / disk_read_gbps + disk_latency_us.
+    Model,
+    /// The wall time of the real O_DIRECT reads.
+    Measured,
+}
+
+/// How an in-process simulator (`--endpoint sim[:PROFILE]`) is set up
+/// beyond its profile; the tier mode is the run's.
+#[derive(Debug, Clone, Args)]
+pub struct SimEndpointArgs {
+    /// Directory of the simulator's disk tier (B2); default: `sim-cache/`
+    /// in the run directory. Must allow O_DIRECT (not tmpfs).
+    #[arg(long)]
+    pub sim_cache_dir: Option<PathBuf>,
+    /// Override a profile field, KEY=VALUE (repeatable), e.g. gpu_num_blocks=32.
+    #[arg(long = "sim-set", value_parser = parse_param)]
+    pub sim_set: Vec<(String, String)>,
+    /// Make the simulator lie on purpose (repeatable), to test the verdict.
+    #[arg(long = "sim-lie", value_enum)]
+    pub sim_lies: Vec<LieArg>,
+    /// KVBM metric names the simulator exports.
+    #[arg(long, value_enum, default_value_t = NamingArg::V1)]
+    pub sim_kvbm_naming: NamingArg,
+    /// How the simulator times disk onboarding.
+    #[arg(long, value_enum, default_value_t = DiskTimingArg::Model)]
+    pub sim_disk_timing: DiskTimingArg,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// A built-in profile (tiny, spark-llama31-8b-fp8, spark-llama33-70b-nvfp4) or a profile .toml.
+    #[arg(long, default_value = "spark-llama31-8b-fp8")]
+    pub profile: String,
+    /// B0 (GPU only), B1 (+ host), B2 (+ host + disk).
+    #[arg(long, default_value = "B2")]
+    pub tier_mode: String,
+    /// The OpenAI endpoint's address (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: String,
+    /// KVBM's metrics port (KVBM's default is 6880); `none` serves none.
+    #[arg(long, default_value = "127.0.0.1:6880")]
+    pub metrics_listen: String,
+    /// Directory of the disk tier's cache file (B2; must allow O_DIRECT, so
+    /// not tmpfs). Created if missing; the file is removed on exit.
+    #[arg(long, default_value = "bench/sim-cache")]
+    pub cache_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = NamingArg::V1)]
+    pub kvbm_naming: NamingArg,
+    /// Make the simulator lie on purpose (repeatable), to test a verdict.
+    #[arg(long = "lie", value_enum)]
+    pub lies: Vec<LieArg>,
+    #[arg(long, value_enum, default_value_t = DiskTimingArg::Model)]
+    pub disk_timing: DiskTimingArg,
+    /// Override a profile field, KEY=VALUE (repeatable), e.g. disk_read_gbps=3.2.
+    #[arg(long = "set", value_parser = parse_param)]
+    pub sets: Vec<(String, String)>,
+    /// KVBM v2 with GPUDirect Storage (disk hits onboard G3 → G1 directly).
+    #[arg(long)]
+    pub gds: bool,
+    /// Use buffered I/O where the filesystem refuses O_DIRECT (recorded).
+    #[arg(long)]
+    pub allow_buffered_disk: bool,
+    /// Hugging Face tokenizer.json for prompt tokens (default: heuristic).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -295,6 +385,8 @@ pub struct RunArgs {
     /// most 1024; 0 opens none).
     #[arg(long)]
     pub prewarm_connections: Option<usize>,
+    #[command(flatten)]
+    pub sim: SimEndpointArgs,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
     #[command(flatten)]

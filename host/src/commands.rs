@@ -7,6 +7,7 @@ pub mod matrix;
 pub mod report;
 pub mod run;
 pub mod search;
+pub mod sim;
 pub mod smoke;
 pub mod summarize;
 pub mod truth_server;

@@ -18,6 +18,7 @@
 //! - [`analysis`]: runs read back: summarize, compare, matrix, search, SLOs.
 //! - [`progress`]: the live progress line of `run`.
 //! - [`truth`]: a ground-truth server that streams on an exact schedule (benchmarks).
+//! - [`simulate`]: the simulated engine (`sparkhost-kvbm`) for `sim` and `--endpoint sim[:PROFILE]`.
 //! - [`harness`]: what sparkhost itself cost (CPU, memory, start-up).
 
 pub mod analysis;
@@ -36,6 +37,7 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod sandbox;
+pub mod simulate;
 pub mod telemetry;
 pub mod tokenize;
 pub mod truth;

@@ -32,6 +32,7 @@ fn main() -> std::process::ExitCode {
             Command::Compare(args) => commands::compare::compare(args),
             Command::Matrix(args) => commands::matrix::matrix(args).await,
             Command::Search(args) => commands::search::search(*args).await,
+            Command::Sim(args) => commands::sim::sim(*args).await,
             Command::Bench(args) => commands::bench::bench(args).await,
             Command::TruthServer(args) => commands::truth_server::truth_server(args).await,
         }

@@ -34,7 +34,9 @@ impl BlockStore for NullStore {
 }
 
 /// How the cache file was opened, recorded with results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum IoMode {
     Direct,

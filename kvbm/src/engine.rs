@@ -21,7 +21,9 @@ use crate::tokens::block_hash;
 pub type Ns = u64;
 
 /// Which KV tiers exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub enum TierMode {
     /// GPU only.
     B0,

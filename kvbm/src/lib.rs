@@ -71,7 +71,9 @@ pub enum SimError {
 }
 
 /// How the disk tier's onboard time is found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskTiming {
     /// bytes / `disk_read_gbps` + `disk_latency_us` (the reads still happen).
@@ -129,7 +131,7 @@ impl SimConfig {
 }
 
 /// What a run must record about the simulator it ran against.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct SimInfo {
     /// Always true: nothing here was measured on a serving engine.
     pub simulated: bool,

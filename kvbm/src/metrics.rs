@@ -31,7 +31,9 @@ pub const TRANSFER_BUCKETS: &[f64] = &[
 ];
 
 /// Which KVBM generation's names the metrics port speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Naming {
     #[default]
@@ -40,7 +42,9 @@ pub enum Naming {
 }
 
 /// Deliberate lies, for testing that a verdict catches them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields, default)]
 pub struct Lies {
     /// KVBM disk counters advance but no disk I/O happens.

@@ -29,7 +29,7 @@ pub enum ProfileError {
 }
 
 /// Element type of the KV cache, and so its bytes per element.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KvDtype {
     Fp32,
@@ -52,7 +52,7 @@ impl KvDtype {
 }
 
 /// One simulated model on one simulated machine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     /// Profile name, recorded with every result.
@@ -209,6 +209,49 @@ impl Profile {
         self.apply(t);
         self.validate()?;
         Ok(self)
+    }
+
+    /// A built-in name, or a path to a profile TOML (anything ending in
+    /// `.toml` or naming an existing file), so one flag takes either.
+    pub fn load(spec: &str) -> Result<Profile, ProfileError> {
+        let path = std::path::Path::new(spec);
+        if spec.ends_with(".toml") || (!BUILTIN.contains(&spec) && path.is_file()) {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ProfileError::Toml(format!("cannot read {spec}: {e}")))?;
+            return Profile::from_toml(&text)
+                .map_err(|e| ProfileError::Toml(format!("{spec}: {e}")));
+        }
+        Profile::builtin(spec)
+    }
+
+    /// One `key=value` override as a command line gives it: the value as a
+    /// TOML value, or as a string when it is not one (`model=my-model`).
+    pub fn with_set(self, key: &str, value: &str) -> Result<Profile, ProfileError> {
+        self.with_sets(&[(key.to_owned(), value.to_owned())])
+    }
+
+    /// Several [`Profile::with_set`] overrides, validated together, so one
+    /// may rely on another (`max_model_len` lowered with `gpu_num_blocks`).
+    pub fn with_sets(self, sets: &[(String, String)]) -> Result<Profile, ProfileError> {
+        let mut fragment = String::new();
+        for (key, value) in sets {
+            let key = key.trim();
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(ProfileError::Toml(format!(
+                    "{key:?} is not a profile field name"
+                )));
+            }
+            let value = value.trim();
+            let raw = format!("{key} = {value}");
+            if toml::from_str::<toml::Table>(&raw).is_ok() {
+                fragment.push_str(&raw);
+            } else {
+                let quoted = toml::Value::String(value.to_owned()).to_string();
+                fragment.push_str(&format!("{key} = {quoted}"));
+            }
+            fragment.push('\n');
+        }
+        self.with_toml(&fragment)
     }
 
     fn apply(&mut self, t: ProfileToml) {
@@ -603,6 +646,41 @@ fn spark_llama33_70b_nvfp4() -> Profile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_line_sets_take_toml_values_or_strings() {
+        let p = Profile::builtin("tiny").unwrap();
+        let p = p.with_set("gpu_num_blocks", "32").unwrap();
+        assert_eq!(p.gpu_blocks(), 32);
+        let p = p.with_set("model", "my-model").unwrap();
+        assert_eq!(p.model, "my-model");
+        let p = p.with_set("disable_disk_offload_filter", "true").unwrap();
+        assert!(p.disable_disk_offload_filter);
+        let e = p.clone().with_set("no_such_field", "1").unwrap_err();
+        assert!(e.to_string().contains("no_such_field"), "{e}");
+        let e = p.clone().with_set("block_size", "0").unwrap_err();
+        assert!(e.to_string().contains("block_size"), "{e}");
+        assert!(p.clone().with_set("a b", "1").is_err());
+        // Validated together: the GPU tier may shrink with the model length.
+        let p = Profile::builtin("spark-llama31-8b-fp8").unwrap();
+        let sets = [("gpu_num_blocks", "1024"), ("max_model_len", "16384")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(p.with_sets(&sets).unwrap().gpu_blocks(), 1024);
+    }
+
+    #[test]
+    fn load_takes_a_name_or_a_toml_file() {
+        assert_eq!(Profile::load("tiny").unwrap().name, "tiny");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("p.toml");
+        std::fs::write(&f, "base = \"tiny\"\nname = \"t2\"\ngpu_num_blocks = 40\n").unwrap();
+        let p = Profile::load(f.to_str().unwrap()).unwrap();
+        assert_eq!((p.name.as_str(), p.gpu_blocks()), ("t2", 40));
+        let e = Profile::load("nope").unwrap_err();
+        assert!(e.to_string().contains("tiny"), "{e}");
+        let e = Profile::load("/nonexistent/x.toml").unwrap_err();
+        assert!(e.to_string().contains("cannot read"), "{e}");
+    }
 
     #[test]
     fn kv_bytes_follow_the_model_geometry() {

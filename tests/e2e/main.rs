@@ -7,6 +7,7 @@
 //! - [`sandbox`]: workload components that trap, hang, hog or lie.
 //! - [`reports`]: report generators, summarize, compare, matrix and search.
 //! - [`workloads`]: the workload library against the real mocker.
+//! - [`sim`]: the evidence chain against the simulated engine, the disk tier on a loop device.
 //! - [`languages`]: JavaScript and Python workloads, byte-identical to Rust.
 //!
 //! Workload components come from `make workloads` (`workloads/synthetic.wasm`,
@@ -26,6 +27,7 @@ mod faults;
 mod languages;
 mod reports;
 mod sandbox;
+mod sim;
 mod workloads;
 
 use std::path::{Path, PathBuf};

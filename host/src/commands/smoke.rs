@@ -14,7 +14,33 @@ use crate::plan::{Api, Arrival, ChatMessage, Generation, Prompt};
 use crate::prepare::{RequestIdentity, RequestMeta};
 
 pub async fn smoke(args: SmokeArgs) -> anyhow::Result<Exit> {
-    let client = Client::new(&args.endpoint.endpoint, args.timeout).context("--endpoint")?;
+    // `sim[:PROFILE]`: a simulated engine (B1: no disk tier, so no cache
+    // directory to place) for as long as the smoke test runs.
+    let sim = match crate::simulate::endpoint_profile(&args.endpoint.endpoint) {
+        Some(spec) => {
+            let p = crate::simulate::profile(spec, &[], "--endpoint sim:", "--sim-set")?;
+            let plan = crate::simulate::SimPlan {
+                config: sparkhost_kvbm::SimConfig::new(p, sparkhost_kvbm::TierMode::B1),
+                cache_dir: None,
+            };
+            let run = crate::simulate::SimRun::start(&plan, std::path::Path::new(".")).await?;
+            println!("smoke: SIMULATED engine ({})", run.info().profile.name);
+            Some(run)
+        }
+        None => None,
+    };
+    let base = sim
+        .as_ref()
+        .map_or_else(|| args.endpoint.endpoint.clone(), |s| s.base_url());
+    let exit = smoke_at(&base, &args).await;
+    if let Some(s) = sim {
+        s.shutdown().await;
+    }
+    exit
+}
+
+async fn smoke_at(base: &str, args: &SmokeArgs) -> anyhow::Result<Exit> {
+    let client = Client::new(base, args.timeout).context("--endpoint")?;
     let model = if args.model == "auto" {
         match models::wait_for_model(
             &client,

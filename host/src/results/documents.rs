@@ -212,6 +212,11 @@ pub struct ManifestDoc {
     pub base_url: String,
     pub phases: Vec<PhaseDecl>,
     pub args: Vec<String>,
+    /// Present when the endpoint was sparkhost's SIMULATED engine
+    /// (`--endpoint sim[:PROFILE]`): nothing in the run was measured on a
+    /// serving engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulator: Option<sparkhost_kvbm::SimInfo>,
 }
 
 /// How dispatch went: what was planned, sent and left unsent.
@@ -331,6 +336,10 @@ pub struct SummaryDoc {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goodput: Option<crate::analysis::slo::GoodputSummary>,
     pub notes: Vec<String>,
+    /// Present when the endpoint was sparkhost's SIMULATED engine: its
+    /// latencies come from a model, not an accelerator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulator: Option<sparkhost_kvbm::SimInfo>,
 }
 
 impl SummaryDoc {

@@ -22,6 +22,7 @@ use crate::results::recorder::{PhaseResult, Recorder};
 use crate::results::rundir::RunDir;
 use crate::results::summary::Accumulator;
 use crate::sandbox::WorkloadInstance;
+use crate::simulate::SimRun;
 use crate::telemetry::TelemetryRun;
 use crate::tokenize::TokenCounter;
 
@@ -39,6 +40,9 @@ pub struct RunOutcome {
     /// Reasons found while running; the verdict may add more.
     pub validity: Validity,
     pub telemetry: Option<TelemetryRun>,
+    /// The in-process simulator, still running: `finish` stops it after
+    /// telemetry's last scrape, so the run-end snapshot still reaches it.
+    pub sim: Option<SimRun>,
 }
 
 impl RunOutcome {
@@ -62,6 +66,7 @@ impl RunOutcome {
             preflight: None,
             validity,
             telemetry: None,
+            sim: None,
         }
     }
 }
@@ -70,27 +75,60 @@ impl RunOutcome {
 pub async fn execute(
     plan: &RunPlan,
     workload: WorkloadInstance,
-    client: Client,
+    client: Option<Client>,
     tokens: Arc<TokenCounter>,
     rd: &RunDir,
 ) -> anyhow::Result<RunOutcome> {
-    let mut telemetry = match &plan.telemetry {
-        Some(cfg) => Some(
-            TelemetryRun::start(
-                cfg.clone(),
-                plan.phases.iter().map(|p| p.name.clone()).collect(),
+    // The simulator comes first: the client, telemetry's URLs and the KV
+    // disk all come from where it runs.
+    let sim = match &plan.sim {
+        Some(s) => Some(SimRun::start(s, &rd.path().join("sim-cache")).await?),
+        None => None,
+    };
+    let (client, endpoint) = match (&sim, client) {
+        (Some(s), _) => (
+            Client::with_clock(
+                &s.base_url(),
+                Duration::from_secs_f64(plan.client.timeout_s),
+                plan.client.arrival_clock,
             )
-            .await,
+            .context("the simulator's endpoint")?,
+            s.base_url(),
         ),
+        (None, Some(c)) => (c, plan.endpoint.clone()),
+        (None, None) => anyhow::bail!("no client and no simulator: the plan is inconsistent"),
+    };
+    let sim_info = sim.as_ref().map(|s| (endpoint.as_str(), s.info()));
+    let mut telemetry = match &plan.telemetry {
+        Some(cfg) => {
+            let mut cfg = cfg.clone();
+            if let Some(s) = &sim {
+                s.point_telemetry(&mut cfg);
+            }
+            Some(
+                TelemetryRun::start(cfg, plan.phases.iter().map(|p| p.name.clone()).collect())
+                    .await,
+            )
+        }
         None => None,
     };
     if !plan.quiet {
-        eprintln!(
-            "sparkhost: {} → {} (run {})",
-            plan.label(),
-            plan.endpoint,
-            rd.path().display()
-        );
+        match &sim {
+            Some(s) => eprintln!(
+                "sparkhost: {} → SIMULATED engine {} ({}, tier mode {:?}) at {endpoint} (run {})",
+                plan.label(),
+                plan.endpoint,
+                s.info().profile.name,
+                s.info().tier_mode,
+                rd.path().display()
+            ),
+            None => eprintln!(
+                "sparkhost: {} → {} (run {})",
+                plan.label(),
+                plan.endpoint,
+                rd.path().display()
+            ),
+        }
     }
 
     let mut validity = Validity::default();
@@ -105,10 +143,22 @@ pub async fn execute(
     {
         Ok(m) => m,
         Err(e) => {
+            let e = if sim.is_none() && !e.contains("models listed") {
+                // Most often nothing is running there yet: say so, and how to
+                // try sparkhost without a server.
+                let hint = format!(
+                    "nothing answered at {endpoint}: start a server there, or use `--endpoint sim` (or sim:tiny) for sparkhost's built-in SIMULATED engine"
+                );
+                eprintln!("sparkhost: {hint}");
+                format!("{e}; {hint}")
+            } else {
+                e
+            };
             validity.invalidate(InvalidReason::ModelUnavailable, e);
-            write_docs(plan, rd, None, None)?;
+            write_docs(plan, rd, None, None, sim_info)?;
             let mut out = RunOutcome::empty(plan, None, validity);
             out.telemetry = telemetry;
+            out.sim = sim;
             return Ok(out);
         }
     };
@@ -136,7 +186,7 @@ pub async fn execute(
         drop(feed.requests);
         drop(feed.responses);
         let report = join_feed(feed.thread).await?;
-        write_docs(plan, rd, Some(&model), Some(&report.preflight))?;
+        write_docs(plan, rd, Some(&model), Some(&report.preflight), sim_info)?;
         validity.invalidate(
             InvalidReason::PromptPreflightFailed,
             format!(
@@ -156,6 +206,7 @@ pub async fn execute(
         };
         out.preflight = Some(report.preflight);
         out.telemetry = telemetry;
+        out.sim = sim;
         return Ok(out);
     }
     // The initial plan passed preflight (or preflight is off): what the run
@@ -164,7 +215,7 @@ pub async fn execute(
         checked: initially_planned,
         ..Default::default()
     });
-    write_docs(plan, rd, Some(&model), initial_preflight.as_ref())?;
+    write_docs(plan, rd, Some(&model), initial_preflight.as_ref(), sim_info)?;
 
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (alarm_tx, alarm_rx) = mpsc::unbounded_channel();
@@ -319,6 +370,7 @@ pub async fn execute(
         preflight: Some(feed_report.preflight),
         validity,
         telemetry,
+        sim,
     })
 }
 
@@ -327,9 +379,10 @@ fn write_docs(
     rd: &RunDir,
     model: Option<&str>,
     preflight: Option<&PreflightReport>,
+    sim: Option<(&str, &sparkhost_kvbm::SimInfo)>,
 ) -> anyhow::Result<()> {
     rd.write_json("config.json", &plan.config_doc(model, preflight))?;
-    rd.write_json("manifest.json", &plan.manifest_doc(model))?;
+    rd.write_json("manifest.json", &plan.manifest_doc(model, sim))?;
     Ok(())
 }
 

@@ -42,11 +42,16 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
         preflight,
         mut validity,
         telemetry,
+        sim,
     } = run;
     let telemetry = match telemetry {
         Some(t) => t.close().await,
         None => TelemetryOutcome::default(),
     };
+    let simulator = sim.as_ref().map(|s| s.info().clone());
+    if let Some(s) = sim {
+        s.shutdown().await;
+    }
     let all = merged(phases.iter());
     let errors = RunErrors {
         total_requests: all.requests,
@@ -150,6 +155,7 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
         harness: crate::harness::measure(first_sent, Some(plan.workload.from_cache)),
         goodput,
         notes: NOTES.iter().map(|s| s.to_string()).collect(),
+        simulator,
     };
     rd.write_json("summary.json", &summary)?;
     if let Some((start_time, base)) = started {
@@ -269,6 +275,12 @@ fn print_table(phases: &[PhaseSummary], summary: &SummaryDoc, validity: &Validit
         ));
     }
     out.push_str("latencies in ms; (phase) = not in the overall summary\n");
+    if let Some(s) = &summary.simulator {
+        out.push_str(&format!(
+            "SIMULATED: the endpoint was sparkhost's simulated engine (profile {}, tier mode {:?}); these figures come from its model, not from a serving engine\n",
+            s.profile.name, s.tier_mode
+        ));
+    }
     if !overall.errors_by_kind.is_empty() {
         out.push_str(&format!("errors: {:?}\n", overall.errors_by_kind));
     }

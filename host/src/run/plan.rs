@@ -135,6 +135,8 @@ pub struct RunPlan {
     /// The command line as typed.
     pub command_line: Vec<String>,
     pub endpoint: String,
+    /// `--endpoint sim[:PROFILE]`: the simulator `execute` starts.
+    pub sim: Option<crate::simulate::SimPlan>,
     pub model: ModelPlan,
     pub kv: KvModeInfo,
     pub workload: WorkloadPlan,
@@ -166,7 +168,8 @@ pub struct Resolved {
     /// deadlines fire.
     pub sandbox: Sandbox,
     pub workload: WorkloadInstance,
-    pub client: Client,
+    /// `None` for a simulator, whose address is known once it runs.
+    pub client: Option<Client>,
     pub tokens: Arc<TokenCounter>,
 }
 
@@ -174,16 +177,35 @@ impl RunPlan {
     /// Resolves flags and the workload into a plan. Blocking: it compiles
     /// (or loads) and instantiates the component.
     pub fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
-        // A bad endpoint is a flag error: say so before any work is done.
-        let client = Client::with_clock(&args.endpoint.endpoint, args.timeout, args.arrival_clock)
-            .context("--endpoint")?;
-        let default_load = default_load(&args)?;
         let kv = KvModeInfo::resolve(
             args.kv_mode,
             args.tier_mode.as_deref(),
             args.kv_cpu_cache_gb,
             args.kv_disk_cache_gb,
         )?;
+        // A bad endpoint is a flag error: say so before any work is done. A
+        // simulator's address exists only once it runs, so its client is
+        // made then.
+        let sim = match crate::simulate::endpoint_profile(&args.endpoint.endpoint) {
+            Some(spec) => Some(crate::simulate::SimPlan::for_run(
+                spec,
+                kv.mode,
+                &args.sim,
+                args.tokenizer.as_deref(),
+            )?),
+            None => {
+                check_no_sim_flags(&args.sim)?;
+                None
+            }
+        };
+        let client = match sim {
+            Some(_) => None,
+            None => Some(
+                Client::with_clock(&args.endpoint.endpoint, args.timeout, args.arrival_clock)
+                    .context("--endpoint")?,
+            ),
+        };
+        let default_load = default_load(&args)?;
         let tokens = Arc::new(match &args.tokenizer {
             Some(p) => TokenCounter::from_file(p)?,
             None => TokenCounter::Heuristic,
@@ -255,6 +277,7 @@ impl RunPlan {
             created_utc: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             command_line: std::env::args().collect(),
             endpoint: args.endpoint.endpoint.clone(),
+            sim,
             model: ModelPlan {
                 wanted: (args.model != "auto").then(|| args.model.clone()),
                 requested: args.model.clone(),
@@ -366,8 +389,13 @@ impl RunPlan {
         }
     }
 
-    /// `manifest.json`: written with `config.json`.
-    pub fn manifest_doc(&self, model: Option<&str>) -> ManifestDoc {
+    /// `manifest.json`: written with `config.json`. `sim`: the simulator's
+    /// base URL and what it was.
+    pub fn manifest_doc(
+        &self,
+        model: Option<&str>,
+        sim: Option<(&str, &sparkhost_kvbm::SimInfo)>,
+    ) -> ManifestDoc {
         ManifestDoc {
             run_id: self.run_id.clone(),
             created_utc: self.created_utc.clone(),
@@ -385,11 +413,33 @@ impl RunPlan {
             variant_tags: self.variant_tags.clone(),
             model_id_requested: self.model.requested.clone(),
             model_id_resolved: model.map(str::to_owned),
-            base_url: self.endpoint.clone(),
+            base_url: sim.map_or_else(|| self.endpoint.clone(), |(url, _)| url.to_owned()),
             phases: self.phase_decls(),
             args: self.command_line.clone(),
+            simulator: sim.map(|(_, info)| info.clone()),
         }
     }
+}
+
+/// `--sim-*` flags without a simulator would be silently ignored.
+fn check_no_sim_flags(a: &crate::cli::SimEndpointArgs) -> anyhow::Result<()> {
+    let given = [
+        ("--sim-cache-dir", a.sim_cache_dir.is_some()),
+        ("--sim-set", !a.sim_set.is_empty()),
+        ("--sim-lie", !a.sim_lies.is_empty()),
+        (
+            "--sim-kvbm-naming",
+            a.sim_kvbm_naming != crate::cli::NamingArg::V1,
+        ),
+        (
+            "--sim-disk-timing",
+            a.sim_disk_timing != crate::cli::DiskTimingArg::Model,
+        ),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+        bail!("{flag} only applies with --endpoint sim[:PROFILE]");
+    }
+    Ok(())
 }
 
 /// Runs `f` where blocking is allowed: through `block_in_place` inside a

@@ -178,6 +178,7 @@ fn params_text(v: Option<&Value>) -> String {
 pub fn render(run: &Run) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Benchmark Report: {}\n", run.run_id);
+    simulated(&mut s, run);
     status(&mut s, run);
     fingerprint(&mut s, run);
     kv_config(&mut s, run);
@@ -207,6 +208,21 @@ pub fn render(run: &Run) -> String {
         .collect::<String>()
     );
     s
+}
+
+/// A simulated result must never pass for a measured one: first thing
+/// under the title, whenever `summary.json` names a simulator.
+fn simulated(s: &mut String, run: &Run) {
+    let Some(sim) = run.s(&["simulator"]).filter(|v| v.is_object()) else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "**SIMULATED RUN — not a measurement of a serving engine.** The endpoint was sparkhost's simulated engine (profile `{}`, tier mode {}, KVBM names {}): every latency below comes from its model (`kvbm/README.md`); only its disk tier's I/O was real.\n",
+        text(sim.get("profile").and_then(|p| p.get("name"))),
+        text(sim.get("tier_mode")),
+        text(sim.get("naming")),
+    );
 }
 
 fn status(s: &mut String, run: &Run) {
