@@ -213,7 +213,8 @@ impl SimRun {
         }
         // No worker process or system port exists; asking would only record
         // a failure that reads like a broken deployment.
-        c.collectors.set(sparkhost_collectors::source::SourceId::Worker, false);
+        c.collectors
+            .set(sparkhost_collectors::source::SourceId::Worker, false);
         if c.pids.is_empty() {
             c.pids = vec![std::process::id()];
             c.process_pattern = None;
