@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sparkhost_kvbm::{Profile, ScheduleRecord, SimConfig, Simulator, TierMode};
@@ -89,7 +90,13 @@ fn between<'a>(h: &'a [u8], start: &[u8], end: u8) -> Option<&'a [u8]> {
     Some(&h[i..i + j])
 }
 
-const STREAM_END: &[u8] = b"data: [DONE]\n\n\r\n0\r\n\r\n";
+/// Tokens and requests received so far, across connections: throughput is
+/// the growth of these over the measured window, so requests still under
+/// way when it closes (or started in the ramp-up) count for what arrived
+/// inside it.
+static TOKENS: AtomicU64 = AtomicU64::new(0);
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+
 
 impl Conn {
     async fn open(addr: std::net::SocketAddr, epoch: Instant) -> io::Result<Conn> {
@@ -141,37 +148,69 @@ impl Conn {
                 .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
                 .unwrap_or(0);
             self.buf.drain(..head_end + len);
+            TOKENS.fetch_add(r.tokens, Ordering::Relaxed);
+            REQUESTS.fetch_add(1, Ordering::Relaxed);
             return Ok(r);
         }
         // Events are SSE "data: …\n\n" inside HTTP chunks; every event that
-        // completes in one read gets that read's time.
-        let mut at = head_end;
+        // completes in one read gets that read's time. Parsed bytes are
+        // dropped as they go, so a long stream costs linear time.
+        self.buf.drain(..head_end);
+        let mut counted = 0;
         let mut now = self.epoch.elapsed().as_nanos() as u64;
+        let mut finished = false;
         loop {
-            while let Some(k) = find(&self.buf[at..], b"\n\n") {
+            let mut at = 0;
+            while !finished && let Some(k) = find_blank_line(&self.buf[at..]) {
                 let ev = &self.buf[at..at + k];
-                if let Some(d) = find(ev, b"data: {") {
-                    let ev = &ev[d..];
-                    if find(ev, b"finish_reason").is_none() {
-                        if r.id.is_empty() {
-                            r.id = String::from_utf8_lossy(
-                                between(ev, b"\"id\":\"", b'"').unwrap_or_default(),
-                            )
-                            .into_owned();
-                        }
-                        r.recv_ns.push(now);
-                        r.tokens += 1;
-                    }
-                }
                 at += k + 2;
+                let Some(d) = find(&ev[..ev.len().min(16)], b"data: ") else {
+                    continue;
+                };
+                let ev = &ev[d + 6..];
+                if ev.starts_with(b"[DONE]") {
+                    finished = true;
+                    break;
+                }
+                // A token's text starts with a space; the final event's is "".
+                let head = &ev[..ev.len().min(96)];
+                let is_token = between(head, b"\"text\":\"", b'"').is_some_and(|t| !t.is_empty())
+                    || find(head, b"\"content\":\" ").is_some();
+                if is_token {
+                    if r.id.is_empty() {
+                        r.id = String::from_utf8_lossy(
+                            between(head, b"\"id\":\"", b'"').unwrap_or_default(),
+                        )
+                        .into_owned();
+                    }
+                    r.recv_ns.push(now);
+                    r.tokens += 1;
+                }
             }
-            if let Some(e) = find(&self.buf[head_end..], STREAM_END) {
-                self.buf.drain(..head_end + e + STREAM_END.len());
+            self.buf.drain(..at);
+            TOKENS.fetch_add(r.tokens - counted, Ordering::Relaxed);
+            counted = r.tokens;
+            // After [DONE]: the chunk's CRLF and the last chunk, "0\r\n\r\n".
+            if finished && self.buf.len() >= 7 {
+                self.buf.drain(..7);
+                REQUESTS.fetch_add(1, Ordering::Relaxed);
                 return Ok(r);
             }
             now = self.fill().await?;
         }
     }
+}
+
+fn find_blank_line(h: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(p) = h[i..].iter().position(|&b| b == b'\n') {
+        let k = i + p;
+        if h.get(k + 1) == Some(&b'\n') {
+            return Some(k);
+        }
+        i = k + 1;
+    }
+    None
 }
 
 struct Server {
@@ -187,7 +226,7 @@ fn start_server(toml: &str) -> Server {
         .expect("profile");
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
+    let thread = std::thread::Builder::new().name("sim-server".into()).spawn(move || {
         if !pin(0) {
             eprintln!("warning: could not pin the server to CPU 0");
         }
@@ -204,7 +243,7 @@ fn start_server(toml: &str) -> Server {
             sim.shutdown().await;
             s
         })
-    });
+    }).expect("server thread");
     let (addr, epoch) = rx.recv().expect("server start");
     Server {
         addr,
@@ -307,15 +346,29 @@ fn drive(srv: &Server, load: &Load, keep_replies: bool) -> LoadResult {
             errors: 0,
             replies: Vec::new(),
         };
+        if load.per_conn == 0 {
+            // Skip the ramp-up (every connection's first prefill at once).
+            let warm = Duration::from_secs_f64((load.secs * 0.2).min(1.0));
+            tokio::time::sleep(warm).await;
+            let (t1, r1, k1) = (Instant::now(), REQUESTS.load(Ordering::Relaxed), TOKENS.load(Ordering::Relaxed));
+            tokio::time::sleep_until(deadline.into()).await;
+            res.wall_s = t1.elapsed().as_secs_f64();
+            res.requests = REQUESTS.load(Ordering::Relaxed) - r1;
+            res.tokens = TOKENS.load(Ordering::Relaxed) - k1;
+        }
         for t in tasks {
             if let Ok((r, tk, e, reps)) = t.await {
-                res.requests += r;
-                res.tokens += tk;
+                if load.per_conn > 0 {
+                    res.requests += r;
+                    res.tokens += tk;
+                }
                 res.errors += e;
                 res.replies.extend(reps);
             }
         }
-        res.wall_s = t0.elapsed().as_secs_f64();
+        if load.per_conn > 0 {
+            res.wall_s = t0.elapsed().as_secs_f64();
+        }
         res
     })
 }
@@ -440,11 +493,13 @@ const FAST: &str = "max_num_seqs = 256\ngpu_num_blocks = 8192\nstep_overhead_us 
 fn main() {
     let mut secs = 3.0;
     let mut json_path: Option<String> = None;
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--secs" => secs = args.next().and_then(|v| v.parse().ok()).unwrap_or(secs),
             "--json" => json_path = args.next(),
+            "--only" => only = args.next(),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -453,53 +508,58 @@ fn main() {
     if !pin(1) {
         eprintln!("warning: could not pin the client to CPU 1");
     }
+    let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let short_mix: Vec<(u32, bool)> = (1..=4).flat_map(|m| [(m, false), (m, true)]).collect();
-    let rps = throughput(
-        "short requests, max_tokens 1-4, unary and streamed, tiny",
-        "",
-        Load {
-            conns: 64,
-            secs,
-            mix: short_mix.clone(),
-            prompt_words: 8,
-            per_conn: 0,
-        },
-    );
-    let rps_fast = throughput(
-        "short requests, max_tokens 1-4, unary and streamed, fast schedule",
-        FAST,
-        Load {
-            conns: 64,
-            secs,
-            mix: short_mix,
-            prompt_words: 8,
-            per_conn: 0,
-        },
-    );
-    let tps_tiny = throughput(
-        "long streams, max_tokens 480, tiny with 256 seqs",
-        WIDE,
-        Load {
-            conns: 256,
-            secs,
-            mix: vec![(480, true)],
-            prompt_words: 8,
-            per_conn: 0,
-        },
-    );
-    let tps_fast = throughput(
-        "long streams, max_tokens 480, fast schedule",
-        FAST,
-        Load {
-            conns: 256,
-            secs,
-            mix: vec![(480, true)],
-            prompt_words: 8,
-            per_conn: 0,
-        },
-    );
-    let late_tiny = lateness(256, 64, "");
-    let late_wide = lateness(256, 64, WIDE);
+    let short = |conns| Load {
+        conns,
+        secs,
+        mix: short_mix.clone(),
+        prompt_words: 8,
+        per_conn: 0,
+    };
+    let long = |conns| Load {
+        conns,
+        secs,
+        mix: vec![(480, true)],
+        prompt_words: 8,
+        per_conn: 0,
+    };
+    let mut tput = Vec::new();
+    if want("rps") {
+        tput.push(throughput(
+            "rps: short requests (max_tokens 1-4, unary+stream), tiny",
+            "",
+            short(64),
+        ));
+    }
+    if want("rps_fast") {
+        tput.push(throughput(
+            "rps_fast: the same, fast schedule",
+            FAST,
+            short(64),
+        ));
+    }
+    if want("tps") {
+        tput.push(throughput(
+            "tps: 256 streams x 480 tokens, tiny with 256 seqs",
+            WIDE,
+            long(256),
+        ));
+    }
+    if want("tps_fast") {
+        tput.push(throughput(
+            "tps_fast: 256 streams x 480 tokens, fast schedule",
+            FAST,
+            long(256),
+        ));
+    }
+    let mut late = Vec::new();
+    if want("late") {
+        late.push(("late: tiny", lateness(256, 64, "")));
+    }
+    if want("late_wide") {
+        late.push(("late_wide: tiny, 256 seqs", lateness(256, 64, WIDE)));
+    }
     let (load_after, rustc_after) = (load1(), rustc_running());
     let out = serde_json::json!({
         "machine": {
@@ -511,9 +571,10 @@ fn main() {
             "rustc_after": rustc_after,
             "server_cpu": 0,
             "client_cpu": 1,
+            "secs": secs,
         },
-        "throughput": [rps, rps_fast, tps_tiny, tps_fast],
-        "lateness": [late_tiny, late_wide],
+        "throughput": tput,
+        "lateness": late.iter().map(|(n, l)| serde_json::json!({"name": n, "result": l})).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&out).unwrap_or_default();
     println!("{text}");
@@ -523,23 +584,23 @@ fn main() {
         eprintln!("cannot write {p}: {e}");
     }
     println!(
-        "\nload 1m {load_before:.2} → {load_after:.2}, rustc running {rustc_before} → {rustc_after}"
+        "\nload 1m {load_before:.2} -> {load_after:.2}, rustc running {rustc_before} -> {rustc_after}"
     );
     println!(
-        "{:<68} {:>10} {:>12} {:>6}",
+        "{:<58} {:>10} {:>12} {:>6}",
         "throughput", "req/s", "tokens/s", "errors"
     );
-    for t in [&rps, &rps_fast, &tps_tiny, &tps_fast] {
+    for t in &tput {
         println!(
-            "{:<68} {:>10.0} {:>12.0} {:>6}",
+            "{:<58} {:>10.0} {:>12.0} {:>6}",
             t.what, t.requests_per_s, t.tokens_per_s, t.errors
         );
     }
     println!(
         "\n{:<30} {:>8} {:>29} {:>29}",
-        "lateness (µs) 256 streams", "tokens", "written p50/p99/max (early)", "received p50/p99/max"
+        "lateness (us), 256 streams", "tokens", "written p50/p99/max (early)", "received p50/p99/max"
     );
-    for (name, l) in [("tiny", &late_tiny), ("tiny, 256 seqs", &late_wide)] {
+    for (name, l) in &late {
         let (w, r) = (l.written_vs_scheduled, l.received_vs_scheduled);
         println!(
             "{:<30} {:>8} {:>8.0}/{:>6.0}/{:>6.0} ({:>4}) {:>10.0}/{:>6.0}/{:>8.0}",
