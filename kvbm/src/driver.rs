@@ -69,6 +69,12 @@ pub(crate) struct SinkState {
     /// is still to be recorded.
     pub pending_tokens: usize,
     pub task_writing: bool,
+    /// Chunks the engine rendered but holds back while it is behind
+    /// schedule, to write several steps' tokens in one syscall.
+    outbox: Vec<u8>,
+    outbox_tokens: usize,
+    /// In the engine's list of sinks with a non-empty outbox.
+    queued: bool,
     pub scheduled: Vec<Ns>,
     pub written: Vec<Ns>,
     pub done: Option<Done>,
@@ -175,6 +181,12 @@ impl Shared {
 /// chaining steps end to start (its thread was starved, say).
 const SLIP_NS: Ns = 5_000_000;
 
+/// Behind schedule by more than this when a step's tokens are due, the
+/// engine holds them to write with the next steps' (see the main loop).
+const COALESCE_NS: Ns = 200_000;
+/// At most this many steps' chunks are held before they are written.
+const MAX_HELD_STEPS: u32 = 32;
+
 /// Kernel sleep ends this long before a step's end; the rest is spun.
 /// With a 1 ns timer slack (see [`tight_timer_slack`]) the wake-up lands
 /// within a few µs, so the spin is short and steals little from the server
@@ -223,8 +235,9 @@ pub(crate) fn spawn(
             let mut sinks: HashMap<u64, EngineSink> = HashMap::new();
             let mut prev_end: Option<Ns> = None;
             let mut published_transfers = u64::MAX;
-            // One buffer for every chunk this thread renders.
-            let mut buf = Vec::with_capacity(512);
+            // Sinks holding chunks not yet written, and for how many steps.
+            let mut touched: Vec<Arc<Sink>> = Vec::new();
+            let mut held_steps = 0u32;
             let mut publish = |e: &Engine| {
                 let (h, d) = e.hit_rates();
                 let occ = e.occupancy();
@@ -281,14 +294,33 @@ pub(crate) fn spawn(
                 };
                 match engine.step(now) {
                     StepResult::Ran { end, events } => {
+                        if end > shared.now_ns() {
+                            // Held chunks are overdue: out before we sleep.
+                            flush_all(&shared, &mut touched);
+                            held_steps = 0;
+                        }
                         sleep_until(&shared, end);
                         // Before the tokens leave, so a client that has its
                         // answer never scrapes counters older than it.
                         publish(&engine);
-                        dispatch(&shared, &mut sinks, events, &mut buf);
+                        dispatch(&shared, &mut sinks, events, &mut touched);
+                        // On time, every step's chunks leave at once. Behind
+                        // schedule, the next steps are due already: holding
+                        // their chunks to write several per syscall is how
+                        // the thread catches up rather than falling further
+                        // behind with one write per token.
+                        held_steps += 1;
+                        if shared.now_ns().saturating_sub(end) < COALESCE_NS
+                            || held_steps >= MAX_HELD_STEPS
+                        {
+                            flush_all(&shared, &mut touched);
+                            held_steps = 0;
+                        }
                         prev_end = Some(end);
                     }
                     StepResult::WaitUntil(t) => {
+                        flush_all(&shared, &mut touched);
+                        held_steps = 0;
                         publish(&engine);
                         prev_end = None;
                         let wait = Duration::from_nanos(t.saturating_sub(shared.now_ns()));
@@ -303,6 +335,8 @@ pub(crate) fn spawn(
                         }
                     }
                     StepResult::Idle => {
+                        flush_all(&shared, &mut touched);
+                        held_steps = 0;
                         publish(&engine);
                         prev_end = None;
                         match rx.recv() {
@@ -338,24 +372,42 @@ fn render_chunk(f: &ChunkFormat, index: u32, buf: &mut Vec<u8>) {
     buf.extend_from_slice(b"\r\n");
 }
 
-/// Hands one token to its connection: written to the socket at once when
-/// nothing is queued ahead of it, else queued for the connection's task.
-fn deliver(shared: &Shared, sink: &Sink, index: u32, at: Ns, buf: &mut Vec<u8>) {
+/// Renders one token's chunk into its sink's outbox. True when the sink
+/// was not yet in the engine's list of sinks to flush.
+fn queue(sink: &Sink, index: u32, at: Ns) -> bool {
     let mut g = sink.lock();
     g.scheduled.push(at);
     let st = &mut *g;
     let Some(f) = &st.out else {
+        return false;
+    };
+    render_chunk(f, index, &mut st.outbox);
+    st.outbox_tokens += 1;
+    !std::mem::replace(&mut st.queued, true)
+}
+
+/// Writes a sink's outbox to its socket at once when nothing is queued
+/// ahead of it; otherwise (a full socket buffer, a flush under way) hands
+/// it to the connection's task, which writes it in order.
+fn flush_sink(shared: &Shared, sink: &Sink) {
+    let mut g = sink.lock();
+    let st = &mut *g;
+    st.queued = false;
+    if st.outbox.is_empty() {
+        return;
+    }
+    let Some(f) = &st.out else {
+        st.outbox.clear();
+        st.outbox_tokens = 0;
         return;
     };
-    buf.clear();
-    render_chunk(f, index, buf);
     let mut sent = 0;
     if !st.task_writing && st.pending.is_empty() {
         loop {
-            match (&*f.sock).write(&buf[sent..]) {
+            match (&*f.sock).write(&st.outbox[sent..]) {
                 Ok(n) => {
                     sent += n;
-                    if sent == buf.len() || n == 0 {
+                    if sent == st.outbox.len() || n == 0 {
                         break;
                     }
                 }
@@ -365,27 +417,42 @@ fn deliver(shared: &Shared, sink: &Sink, index: u32, at: Ns, buf: &mut Vec<u8>) 
                     // The client went away; the sequence still runs to
                     // completion (no cancellation), its chunks go nowhere.
                     st.out = None;
+                    st.outbox.clear();
+                    st.outbox_tokens = 0;
                     return;
                 }
             }
         }
-        if sent == buf.len() {
-            st.written.push(shared.now_ns());
+        if sent == st.outbox.len() {
+            let now = shared.now_ns();
+            st.written
+                .extend(std::iter::repeat_n(now, std::mem::take(&mut st.outbox_tokens)));
+            st.outbox.clear();
             return;
         }
     }
-    // The socket's buffer is full (a slow reader) or a flush is under way.
-    st.pending.extend_from_slice(&buf[sent..]);
-    st.pending_tokens += 1;
+    // Tokens only partly written count as written when the task finishes
+    // them: a later time, never an earlier one.
+    st.pending.extend_from_slice(&st.outbox[sent..]);
+    st.outbox.clear();
+    st.pending_tokens += std::mem::take(&mut st.outbox_tokens);
     drop(g);
     sink.notify.notify_one();
 }
 
+fn flush_all(shared: &Shared, touched: &mut Vec<Arc<Sink>>) {
+    for s in touched.drain(..) {
+        flush_sink(shared, &s);
+    }
+}
+
+/// Queues a step's tokens on their sinks (the caller flushes them) and
+/// closes finished requests, whose last chunks are written first.
 fn dispatch(
     shared: &Shared,
     sinks: &mut HashMap<u64, EngineSink>,
     events: Vec<Event>,
-    buf: &mut Vec<u8>,
+    touched: &mut Vec<Arc<Sink>>,
 ) {
     if let Ok(mut log) = shared.schedule.lock() {
         for e in &events {
@@ -408,8 +475,10 @@ fn dispatch(
     for e in events {
         match e {
             Event::Token { req, index, at } => {
-                if let Some(s) = sinks.get(&req) {
-                    deliver(shared, &s.0, index, at, buf);
+                if let Some(s) = sinks.get(&req)
+                    && queue(&s.0, index, at)
+                {
+                    touched.push(s.0.clone());
                 }
             }
             Event::Done {
@@ -421,6 +490,7 @@ fn dispatch(
                 completion_tokens,
             } => {
                 if let Some(s) = sinks.remove(&req) {
+                    flush_sink(shared, &s.0);
                     s.0.lock().done = Some(Done {
                         at,
                         finish,
