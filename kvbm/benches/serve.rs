@@ -97,7 +97,6 @@ fn between<'a>(h: &'a [u8], start: &[u8], end: u8) -> Option<&'a [u8]> {
 static TOKENS: AtomicU64 = AtomicU64::new(0);
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
 
-
 impl Conn {
     async fn open(addr: std::net::SocketAddr, epoch: Instant) -> io::Result<Conn> {
         let s = TcpStream::connect(addr).await?;
@@ -226,24 +225,27 @@ fn start_server(toml: &str) -> Server {
         .expect("profile");
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new().name("sim-server".into()).spawn(move || {
-        if !pin(0) {
-            eprintln!("warning: could not pin the server to CPU 0");
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let cfg = SimConfig::new(profile, TierMode::B0);
-            let sim = Simulator::start(cfg).await.expect("simulator");
-            let _ = tx.send((sim.addr(), sim.epoch()));
-            let _ = stop_rx.await;
-            let s = sim.schedule();
-            sim.shutdown().await;
-            s
+    let thread = std::thread::Builder::new()
+        .name("sim-server".into())
+        .spawn(move || {
+            if !pin(0) {
+                eprintln!("warning: could not pin the server to CPU 0");
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let cfg = SimConfig::new(profile, TierMode::B0);
+                let sim = Simulator::start(cfg).await.expect("simulator");
+                let _ = tx.send((sim.addr(), sim.epoch()));
+                let _ = stop_rx.await;
+                let s = sim.schedule();
+                sim.shutdown().await;
+                s
+            })
         })
-    }).expect("server thread");
+        .expect("server thread");
     let (addr, epoch) = rx.recv().expect("server start");
     Server {
         addr,
@@ -424,8 +426,7 @@ fn lateness(streams: usize, max_tokens: u32, toml: &str) -> Lateness {
     };
     let res = drive(&srv, &load, true);
     let sched = srv.finish();
-    let by_id: HashMap<&str, &ScheduleRecord> =
-        sched.iter().map(|r| (r.id.as_str(), r)).collect();
+    let by_id: HashMap<&str, &ScheduleRecord> = sched.iter().map(|r| (r.id.as_str(), r)).collect();
     let (mut wr, mut rc) = (Vec::new(), Vec::new());
     for rep in &res.replies {
         let Some(rec) = by_id.get(rep.id.as_str()) else {
@@ -598,7 +599,10 @@ fn main() {
     }
     println!(
         "\n{:<30} {:>8} {:>29} {:>29}",
-        "lateness (us), 256 streams", "tokens", "written p50/p99/max (early)", "received p50/p99/max"
+        "lateness (us), 256 streams",
+        "tokens",
+        "written p50/p99/max (early)",
+        "received p50/p99/max"
     );
     for (name, l) in &late {
         let (w, r) = (l.written_vs_scheduled, l.received_vs_scheduled);

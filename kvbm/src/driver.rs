@@ -28,13 +28,8 @@ use crate::metrics::KvbmView;
 use crate::tokens::filler_text;
 
 pub(crate) enum Cmd {
-    Submit {
-        req: Request,
-        sink: EngineSink,
-    },
-    Reset {
-        ack: oneshot::Sender<()>,
-    },
+    Submit { req: Request, sink: EngineSink },
+    Reset { ack: oneshot::Sender<()> },
     Shutdown,
 }
 
@@ -425,8 +420,10 @@ fn flush_sink(shared: &Shared, sink: &Sink) {
         }
         if sent == st.outbox.len() {
             let now = shared.now_ns();
-            st.written
-                .extend(std::iter::repeat_n(now, std::mem::take(&mut st.outbox_tokens)));
+            st.written.extend(std::iter::repeat_n(
+                now,
+                std::mem::take(&mut st.outbox_tokens),
+            ));
             st.outbox.clear();
             return;
         }
