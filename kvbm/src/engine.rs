@@ -440,6 +440,9 @@ pub struct Engine {
     counters: Counters,
     window: HitWindow,
     transfers: TransferHists,
+    /// Transfers observed so far, so the driver copies the histograms
+    /// only when they changed.
+    transfers_observed: u64,
     store: Box<dyn BlockStore>,
 }
 
@@ -471,6 +474,7 @@ impl Engine {
             counters: Counters::default(),
             window,
             transfers: BTreeMap::new(),
+            transfers_observed: 0,
             store,
             opt,
             p,
@@ -488,6 +492,11 @@ impl Engine {
     }
     pub fn transfers(&self) -> &TransferHists {
         &self.transfers
+    }
+    /// How many transfers [`Engine::transfers`] has observed: changes
+    /// whenever the histograms do.
+    pub fn transfers_observed(&self) -> u64 {
+        self.transfers_observed
     }
     pub fn occupancy(&self) -> Occupancy {
         Occupancy {
@@ -542,6 +551,7 @@ impl Engine {
     }
 
     fn observe(&mut self, op: &'static str, route: &'static str, ns: Ns) {
+        self.transfers_observed += 1;
         self.transfers
             .entry((op, route))
             .or_insert_with(|| Histogram::new(TRANSFER_BUCKETS))

@@ -345,6 +345,11 @@ impl SimHandle {
     pub fn info(&self) -> &SimInfo {
         &self.info
     }
+    /// The instant every `*_ns` time in the schedule record counts from, so
+    /// an in-process client can timestamp what it receives on the same clock.
+    pub fn epoch(&self) -> std::time::Instant {
+        self.state.shared.epoch
+    }
     /// The engine's schedule and the write times, per request, oldest first.
     pub fn schedule(&self) -> Vec<ScheduleRecord> {
         self.state

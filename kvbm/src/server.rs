@@ -14,10 +14,10 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
-use crate::driver::{Cmd, ScheduleRecord, Shared};
-use crate::engine::{Event, Request};
+use crate::driver::{ChunkFormat, Cmd, Done, EngineSink, ScheduleRecord, Shared, Sink};
+use crate::engine::Request;
 use crate::metrics::{Frontend, Lies, ModelInfo, Naming, render_frontend, render_kvbm};
 use crate::profile::Profile;
 use crate::tokens::{Tokenize, filler_text};
@@ -197,7 +197,11 @@ async fn connection(
     port: Port,
     stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let (r, mut w) = sock.into_split();
+    // The engine thread writes streamed chunks through its own handle on
+    // the socket (a dup: safe, and the fd cannot be reused under it).
+    let std_sock = sock.into_std()?;
+    let engine_sock = Arc::new(std_sock.try_clone()?);
+    let (r, mut w) = TcpStream::from_std(std_sock)?.into_split();
     let mut r = BufReader::with_capacity(16 * 1024, r);
     loop {
         if *stop.borrow() {
@@ -291,10 +295,10 @@ async fn connection(
                 }
             }
             (Port::Api, "POST", "/v1/completions") => {
-                generate(&st, &mut w, &req.body, false, arrival).await?
+                generate(&st, &mut w, &engine_sock, &req.body, false, arrival).await?
             }
             (Port::Api, "POST", "/v1/chat/completions") => {
-                generate(&st, &mut w, &req.body, true, arrival).await?
+                generate(&st, &mut w, &engine_sock, &req.body, true, arrival).await?
             }
             (Port::Api, _, "/v1/completions" | "/v1/chat/completions" | "/reset") => {
                 error(&mut w, 405, "Method Not Allowed", "Method Not Allowed").await?
@@ -500,6 +504,7 @@ fn count(st: &State, ep: &'static str, rt: &'static str, status: &'static str, e
 async fn generate(
     st: &Arc<State>,
     w: &mut OwnedWriteHalf,
+    sock: &Arc<std::net::TcpStream>,
     body: &[u8],
     chat: bool,
     arrival: u64,
@@ -526,7 +531,7 @@ async fn generate(
         *f.started.entry((ep, rt)).or_insert(0) += 1;
         f.inflight += 1;
     }
-    let r = run(st, w, p, chat, arrival).await;
+    let r = run(st, w, sock, p, chat, arrival).await;
     if let Ok(mut f) = st.frontend.lock() {
         f.inflight = f.inflight.saturating_sub(1);
     }
@@ -561,6 +566,7 @@ impl Usage {
 async fn run(
     st: &Arc<State>,
     w: &mut OwnedWriteHalf,
+    sock: &Arc<std::net::TcpStream>,
     p: Prepared,
     chat: bool,
     arrival: u64,
@@ -586,8 +592,44 @@ async fn run(
             },
         );
     }
+    let model = serde_json::to_string(&st.profile.model).unwrap_or_else(|_| "\"\"".into());
+    let created = st.created;
+    let sink = Arc::new(Sink::default());
+    {
+        let mut g = sink.lock();
+        g.scheduled.reserve(p.max_tokens as usize);
+        if p.stream {
+            g.written.reserve(p.max_tokens as usize);
+            let (head, tail) = if chat {
+                (
+                    format!(
+                        "data: {{\"id\":\"{id}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\""
+                    ),
+                    format!(
+                        "}},\"finish_reason\":null,\"logprobs\":null}}],\"created\":{created},\"model\":{model},\"object\":\"chat.completion.chunk\"}}\n\n"
+                    ),
+                )
+            } else {
+                (
+                    format!("data: {{\"id\":\"{id}\",\"choices\":[{{\"text\":\""),
+                    format!(
+                        ",\"index\":0}}],\"created\":{created},\"model\":{model},\"system_fingerprint\":null,\"object\":\"text_completion\",\"usage\":null}}\n\n"
+                    ),
+                )
+            };
+            g.out = Some(ChunkFormat {
+                sock: sock.clone(),
+                head: head.into_bytes(),
+                tail: tail.into_bytes(),
+                chat,
+            });
+            // The head is queued as the task's to write, so no chunk the
+            // engine produces can reach the socket before it.
+            g.pending.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n");
+            g.task_writing = true;
+        }
+    }
     let stop = st.profile.natural_stop_tokens;
-    let (tx, mut rx) = mpsc::unbounded_channel();
     let sent = st.send(Cmd::Submit {
         req: Request {
             id: req,
@@ -596,72 +638,26 @@ async fn run(
             stop_after: (!p.ignore_eos && stop > 0).then_some(stop),
             arrival,
         },
-        tx,
+        sink: EngineSink(sink.clone()),
     });
     if !sent {
+        sink.lock().out = None;
         error(w, 503, "Service Unavailable", "engine stopped").await?;
         return Ok(false);
     }
-    let model = serde_json::to_string(&st.profile.model).unwrap_or_else(|_| "\"\"".into());
-    let created = st.created;
-    let mut times: Vec<u64> = Vec::with_capacity(p.max_tokens as usize);
-    let mut written: Vec<u64> = Vec::new();
-    if p.stream {
-        w.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n")
-            .await?;
-    }
-    let mut text = String::new();
-    let done = loop {
-        let Some(ev) = rx.recv().await else {
-            break None;
-        };
-        match ev {
-            Event::Token { index, at, .. } => {
-                times.push(at);
-                let t = filler_text(index);
-                if !p.stream {
-                    text.push_str(t);
-                    continue;
-                }
-                let data = if chat {
-                    let role = if index == 0 {
-                        ",\"role\":\"assistant\""
-                    } else {
-                        ""
-                    };
-                    format!(
-                        "data: {{\"id\":\"{id}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{t}\"{role}}},\"finish_reason\":null,\"logprobs\":null}}],\"created\":{created},\"model\":{model},\"object\":\"chat.completion.chunk\"}}\n\n"
-                    )
-                } else {
-                    format!(
-                        "data: {{\"id\":\"{id}\",\"choices\":[{{\"text\":\"{t}\",\"index\":0}}],\"created\":{created},\"model\":{model},\"system_fingerprint\":null,\"object\":\"text_completion\",\"usage\":null}}\n\n"
-                    )
-                };
-                let chunk = format!("{:x}\r\n{data}\r\n", data.len());
-                w.write_all(chunk.as_bytes()).await?;
-                written.push(st.shared.now_ns());
-            }
-            Event::Done {
-                finish,
-                prompt_tokens,
-                cached_tokens,
-                completion_tokens,
-                at,
-                ..
-            } => {
-                break Some((
-                    finish,
-                    Usage {
-                        prompt: prompt_tokens,
-                        cached: cached_tokens,
-                        completion: completion_tokens,
-                    },
-                    at,
-                ));
-            }
-        }
+    let r = follow(&st.shared, &sink, w).await;
+    let (done, times, written) = {
+        let mut g = sink.lock();
+        // Whatever happens next, the engine must stop writing to this socket.
+        g.out = None;
+        (
+            g.done,
+            std::mem::take(&mut g.scheduled),
+            std::mem::take(&mut g.written),
+        )
     };
-    let Some((finish, usage, done_at)) = done else {
+    r?;
+    let Some(d) = done else {
         if p.stream {
             let data = "data: {\"error\":{\"message\":\"engine stopped\",\"type\":\"internal_server_error\",\"code\":500}}\n\ndata: [DONE]\n\n";
             let end = format!("{:x}\r\n{data}\r\n0\r\n\r\n", data.len());
@@ -671,7 +667,13 @@ async fn run(
         }
         return Ok(false);
     };
-    let fr = finish.as_str();
+    let usage = Usage {
+        prompt: d.prompt_tokens,
+        cached: d.cached_tokens,
+        completion: d.completion_tokens,
+    };
+    let mut written = written;
+    let fr = d.finish.as_str();
     if p.stream {
         let mut data = if chat {
             format!(
@@ -697,6 +699,10 @@ async fn run(
         let end = format!("{:x}\r\n{data}\r\n0\r\n\r\n", data.len());
         w.write_all(end.as_bytes()).await?;
     } else {
+        let mut text = String::with_capacity(8 * times.len());
+        for i in 0..usage.completion {
+            text.push_str(filler_text(i));
+        }
         let u = usage.json();
         let text = serde_json::to_string(&text).unwrap_or_default();
         let body = if chat {
@@ -727,8 +733,41 @@ async fn run(
         f.input.observe(usage.prompt.into());
         f.output.observe(usage.completion.into());
         f.cached.observe(usage.cached.into());
-        f.duration.observe(s(done_at.saturating_sub(arrival)));
+        f.duration.observe(s(d.at.saturating_sub(arrival)));
         f.output_tokens += u64::from(usage.completion);
     }
     Ok(true)
+}
+
+/// Waits for the engine to finish the request, writing whatever it queued
+/// (the response head; chunks a full socket buffer held back) in order.
+/// Returns once the engine is done with the request or gone.
+async fn follow(shared: &Shared, sink: &Sink, w: &mut OwnedWriteHalf) -> io::Result<Option<Done>> {
+    let mut out = Vec::new();
+    loop {
+        let tokens = {
+            let mut g = sink.lock();
+            if g.pending.is_empty() {
+                g.task_writing = false;
+                if g.done.is_some() || g.engine_gone {
+                    return Ok(g.done);
+                }
+                None
+            } else {
+                g.task_writing = true;
+                std::mem::swap(&mut g.pending, &mut out);
+                Some(std::mem::take(&mut g.pending_tokens))
+            }
+        };
+        match tokens {
+            Some(n) => {
+                w.write_all(&out).await?;
+                out.clear();
+                let now = shared.now_ns();
+                let mut g = sink.lock();
+                g.written.extend(std::iter::repeat_n(now, n));
+            }
+            None => sink.notify.notified().await,
+        }
+    }
 }
