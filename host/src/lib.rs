@@ -3,14 +3,18 @@
 //!
 //! Layout:
 //! - [`cli`]: clap flags, nothing else.
-//! - [`commands`]: `run`, `inspect`, `wait-ready`, `smoke`.
+//! - [`commands`]: one short driver per subcommand.
+//! - [`run`]: one run: the resolved [`run::RunPlan`], the threads and tasks
+//!   that execute it, and the documents that finish it.
+//! - [`limits`]: every cap and tunable with its reason; clap defaults read it.
 //! - [`plan`]: the host's model of a workload plan (phases, requests, arrivals).
 //! - [`sandbox`]: wasmtime engine, limits, compile cache, WIT version check.
 //! - [`feed`]: drives a planner on its own thread, ahead of the dispatcher.
 //! - [`prepare`]: a prepared request's identity hashes and manifest row.
 //! - [`digest`]: canonical JSON and sha256, the seed harness's hashing rule.
 //! - [`dispatch`]: HTTP/SSE, pacing and timestamps; free of wasmtime.
-//! - [`results`]: records, summaries, histograms and the run directory.
+//! - [`results`]: records, summaries, histograms, the run directory and the
+//!   typed run documents with their schemas.
 //! - [`evidence`]: run validity and its reasons.
 //! - [`telemetry`]: collectors wired into a run: boundary snapshots, deltas, verdict.
 //! - [`tokenize`]: token counting and fitting shared with workloads.

@@ -50,6 +50,10 @@ pub const PREWARM_OPEN_LOOP: Duration = Duration::from_millis(10);
 /// Most connections prewarmed by default: past this, opening them costs
 /// more start-up than it saves (and may exceed the server's backlog).
 pub const PREWARM_MAX: usize = 1024;
+/// Rows the recorder buffers before a flush while events keep coming: one
+/// write per burst instead of one per request, and never more than this
+/// many rows lost to a crash.
+pub const RECORDER_FLUSH_EVERY: usize = 64;
 /// Requests buffered ahead of their send time (`--lookahead`).
 pub const LOOKAHEAD: usize = 256;
 /// Open loop: requests in flight before sends wait (`--max-in-flight`);

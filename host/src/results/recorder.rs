@@ -15,6 +15,7 @@ use super::summary::{Accumulator, Metric};
 use super::tokens::{token_times, tokens_per_chunk};
 use crate::dispatch::runner::{Event, Finished};
 use crate::dispatch::stamp::RxClock;
+use crate::limits::RECORDER_FLUSH_EVERY as FLUSH_EVERY;
 use crate::plan::{ErrorKey, ErrorKind, ResponseSummary};
 use crate::tokenize::TokenCounter;
 
@@ -27,9 +28,6 @@ pub struct PhaseResult {
     pub end: Option<Instant>,
     pub acc: Accumulator,
 }
-
-/// Most rows buffered before a flush while events keep coming.
-const FLUSH_EVERY: usize = 64;
 
 pub struct Recorder {
     rows: JsonlWriter,
