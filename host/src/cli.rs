@@ -284,7 +284,8 @@ pub struct RunArgs {
     pub model_resolve_poll: Duration,
 
     /// Closed loop: requests in flight at most (phases may override).
-    #[arg(long, short = 'c', default_value_t = 1)]
+    #[arg(long, short = 'c', default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=crate::limits::MAX_CONCURRENCY as i64))]
     pub concurrency: u32,
     /// Open loop: requests per second (replaces closed-loop concurrency).
     #[arg(long)]

@@ -56,6 +56,10 @@ pub const PREWARM_MAX: usize = 1024;
 pub const RECORDER_FLUSH_EVERY: usize = 64;
 /// Requests buffered ahead of their send time (`--lookahead`).
 pub const LOOKAHEAD: usize = 256;
+/// Most closed-loop streams `--concurrency` accepts: each holds a socket and
+/// ~17 KiB of client memory, so past this the client machine fails first
+/// (and `u32::MAX` aborted the process allocating slots).
+pub const MAX_CONCURRENCY: u32 = 100_000;
 /// Open loop: requests in flight before sends wait (`--max-in-flight`);
 /// protects the client machine's memory and file descriptors.
 pub const MAX_IN_FLIGHT: usize = 10_000;
