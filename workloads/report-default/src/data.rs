@@ -542,18 +542,26 @@ fn is_id_column(name: &str) -> bool {
     )
 }
 
+fn is_time_column(name: &str) -> bool {
+    TIME_COLUMNS.contains(&name.to_ascii_lowercase().as_str())
+}
+
+// Clocks before memory: `clock_mem_mhz` is a frequency and would otherwise
+// be drawn on the MiB axis.
 fn group_of(col: &str) -> &'static str {
     let c = col.to_ascii_lowercase();
     if c.contains("util") {
         "utilization (%)"
-    } else if c.contains("mem") {
+    } else if c.contains("clock") || c.contains("mhz") {
+        "clocks (MHz)"
+    } else if c.contains("energy") || c.ends_with("_j") {
+        "energy (J)"
+    } else if c.contains("mem") || c.ends_with("_mib") || c.ends_with("_bytes") {
         "memory"
     } else if c.contains("power") || c.contains("watt") {
         "power (W)"
     } else if c.contains("temp") {
         "temperature (°C)"
-    } else if c.contains("clock") || c.contains("mhz") {
-        "clocks (MHz)"
     } else {
         "other"
     }
@@ -596,10 +604,7 @@ fn gpu(dir: &Path, files: &[String], start_epoch_ms: Option<f64>) -> Option<Gpu>
         let mut it = BufReader::new(f).lines().map_while(Result::ok);
         let Some(header) = it.next() else { continue };
         let cols: Vec<String> = header.split(',').map(|c| c.trim().to_owned()).collect();
-        let Some(tcol) = cols
-            .iter()
-            .position(|c| TIME_COLUMNS.contains(&c.to_ascii_lowercase().as_str()))
-        else {
+        let Some(tcol) = cols.iter().position(|c| is_time_column(c)) else {
             continue;
         };
         let stem = rel
@@ -638,7 +643,9 @@ fn gpu(dir: &Path, files: &[String], start_epoch_ms: Option<f64>) -> Option<Gpu>
                 }
             };
             for (i, c) in cells.iter().enumerate() {
-                if i == tcol
+                // Every time column is an axis, not a series: gpu.csv has
+                // both `timestamp_utc` and `elapsed_s`.
+                if cols.get(i).is_some_and(|n| is_time_column(n))
                     || is_id_column(
                         &cols
                             .get(i)
@@ -673,6 +680,7 @@ fn gpu(dir: &Path, files: &[String], start_epoch_ms: Option<f64>) -> Option<Gpu>
         "power (W)",
         "temperature (°C)",
         "clocks (MHz)",
+        "energy (J)",
         "other",
     ];
     let mut out = Vec::new();
@@ -713,6 +721,44 @@ mod tests {
         assert_eq!(h.quantile(1.0), Some(1000.0));
         h.record(0.0);
         assert_eq!(h.quantile(0.0), Some(0.0));
+    }
+
+    #[test]
+    fn gpu_csv_time_columns_are_axes_and_units_do_not_mix() {
+        // The header `sparkhost run` writes for telemetry/gpu.csv.
+        let dir = std::env::temp_dir().join(format!("report-gpu-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("telemetry")).unwrap();
+        std::fs::write(
+            dir.join("telemetry/gpu.csv"),
+            "timestamp_utc,elapsed_s,index,name,util_gpu_pct,mem_used_mib,power_w,energy_j,clock_sm_mhz,clock_mem_mhz\n\
+             1970-01-01T00:00:01Z,0.0,0,GPU,0,0,80,10,345,3201\n\
+             1970-01-01T00:00:02Z,1.0,0,GPU,100,8720,360,300,1980,3201\n",
+        )
+        .unwrap();
+        let g = gpu(&dir, &["telemetry/gpu.csv".to_owned()], Some(0.0)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let names = |group: &str| -> Vec<String> {
+            g.groups
+                .iter()
+                .find(|(n, _)| n == group)
+                .map(|(_, s)| s.iter().map(|s| s.name.clone()).collect())
+                .unwrap_or_default()
+        };
+        let all: Vec<String> = g
+            .groups
+            .iter()
+            .flat_map(|(_, s)| s.iter().map(|s| s.name.clone()))
+            .collect();
+        assert!(
+            !all.iter()
+                .any(|n| n == "elapsed_s" || n == "timestamp_utc" || n == "index"),
+            "{all:?}"
+        );
+        assert_eq!(names("memory"), ["mem_used_mib"]);
+        assert_eq!(names("clocks (MHz)"), ["clock_sm_mhz", "clock_mem_mhz"]);
+        assert_eq!(names("energy (J)"), ["energy_j"]);
+        let util = &g.groups[0].1[0];
+        assert_eq!(util.points, [(1.0, 0.0), (2.0, 100.0)]);
     }
 
     #[test]
