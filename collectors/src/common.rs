@@ -263,17 +263,28 @@ pub fn counter_delta(before: u64, after: u64) -> (u64, bool) {
     }
 }
 
-/// Makes a phase name safe for a file name without changing ordinary names.
+/// Makes a name (a phase, a container) safe for a file name. Ordinary names
+/// (`[A-Za-z0-9._-]`) are kept as they are; any other name is sanitized and
+/// gets a digest of the original, so `a/b`, `a b` and `a_b` (which sanitize
+/// alike) still name three different files.
 pub fn file_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    let ordinary = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if !name.is_empty() && name.chars().all(ordinary) && name != "." && name != ".." {
+        return name.to_owned();
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_bytes());
+    // At most 64 kept characters: a guest controls the name, the file system caps its length.
+    let kept: String = name
+        .chars()
+        .take(64)
+        .map(|c| if ordinary(c) { c } else { '_' })
+        .collect();
+    format!("{kept}-{}", hex_prefix(&digest[..6]))
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -310,6 +321,30 @@ mod tests {
     #[test]
     fn file_safe_keeps_ordinary_names() {
         assert_eq!(file_safe("replay_A"), "replay_A");
-        assert_eq!(file_safe("a/b c"), "a_b_c");
+        let odd = file_safe("a/b c");
+        assert!(
+            odd.starts_with("a_b_c-") && odd.len() == "a_b_c-".len() + 12,
+            "{odd}"
+        );
+    }
+
+    #[test]
+    fn file_safe_never_maps_two_names_to_one_file() {
+        let names = ["a/b", "a_b", "a b", "a\\b", "..", ".", "", "a\u{1b}[31mb"];
+        let files: std::collections::BTreeSet<String> =
+            names.iter().map(|n| file_safe(n)).collect();
+        assert_eq!(files.len(), names.len(), "{files:?}");
+        for f in &files {
+            assert!(
+                !f.contains('/') && f != "." && f != ".." && !f.is_empty(),
+                "{f:?}"
+            );
+            assert!(
+                f.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+                "{f:?}"
+            );
+        }
+        assert!(file_safe(&"x/".repeat(1000)).len() <= 64 + 13);
     }
 }

@@ -96,7 +96,8 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1000,2000,4000,6000,8000,10000,12000"
+        default_value = "1000,2000,4000,6000,8000,10000,12000",
+        value_parser = parse_positive
     )]
     pub rates: Vec<f64>,
     /// Length of each capacity step.
@@ -134,6 +135,66 @@ pub struct TruthServerArgs {
     /// Time between tokens.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     pub itl: Duration,
+}
+
+/// A number in `lo..=hi`; NaN and infinities are refused (a NaN
+/// `--max-error-rate` once switched the validity gate off).
+fn finite_in(s: &str, lo: f64, hi: f64) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(x),
+        Ok(_) => Err(format!("{s:?} is not in {lo}..={hi}")),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
+}
+
+/// A run id names one directory under `--results-root`: `../x` once wrote
+/// outside it.
+pub fn parse_run_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a run id: 1-128 of A-Z a-z 0-9 . _ -, not `.` or `..`"
+        ))
+    }
+}
+
+/// A fraction, 0..=1.
+pub fn parse_fraction(s: &str) -> Result<f64, String> {
+    finite_in(s, 0.0, 1.0)
+}
+
+/// A confidence level, strictly between 0 and 1.
+pub fn parse_level(s: &str) -> Result<f64, String> {
+    match finite_in(s, 0.0, 1.0)? {
+        x if x > 0.0 && x < 1.0 => Ok(x),
+        _ => Err(format!("{s:?} must be strictly between 0 and 1")),
+    }
+}
+
+/// A size label in GB, 0..=1,000,000.
+pub fn parse_gb(s: &str) -> Result<f64, String> {
+    finite_in(s, 0.0, 1e6)
+}
+
+/// A positive, finite number (loads, growth factors).
+pub fn parse_positive(s: &str) -> Result<f64, String> {
+    match finite_in(s, 0.0, 1e9)? {
+        x if x > 0.0 => Ok(x),
+        _ => Err(format!("{s:?} must be greater than 0")),
+    }
+}
+
+/// A sampling temperature or top-p, 0..=100: servers define the useful
+/// range; sparkhost only refuses what no server could mean.
+fn parse_sampling(s: &str) -> Result<f32, String> {
+    finite_in(s, 0.0, 100.0).map(|x| x as f32)
 }
 
 /// Accepts `180s`, `500ms`, `2m`, or a bare number of seconds.
@@ -288,13 +349,13 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..=crate::limits::MAX_CONCURRENCY as i64))]
     pub concurrency: u32,
     /// Open loop: requests per second (replaces closed-loop concurrency).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive)]
     pub rate: Option<f64>,
     /// Open-loop inter-arrival distribution.
     #[arg(long, value_enum, default_value_t = ArrivalKind::Poisson, requires = "rate")]
     pub arrival: ArrivalKind,
     /// Shape of gamma inter-arrivals (1 = Poisson, <1 burstier).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse_positive)]
     pub gamma_shape: f64,
 
     /// Shorthand for `--param requests=N`.
@@ -307,10 +368,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub max_tokens: Option<u32>,
     /// Shorthand for `--param temperature=X`.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_sampling)]
     pub temperature: Option<f32>,
     /// Shorthand for `--param top-p=X`.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_sampling)]
     pub top_p: Option<f32>,
     /// Shorthand for `--param request-seed=N` (sent to the server as `seed`).
     #[arg(long)]
@@ -352,8 +413,9 @@ pub struct RunArgs {
     /// Where run directories are created.
     #[arg(long, default_value = "bench/results")]
     pub results_root: PathBuf,
-    /// Run directory name (default: UTC time, YYYYMMDDTHHMMSSZ).
-    #[arg(long)]
+    /// Run directory name (default: UTC time, YYYYMMDDTHHMMSSZ): letters,
+    /// digits, `.`, `_`, `-`; one path component inside --results-root.
+    #[arg(long, value_parser = parse_run_id)]
     pub run_id: Option<String>,
 
     /// KV offload mode label recorded with the run.
@@ -363,10 +425,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub tier_mode: Option<String>,
     /// CPU KV cache size label (default 8 for B1/B2).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_gb)]
     pub kv_cpu_cache_gb: Option<f64>,
     /// Disk KV cache size label (default 32 for B2).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_gb)]
     pub kv_disk_cache_gb: Option<f64>,
     /// Free tag recorded with the run (repeatable).
     #[arg(long = "variant-tag")]
@@ -553,7 +615,7 @@ pub struct TelemetryArgs {
     #[arg(long = "cufile-log-dir")]
     pub cufile_log_dirs: Vec<PathBuf>,
     /// Error rate above which the run is invalid.
-    #[arg(long, default_value_t = verdict::DEFAULT_MAX_ERROR_RATE)]
+    #[arg(long, default_value_t = verdict::DEFAULT_MAX_ERROR_RATE, value_parser = parse_fraction)]
     pub max_error_rate: f64,
     /// Missing KVBM metrics only demote the run instead of invalidating it.
     #[arg(long)]

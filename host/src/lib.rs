@@ -17,10 +17,12 @@
 //!   typed run documents with their schemas.
 //! - [`evidence`]: run validity and its reasons.
 //! - [`telemetry`]: collectors wired into a run: boundary snapshots, deltas, verdict.
+//! - [`terminal`]: untrusted text made safe to print.
 //! - [`tokenize`]: token counting and fitting shared with workloads.
 //! - [`report`]: report generators (Wasm components) over a run directory.
 //! - [`analysis`]: runs read back: summarize, compare, matrix, search, SLOs.
 //! - [`progress`]: the live progress line of `run`.
+//! - [`signals`]: SIGINT, SIGTERM and SIGHUP as one "stop, keep what was measured".
 //! - [`truth`]: a ground-truth server that streams on an exact schedule (benchmarks).
 //! - [`simulate`]: the simulated engine (`sparkhost-kvbm`) for `sim` and `--endpoint sim[:PROFILE]`.
 //! - [`harness`]: what sparkhost itself cost (CPU, memory, start-up).
@@ -41,7 +43,9 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod sandbox;
+pub mod signals;
 pub mod simulate;
 pub mod telemetry;
+pub mod terminal;
 pub mod tokenize;
 pub mod truth;

@@ -17,6 +17,9 @@ pub const WORKLOAD_MEMORY_MIB: u64 = 512;
 /// Granularity of call deadlines (wasmtime epoch ticks): fine enough that a
 /// deadline fires within 10 ms, coarse enough to cost nothing.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Largest `--data` file: each is copied into a private directory for the
+/// workload (so nothing beside it is reachable), which costs its size on disk.
+pub const MAX_DATA_FILE_BYTES: u64 = 8 << 30;
 /// Guest stderr kept for error messages: the panic message and a backtrace
 /// fit, a guest that floods stderr cannot grow the host.
 pub const GUEST_STDERR_BYTES: usize = 64 << 10;
@@ -60,6 +63,23 @@ pub const LOOKAHEAD: usize = 256;
 /// ~17 KiB of client memory, so past this the client machine fails first
 /// (and `u32::MAX` aborted the process allocating slots).
 pub const MAX_CONCURRENCY: u32 = 100_000;
+/// Open-loop arrival rates, requests/s: below one per ~17 minutes a phase
+/// is not a load test; above a million a second no client machine sends.
+pub const RATE_RANGE: std::ops::RangeInclusive<f64> = 0.001..=1_000_000.0;
+/// Gamma inter-arrival shapes: outside this the distribution degenerates
+/// (all arrivals at once, or a constant rate) and its sampler misbehaves.
+pub const GAMMA_SHAPE_RANGE: std::ops::RangeInclusive<f64> = 0.001..=1000.0;
+/// Latest planned arrival offset or think time: 7 days.
+pub const MAX_ARRIVAL_MS: f64 = 7.0 * 24.0 * 3600.0 * 1000.0;
+/// Phases one workload may declare: each holds histograms and telemetry
+/// snapshots (~1.7 MB of host memory); the built-in workloads use at most 6.
+pub const MAX_PHASES: usize = 100;
+/// Longest phase name: it names files and table rows.
+pub const MAX_PHASE_NAME_BYTES: usize = 64;
+/// `matrix`: repeats per cell and cells per file. A matrix of more runs
+/// than this would take weeks; past it a typo, not a plan, is likelier.
+pub const MAX_MATRIX_REPEATS: u32 = 1000;
+pub const MAX_MATRIX_CELLS: u64 = 100_000;
 /// Open loop: requests in flight before sends wait (`--max-in-flight`);
 /// protects the client machine's memory and file descriptors.
 pub const MAX_IN_FLIGHT: usize = 10_000;

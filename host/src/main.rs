@@ -40,7 +40,8 @@ fn main() -> std::process::ExitCode {
     let exit = match result {
         Ok(exit) => exit,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Messages carry guest and server text.
+            eprintln!("error: {}", sparkhost::terminal::safe(&format!("{e:#}")));
             Exit::Crashed
         }
     };

@@ -121,21 +121,94 @@ pub enum LoadModel {
 }
 
 impl LoadModel {
+    /// The one range check for a load, whether a flag, a matrix cell or a
+    /// guest declared it: what the pacer can turn into times without
+    /// overflowing (a rate of 1e-300 req/s once panicked it).
     pub fn validate(&self) -> Result<(), String> {
-        let ok = |r: f64| r.is_finite() && r > 0.0;
+        use crate::limits::{GAMMA_SHAPE_RANGE, MAX_CONCURRENCY, RATE_RANGE};
+        let rate_ok = |r: f64| r.is_finite() && RATE_RANGE.contains(&r);
         match *self {
-            LoadModel::Closed { concurrency: 0 } => {
-                Err("closed-loop concurrency must be at least 1".into())
+            LoadModel::Closed { concurrency } if !(1..=MAX_CONCURRENCY).contains(&concurrency) => {
+                Err(format!(
+                    "closed-loop concurrency must be in 1..={MAX_CONCURRENCY}, got {concurrency}"
+                ))
             }
-            LoadModel::Constant { rate } | LoadModel::Poisson { rate } if !ok(rate) => Err(
-                format!("arrival rate must be a positive number of requests/s, got {rate}"),
-            ),
-            LoadModel::Gamma { rate, shape } if !ok(rate) || !ok(shape) => Err(format!(
-                "gamma arrivals need positive rate and shape, got rate {rate} shape {shape}"
-            )),
+            LoadModel::Constant { rate }
+            | LoadModel::Poisson { rate }
+            | LoadModel::Gamma { rate, .. }
+                if !rate_ok(rate) =>
+            {
+                Err(format!(
+                    "arrival rate must be in {}..={} requests/s, got {rate:e}",
+                    RATE_RANGE.start(),
+                    RATE_RANGE.end()
+                ))
+            }
+            LoadModel::Gamma { shape, .. }
+                if !(shape.is_finite() && GAMMA_SHAPE_RANGE.contains(&shape)) =>
+            {
+                Err(format!(
+                    "gamma shape must be in {}..={}, got {shape:e}",
+                    GAMMA_SHAPE_RANGE.start(),
+                    GAMMA_SHAPE_RANGE.end()
+                ))
+            }
             _ => Ok(()),
         }
     }
+}
+
+impl Arrival {
+    /// Offsets and think times a guest may plan: finite, not negative, and
+    /// within [`crate::limits::MAX_ARRIVAL_MS`] (1e300 ms once panicked the
+    /// dispatcher converting it to a `Duration`).
+    pub fn validate(&self) -> Result<(), String> {
+        let max = crate::limits::MAX_ARRIVAL_MS;
+        match *self {
+            Arrival::Asap => Ok(()),
+            Arrival::AtOffsetMs(ms) | Arrival::AfterPreviousTurn(ms)
+                if !(ms.is_finite() && (0.0..=max).contains(&ms)) =>
+            {
+                Err(format!("arrival time must be in 0..={max} ms, got {ms:e}"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Checks the phases a workload declared: how many, their names (they name
+/// files and table rows) and their loads.
+pub fn validate_phases(phases: &[PhasePlan]) -> Result<(), String> {
+    use crate::limits::{MAX_PHASE_NAME_BYTES, MAX_PHASES};
+    if phases.len() > MAX_PHASES {
+        return Err(format!(
+            "{} phases declared; at most {MAX_PHASES} are allowed",
+            phases.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in phases {
+        if p.name.is_empty() || p.name.len() > MAX_PHASE_NAME_BYTES {
+            return Err(format!(
+                "phase name {:?} must be 1..={MAX_PHASE_NAME_BYTES} bytes",
+                p.name
+            ));
+        }
+        if p.name.chars().any(char::is_control) {
+            return Err(format!(
+                "phase name {:?} contains control characters",
+                p.name
+            ));
+        }
+        if !seen.insert(p.name.as_str()) {
+            return Err(format!("phase name {:?} is declared twice", p.name));
+        }
+        if let Some(l) = &p.load {
+            l.validate()
+                .map_err(|e| format!("phase {:?}: {e}", p.name))?;
+        }
+    }
+    Ok(())
 }
 
 /// A phase as declared by the workload.
@@ -159,9 +232,15 @@ pub enum ErrorKind {
     Timeout,
     /// The connection broke after the request was sent.
     ConnectionReset,
+    /// A redirect (3xx): an OpenAI endpoint does not redirect, so the base
+    /// URL is likely wrong; not followed, and not a server error.
+    Http3xx,
     Http429,
     Http4xx,
     Http5xx,
+    /// This machine ran out of file descriptors or memory for sockets: the
+    /// client's failure, not the server's.
+    ClientResources,
     /// The server reported an error inside a 200 stream.
     StreamError,
     /// Bytes that are not valid SSE or not the expected JSON.
@@ -173,14 +252,16 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::ConnectRefused,
         ErrorKind::Connect,
         ErrorKind::Timeout,
         ErrorKind::ConnectionReset,
+        ErrorKind::Http3xx,
         ErrorKind::Http429,
         ErrorKind::Http4xx,
         ErrorKind::Http5xx,
+        ErrorKind::ClientResources,
         ErrorKind::StreamError,
         ErrorKind::Malformed,
         ErrorKind::Incomplete,
@@ -194,9 +275,11 @@ impl ErrorKind {
             ErrorKind::Connect => "connect",
             ErrorKind::Timeout => "timeout",
             ErrorKind::ConnectionReset => "connection_reset",
+            ErrorKind::Http3xx => "http_3xx",
             ErrorKind::Http429 => "http_429",
             ErrorKind::Http4xx => "http_4xx",
             ErrorKind::Http5xx => "http_5xx",
+            ErrorKind::ClientResources => "client_resources_exhausted",
             ErrorKind::StreamError => "stream_error",
             ErrorKind::Malformed => "malformed_response",
             ErrorKind::Incomplete => "incomplete_stream",

@@ -124,6 +124,27 @@ impl DataGrants {
         if !path.is_file() {
             return Err(err("it is not a readable file".into()));
         }
+        // A kernel file is not data: `/proc/self/environ` would hand the
+        // host's environment (API keys) to the guest, `/dev/zero` never ends.
+        let real = std::fs::canonicalize(path).map_err(|e| err(e.to_string()))?;
+        if let Some(root) = ["/proc", "/sys", "/dev"]
+            .iter()
+            .find(|r| real.starts_with(r))
+        {
+            return Err(err(format!(
+                "it is under {root} ({}): kernel files are never granted to a workload",
+                real.display()
+            )));
+        }
+        let len = std::fs::metadata(&real)
+            .map_err(|e| err(e.to_string()))?
+            .len();
+        let max = crate::limits::MAX_DATA_FILE_BYTES;
+        if len > max {
+            return Err(err(format!(
+                "it is {len} bytes; data files are copied for the workload and may be at most {max} bytes"
+            )));
+        }
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -710,8 +731,17 @@ impl WorkloadInstance {
                 .generator()
                 .call_phases(&mut self.store, g)
         };
-        let phases = r.map_err(|e| self.trap("phases", e))?;
-        Ok(phases.into_iter().map(convert::phase).collect())
+        let phases: Vec<plan::PhasePlan> = r
+            .map_err(|e| self.trap("phases", e))?
+            .into_iter()
+            .map(convert::phase)
+            .collect();
+        plan::validate_phases(&phases).map_err(|message| SandboxError::BadOutput {
+            workload: self.name.clone(),
+            call: "phases",
+            message,
+        })?;
+        Ok(phases)
     }
 
     pub fn next_batch(&mut self, max: u32) -> Result<plan::PlanBatch, SandboxError> {
@@ -735,8 +765,22 @@ impl WorkloadInstance {
                         ),
                     });
                 }
+                let requests: Vec<plan::RequestPlan> =
+                    batch.requests.into_iter().map(convert::request).collect();
+                // Guest output is validated here, at the boundary, so nothing
+                // downstream converts an absurd time into a panic.
+                if let Some((r, e)) = requests
+                    .iter()
+                    .find_map(|r| r.arrival.validate().err().map(|e| (r, e)))
+                {
+                    return Err(SandboxError::BadOutput {
+                        workload: self.name.clone(),
+                        call: "next-batch",
+                        message: format!("request {:?}: arrival: {e}", r.id),
+                    });
+                }
                 Ok(plan::PlanBatch {
-                    requests: batch.requests.into_iter().map(convert::request).collect(),
+                    requests,
                     done: batch.done,
                 })
             }
@@ -853,5 +897,35 @@ mod convert {
             ttft_ms: s.ttft_ms,
             e2e_ms: s.e2e_ms,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataGrants;
+
+    #[test]
+    fn kernel_files_are_never_granted() {
+        for p in [
+            "/proc/self/environ",
+            "/proc/self/cmdline",
+            "/sys/kernel/mm/transparent_hugepage/enabled",
+        ] {
+            let path = std::path::Path::new(p);
+            if !path.exists() {
+                continue;
+            }
+            let e = DataGrants::default().add(path).unwrap_err().to_string();
+            assert!(e.contains("kernel files are never granted"), "{p}: {e}");
+        }
+        // Through a symbolic link too.
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("innocent.txt");
+        std::os::unix::fs::symlink("/proc/self/environ", &link).unwrap();
+        let e = DataGrants::default().add(&link).unwrap_err().to_string();
+        assert!(e.contains("/proc"), "{e}");
+        let ok = dir.path().join("ok.txt");
+        std::fs::write(&ok, "x").unwrap();
+        assert_eq!(DataGrants::default().add(&ok).unwrap(), "/data/ok.txt");
     }
 }

@@ -38,6 +38,8 @@ pub(crate) enum Behaviour {
     ErrorEvent,
     /// A whole, well-framed stream that lacks the `[DONE]` sentinel.
     NoDone,
+    /// HTTP 301, as a proxy in front of the wrong base URL answers.
+    Redirect301,
 }
 
 pub(crate) const MODEL: &str = "tiny";
@@ -291,6 +293,13 @@ fn complete(w: &mut Conn, shared: &Shared, behaviour: Behaviour, body: &Value) {
                 DYNAMO_500_BODY.as_bytes(),
             );
         }
+        Behaviour::Redirect301 => {
+            w.full(
+                "301 Moved Permanently",
+                "text/html",
+                b"<a href=\"/elsewhere\">moved</a>",
+            );
+        }
         Behaviour::Http429 => {
             sleep_unless_stopped(shared, shared.cfg.error_delay);
             let b = json!({"error": {"message": RATE_LIMIT_MESSAGE, "type": "rate_limit_exceeded", "code": 429}});
@@ -519,6 +528,8 @@ fn expected_kind(b: Behaviour) -> Option<&'static str> {
         Behaviour::Stall => Some("timeout"),
         Behaviour::ErrorEvent => Some("stream_error"),
         Behaviour::NoDone => Some("incomplete_stream"),
+        // A redirect is neither followed nor blamed on the server.
+        Behaviour::Redirect301 => Some("http_3xx"),
     }
 }
 
@@ -542,6 +553,8 @@ fn each_fault_gets_its_own_error_kind_and_the_run_stays_valid() {
         ErrorEvent,
         Normal,
         NoDone,
+        Normal,
+        Redirect301,
         Normal,
     ];
     let n = script.len();
@@ -604,6 +617,10 @@ fn each_fault_gets_its_own_error_kind_and_the_run_stays_valid() {
                     row["error"], "Internal server error (type Internal Server Error, code 500)",
                     "{ctx}"
                 );
+            }
+            Redirect301 => {
+                assert_eq!(row["status_code"], 301, "{ctx}");
+                assert!(row["error"].as_str().unwrap().contains("HTTP 301"), "{ctx}");
             }
             Http429 => {
                 assert_eq!(row["status_code"], 429, "{ctx}");

@@ -27,6 +27,7 @@ mod faults;
 mod languages;
 mod reports;
 mod sandbox;
+mod signals;
 mod sim;
 mod workloads;
 

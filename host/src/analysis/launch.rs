@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use anyhow::Context;
 
@@ -57,15 +57,26 @@ pub fn sparkhost_exe() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("cannot find the sparkhost binary to launch runs with")
 }
 
-/// Runs the child to completion (blocking).
+/// The child run in progress (0: none), for forwarding stop signals.
+static CURRENT_CHILD: AtomicU32 = AtomicU32::new(0);
+
+/// Runs the child to completion (blocking). The child gets its own process
+/// group, so a terminal's Ctrl-C reaches it once, forwarded by this process,
+/// instead of twice (which it would read as "stop waiting").
 pub fn launch(exe: &Path, l: &RunLaunch) -> anyhow::Result<LaunchOutcome> {
-    let out = Command::new(exe)
+    use std::os::unix::process::CommandExt;
+    let child = Command::new(exe)
         .args(l.argv())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output()
+        .process_group(0)
+        .spawn()
         .with_context(|| format!("starting {}", exe.display()))?;
+    CURRENT_CHILD.store(child.id(), Ordering::SeqCst);
+    let out = child.wait_with_output();
+    CURRENT_CHILD.store(0, Ordering::SeqCst);
+    let out = out.with_context(|| format!("waiting for {}", exe.display()))?;
     let err = String::from_utf8_lossy(&out.stderr);
     let tail: Vec<&str> = err.lines().rev().take(12).collect();
     let run_dir = l.run_dir();
@@ -77,18 +88,30 @@ pub fn launch(exe: &Path, l: &RunLaunch) -> anyhow::Result<LaunchOutcome> {
     })
 }
 
-/// Set once Ctrl-C was pressed. The children get the same SIGINT from the
-/// terminal and end their runs as `interrupted`; the parent only has to stop
-/// starting new ones.
+/// Set once a stop signal (SIGINT, SIGTERM, SIGHUP) arrived. Each one is
+/// forwarded to the child run in progress, which ends its run as
+/// `interrupted` (a second one makes it stop waiting); this process only has
+/// to stop starting new ones.
 pub fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     if tokio::runtime::Handle::try_current().is_ok() {
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                f.store(true, Ordering::SeqCst);
+        match crate::signals::StopSignals::install() {
+            Ok(mut signals) => {
+                tokio::spawn(async move {
+                    while let Some(stop) = signals.next().await {
+                        f.store(true, Ordering::SeqCst);
+                        let pid = CURRENT_CHILD.load(Ordering::SeqCst);
+                        if pid != 0
+                            && let Err(e) = stop.forward(pid)
+                        {
+                            tracing::warn!("forwarding {} to run {pid}: {e}", stop.name());
+                        }
+                    }
+                });
             }
-        });
+            Err(e) => tracing::warn!("cannot listen for stop signals: {e}"),
+        }
     }
     flag
 }

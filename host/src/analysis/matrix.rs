@@ -176,7 +176,65 @@ impl MatrixFile {
                 );
             }
         }
+        m.check_axes()?;
         Ok(m)
+    }
+
+    /// Axes without repeated values (a duplicate counted a cell twice in the
+    /// comparison) and a bounded number of cells (an absurd `repeats` once
+    /// made a matrix that never ends).
+    fn check_axes(&self) -> anyhow::Result<()> {
+        use crate::limits::{MAX_MATRIX_CELLS, MAX_MATRIX_REPEATS};
+        if self.repeats > MAX_MATRIX_REPEATS {
+            bail!(
+                "repeats = {} is more than the {MAX_MATRIX_REPEATS} allowed",
+                self.repeats
+            );
+        }
+        fn no_duplicates(what: &str, vals: &[String]) -> anyhow::Result<()> {
+            let mut seen = std::collections::HashSet::new();
+            if let Some(d) = vals.iter().find(|v| !seen.insert(v.as_str())) {
+                bail!("{what} lists {d} twice");
+            }
+            Ok(())
+        }
+        let conc: Vec<String> = self.concurrency.iter().map(u32::to_string).collect();
+        no_duplicates("concurrency", &conc)?;
+        let rates: Vec<String> = self.rate.iter().map(f64::to_string).collect();
+        no_duplicates("rate", &rates)?;
+        for c in &self.concurrency {
+            crate::plan::LoadModel::Closed { concurrency: *c }
+                .validate()
+                .map_err(|e| anyhow::anyhow!("concurrency: {e}"))?;
+        }
+        for r in &self.rate {
+            crate::plan::LoadModel::Poisson { rate: *r }
+                .validate()
+                .map_err(|e| anyhow::anyhow!("rate: {e}"))?;
+        }
+        let loads = (self.concurrency.len() + self.rate.len()).max(1);
+        let mut cells = u64::from(self.repeats).saturating_mul(loads as u64);
+        let mut per_workload = 0u64;
+        for w in &self.workloads {
+            let mut axes: BTreeMap<&String, Vec<String>> =
+                self.params.iter().map(|(k, v)| (k, axis(v))).collect();
+            for (k, v) in &w.params {
+                axes.insert(k, axis(v));
+            }
+            let mut combos = 1u64;
+            for (k, vals) in &axes {
+                no_duplicates(&format!("param {k:?}"), vals)?;
+                combos = combos.saturating_mul(vals.len().max(1) as u64);
+            }
+            per_workload = per_workload.saturating_add(combos);
+        }
+        cells = cells.saturating_mul(per_workload);
+        if cells > MAX_MATRIX_CELLS {
+            bail!(
+                "the matrix has {cells} cells; at most {MAX_MATRIX_CELLS} are allowed (split it)"
+            );
+        }
+        Ok(())
     }
 
     pub fn name(&self, file: &Path) -> String {
@@ -384,6 +442,39 @@ label = "o"
     #[test]
     fn bad_matrices_are_refused() {
         assert!(MatrixFile::parse("repeats = 1").is_err());
+    }
+
+    #[test]
+    fn absurd_or_duplicate_axes_are_refused() {
+        let w = "[[workload]]\npath = \"w.wasm\"\n";
+        let err = |t: &str| {
+            MatrixFile::parse(&format!("{t}\n{w}"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            err("repeats = 4000000000").contains("repeats"),
+            "{}",
+            err("repeats = 4000000000")
+        );
+        assert!(err("concurrency = [4, 8, 4]").contains("lists 4 twice"));
+        assert!(err("rate = [1.5, 1.5]").contains("twice"));
+        assert!(err("rate = [1e-300]").contains("arrival rate"));
+        assert!(err("[params]\nmax-tokens = [16, 16]").contains("param"));
+        // 1000 repeats × 100 values × 100 values is past the cell cap.
+        let big = format!(
+            "repeats = 1000\n[params]\na = [{}]\nb = [{}]",
+            (0..100)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            (0..100)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert!(err(&big).contains("cells"), "{}", err(&big));
+        assert!(MatrixFile::parse(&format!("repeats = 3\nconcurrency = [1, 2]\n{w}")).is_ok());
         assert!(MatrixFile::parse("[[workload]]\npath='a'\nbogus=1").is_err());
         assert!(MatrixFile::parse("concurrency=[0]\n[[workload]]\npath='a'").is_err());
         assert!(MatrixFile::parse("args=['--run-id','x']\n[[workload]]\npath='a'").is_err());

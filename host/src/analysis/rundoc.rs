@@ -264,11 +264,17 @@ impl RunRecord {
             }
             let deltas = dir.join("phase_deltas");
             if p.kvbm.is_none() {
-                let f = deltas.join(format!("phase_{}_kvbm_metrics_delta.json", p.name));
+                let f = deltas.join(format!(
+                    "phase_{}_kvbm_metrics_delta.json",
+                    sparkhost_collectors::common::file_safe(&p.name)
+                ));
                 p.kvbm = read_json(&f).ok().as_ref().and_then(KvbmDelta::from_json);
             }
             if p.io.is_none() {
-                let f = deltas.join(format!("phase_{}_os_io_delta.json", p.name));
+                let f = deltas.join(format!(
+                    "phase_{}_os_io_delta.json",
+                    sparkhost_collectors::common::file_safe(&p.name)
+                ));
                 p.io = read_json(&f).ok().as_ref().and_then(IoDelta::from_json);
             }
         }

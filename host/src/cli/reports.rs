@@ -91,7 +91,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 20_260_210)]
     pub seed: u64,
     /// Confidence level of the intervals.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, value_parser = super::parse_level)]
     pub level: f64,
     /// Directory compare.json and compare.html are written to.
     #[arg(long, default_value = ".")]
@@ -133,20 +133,20 @@ pub struct SearchArgs {
     #[arg(long, value_enum, default_value_t = SearchAxis::Concurrency)]
     pub axis: SearchAxis,
     /// First load tried.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::parse_positive)]
     pub start: f64,
     /// Lowest load tried.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::parse_positive)]
     pub min: f64,
     /// Highest load tried.
-    #[arg(long, default_value_t = 256.0)]
+    #[arg(long, default_value_t = 256.0, value_parser = super::parse_positive)]
     pub max: f64,
     /// Growth (and shrink) factor while bracketing.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = super::parse_positive)]
     pub factor: f64,
     /// Stop when the bracket is this narrow: absolute for concurrency
     /// (default 1), a fraction of the failing rate for rates (default 0.05).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_positive)]
     pub tolerance: Option<f64>,
     /// Most runs the search may make.
     #[arg(long, default_value_t = 16)]

@@ -17,17 +17,26 @@ pub fn report(args: ReportArgs) -> anyhow::Result<Exit> {
     };
     if args.describe {
         let (path, digest, info) = describe_generator(args.generator.as_deref(), &opts)?;
-        println!("{} {} ({})", info.name, info.version, path.display());
-        println!("sha256 {digest}");
+        // The generator's name, description and params are its own text.
+        let mut text = format!(
+            "{} {} ({})\nsha256 {digest}\n",
+            info.name,
+            info.version,
+            path.display()
+        );
         if !info.description.is_empty() {
-            println!("{}", info.description);
+            text.push_str(&format!("{}\n", info.description));
         }
         for p in &info.params {
-            println!(
-                "  --param {}=…  {} (default {:?})",
+            text.push_str(&format!(
+                "  --param {}=…  {} (default {:?})\n",
                 p.name, p.description, p.default_value
-            );
+            ));
         }
+        use std::io::Write;
+        let _ = std::io::stdout()
+            .lock()
+            .write_all(crate::terminal::safe(&text).as_bytes());
         return Ok(Exit::Ok);
     }
     let written = generate_report(&args.run_dir, args.generator.as_deref(), &opts)?;

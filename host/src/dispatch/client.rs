@@ -262,9 +262,12 @@ impl Client {
         if !(200..300).contains(&status) {
             let bytes = read_all(&mut resp, expiry, outcome, &mut rx).await;
             let kind = match status {
+                300..=399 => ErrorKind::Http3xx,
                 429 => ErrorKind::Http429,
                 400..=499 => ErrorKind::Http4xx,
-                _ => ErrorKind::Http5xx,
+                500..=599 => ErrorKind::Http5xx,
+                // 1xx after the head, or a status outside HTTP's range.
+                _ => ErrorKind::Malformed,
             };
             match openai::parse_error_body(&bytes) {
                 Some(e) => outcome.fail_server(kind, &e),
@@ -333,6 +336,9 @@ fn classify(e: &h1::Error, stage: Stage) -> (ErrorKind, String) {
         // Only the head stage connects; after it, any failure is a reset.
         _ if stage != Stage::Head => ErrorKind::ConnectionReset,
         e if e.is_refused() => ErrorKind::ConnectRefused,
+        h1::Error::Connect { source, .. } if is_client_resource_error(source) => {
+            ErrorKind::ClientResources
+        }
         h1::Error::Connect { .. } | h1::Error::Endpoint(_) => ErrorKind::Connect,
         _ => ErrorKind::ConnectionReset,
     };
@@ -342,6 +348,14 @@ fn classify(e: &h1::Error, stage: Stage) -> (ErrorKind, String) {
         _ => e.to_string(),
     };
     (kind, message)
+}
+
+/// EMFILE, ENFILE, ENOBUFS, ENOMEM: this machine's limits, not the server.
+fn is_client_resource_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Where the parser gets arrival times from for one response.

@@ -56,7 +56,10 @@ pub struct Finished {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
     ModelDropped(String),
-    Interrupted,
+    /// A stop signal (its name): in-flight requests finish.
+    Interrupted(&'static str),
+    /// A second stop signal: in-flight requests are given up.
+    Abandoned(&'static str),
 }
 
 /// How the dispatch ended.
@@ -67,6 +70,9 @@ pub struct DispatchEnd {
     pub workload_error: Option<Arc<PlanError>>,
     /// Planned requests never sent because the run stopped.
     pub unsent: u64,
+    /// Requests in flight when a second stop signal gave up on them: sent,
+    /// never answered in time, and without a row.
+    pub abandoned: u64,
 }
 
 /// A phase boundary; the dispatcher waits for the acknowledgement before
@@ -169,17 +175,36 @@ impl Runner {
 
             if end.stopped.is_some() {
                 end.unsent += queue.unsent();
-                // Requests already sent finish on their own timeouts; keep their results.
+                // Requests already sent finish on their own timeouts; keep
+                // their results, unless a second signal says not to wait.
                 while queue.in_flight() > 0 {
-                    match done_rx.recv().await {
-                        Some(done) => complete(&mut queue, done, events),
-                        None => break,
+                    if matches!(*stop.borrow(), Some(StopReason::Abandoned(_))) {
+                        end.abandoned = queue.in_flight() as u64;
+                        break;
+                    }
+                    tokio::select! {
+                        done = done_rx.recv() => match done {
+                            Some(done) => complete(&mut queue, done, events),
+                            None => break,
+                        },
+                        changed = stop.changed() => if changed.is_err() {
+                            // No one can escalate any more: wait for the rest.
+                            while let Some(done) = done_rx.recv().await {
+                                complete(&mut queue, done, events);
+                                if queue.in_flight() == 0 {
+                                    break;
+                                }
+                            }
+                            break;
+                        },
                     }
                 }
                 let _ = events.send(Event::PhaseEnd {
                     index,
                     at: Instant::now(),
                 });
+                // Even past a second signal: the phase's evidence needs its
+                // closing snapshot, and a slow one meets the last-resort exit.
                 self.boundary(Boundary::After(index)).await;
                 tracing::warn!(phase = %queue.phase_name(), "run stopped: {:?}", end.stopped);
                 break;

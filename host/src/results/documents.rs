@@ -228,9 +228,11 @@ pub struct DispatchDoc {
     pub planned: u64,
     pub initially_planned: u64,
     pub recorded: u64,
-    /// Planned requests that have no row: never sent.
+    /// Planned requests that have no row and were never sent.
     pub unsent: u64,
     pub phases_completed: u64,
+    /// Sent requests with no row: a second stop signal gave up on them.
+    pub abandoned_in_flight: u64,
 }
 
 /// The server's own view of a phase, next to the client's.
@@ -261,6 +263,11 @@ pub struct PhaseDoc {
     pub gpu_delta: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_side_ms: Option<ServerSide>,
+    /// The name the phase's `phase_deltas/phase_<stem>_*.json` files use
+    /// (the phase name, made file-safe and unique); readers use it rather
+    /// than re-deriving it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase_deltas_stem: Option<String>,
 }
 
 /// `overall_summary`: the measured statistics, or (seed layout) an exclusion

@@ -116,7 +116,7 @@ pub async fn execute(
         match &sim {
             Some(s) => eprintln!(
                 "sparkhost: {} → SIMULATED engine {} ({}, tier mode {:?}) at {endpoint} (run {})",
-                plan.label(),
+                crate::terminal::safe(&plan.label()),
                 plan.endpoint,
                 s.info().profile.name,
                 s.info().tier_mode,
@@ -124,7 +124,7 @@ pub async fn execute(
             ),
             None => eprintln!(
                 "sparkhost: {} → {} (run {})",
-                plan.label(),
+                crate::terminal::safe(&plan.label()),
                 plan.endpoint,
                 rd.path().display()
             ),
@@ -247,14 +247,11 @@ pub async fn execute(
         alarm_rx,
         stop_tx.clone(),
     ));
-    let interrupt = {
-        let stop_tx = stop_tx.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                let _ = stop_tx.send(Some(StopReason::Interrupted));
-            }
-        })
-    };
+    // Lives until the process exits (never aborted): once installed, the
+    // handlers stop the signals' default action, so a listener must remain
+    // for a signal during `finish` to mean anything.
+    let signals = crate::signals::StopSignals::install().context("installing signal handlers")?;
+    tokio::spawn(stop_on_signals(signals, stop_tx.clone(), plan.quiet));
 
     let runner = Runner {
         timer: crate::dispatch::timer::PreciseTimer::new(),
@@ -290,16 +287,22 @@ pub async fn execute(
         .map_err(|_| anyhow::anyhow!("the recorder thread panicked"))?;
     progress.finish();
     watcher.abort();
-    interrupt.abort();
     let feed_report = join_feed(feed.thread).await?;
 
     match &dispatch_end.stopped {
         Some(StopReason::ModelDropped(d)) => {
             validity.invalidate(InvalidReason::ModelDropped, d.clone())
         }
-        Some(StopReason::Interrupted) => validity.invalidate(
+        Some(StopReason::Interrupted(sig) | StopReason::Abandoned(sig)) => validity.invalidate(
             InvalidReason::Interrupted,
-            "interrupted by the user (Ctrl-C)",
+            if dispatch_end.abandoned > 0 {
+                format!(
+                    "interrupted by {sig}; a second stop signal gave up on {} requests in flight",
+                    dispatch_end.abandoned
+                )
+            } else {
+                format!("interrupted by {sig}; requests in flight finished")
+            },
         ),
         None => {}
     }
@@ -357,9 +360,10 @@ pub async fn execute(
         // never sent, whether it waited in the scheduler or in the feed's channel.
         unsent: feed_report
             .planned
-            .saturating_sub(recorder.recorded)
+            .saturating_sub(recorder.recorded + dispatch_end.abandoned)
             .max(dispatch_end.unsent),
         phases_completed: dispatch_end.phases_completed as u64,
+        abandoned_in_flight: dispatch_end.abandoned,
     };
     Ok(RunOutcome {
         model: Some(model),
@@ -391,6 +395,34 @@ async fn join_feed(thread: std::thread::JoinHandle<FeedReport>) -> anyhow::Resul
         .await
         .context("joining the plan feed")?
         .map_err(|_| anyhow::anyhow!("the plan feed thread panicked"))
+}
+
+/// The first stop signal drains the run; the second gives up on what is in
+/// flight and arms the last-resort exit.
+async fn stop_on_signals(
+    mut signals: crate::signals::StopSignals,
+    stop: watch::Sender<Option<StopReason>>,
+    quiet: bool,
+) {
+    let Some(first) = signals.next().await else {
+        return;
+    };
+    let _ = stop.send(Some(StopReason::Interrupted(first.name())));
+    if !quiet {
+        eprintln!(
+            "\nsparkhost: {}: no new requests; waiting for those in flight (send it again to stop waiting)",
+            first.name()
+        );
+    }
+    let Some(second) = signals.next().await else {
+        return;
+    };
+    let _ = stop.send(Some(StopReason::Abandoned(second.name())));
+    eprintln!(
+        "sparkhost: {} again: giving up on requests in flight, writing what was measured",
+        second.name()
+    );
+    crate::signals::exit_after_last_resort(crate::commands::Exit::Invalid as u8);
 }
 
 /// Watches for signs that the model went away: a 404/5xx answer followed by

@@ -208,6 +208,7 @@ fn phase_doc(p: &PhaseSummary, telemetry: &TelemetryOutcome) -> PhaseDoc {
         ..Default::default()
     };
     if let Some(d) = telemetry.phase(&p.phase) {
+        doc.phase_deltas_stem = Some(sparkhost_collectors::common::file_safe(&p.phase));
         doc.kvbm_metrics_delta = serde_json::to_value(&d.kvbm).ok();
         doc.io_delta = serde_json::to_value(&d.os_io).ok();
         doc.nvme_delta = serde_json::to_value(&d.nvme).ok();
@@ -299,5 +300,8 @@ fn print_table(phases: &[PhaseSummary], summary: &SummaryDoc, validity: &Validit
     }
     // A closed stdout (`| head`) must not fail a finished run.
     use std::io::Write;
-    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    // Phase names and details come from the workload.
+    let _ = std::io::stdout()
+        .lock()
+        .write_all(crate::terminal::safe(&out).as_bytes());
 }

@@ -3,7 +3,7 @@
 //! error (a flag, a param, the workload) stops here; from the run directory
 //! on, failures are recorded in it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -520,7 +520,8 @@ fn default_load(args: &RunArgs) -> anyhow::Result<LoadModel> {
             },
         },
     };
-    load.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    load.validate()
+        .map_err(|e| anyhow::anyhow!("--concurrency/--rate/--gamma-shape: {e}"))?;
     Ok(load)
 }
 
@@ -600,20 +601,8 @@ fn check_phases(phases: &[PhasePlan], label: &str) -> anyhow::Result<()> {
     if phases.is_empty() {
         bail!("workload {label} declared no phases");
     }
-    let mut seen = HashSet::new();
-    for p in phases {
-        if p.name.is_empty() || !seen.insert(p.name.as_str()) {
-            bail!(
-                "workload {label} declared an empty or duplicate phase name {:?}",
-                p.name
-            );
-        }
-        if let Some(l) = &p.load {
-            l.validate()
-                .map_err(|e| anyhow::anyhow!("workload {label}, phase {:?}: {e}", p.name))?;
-        }
-    }
-    Ok(())
+    crate::plan::validate_phases(phases)
+        .map_err(|e| anyhow::anyhow!("workload {label} declared bad phases: {e}"))
 }
 
 #[cfg(test)]

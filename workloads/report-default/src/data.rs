@@ -340,6 +340,13 @@ impl Run {
         let mut kvbm_collected = false;
         let mut io_collected = false;
         for p in &mut phases {
+            // Where the host wrote this phase's files; older runs used the name.
+            let stem = p
+                .summary
+                .get("phase_deltas_stem")
+                .and_then(|v| v.as_str())
+                .unwrap_or(&p.name)
+                .to_owned();
             let from_summary = p
                 .summary
                 .get("kvbm_metrics_delta")
@@ -348,12 +355,12 @@ impl Run {
             p.kvbm = from_summary.or_else(|| {
                 read_json(
                     &dir.join("phase_deltas")
-                        .join(format!("phase_{}_kvbm_metrics_delta.json", p.name)),
+                        .join(format!("phase_{stem}_kvbm_metrics_delta.json")),
                 )
             });
             p.io = read_json(
                 &dir.join("phase_deltas")
-                    .join(format!("phase_{}_os_io_delta.json", p.name)),
+                    .join(format!("phase_{stem}_os_io_delta.json")),
             );
             kvbm_collected |= p.kvbm.is_some();
             io_collected |= p.io.is_some();

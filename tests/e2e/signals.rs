@@ -1,0 +1,164 @@
+//! Stop signals through the real CLI: SIGTERM and SIGHUP end a run the way
+//! SIGINT does (drain, summarize, exit 2 `interrupted`, every finished row
+//! kept), and a second signal stops waiting for what is in flight.
+//!
+//! The endpoint is the in-process simulator with the 8B profile, whose
+//! requests take long enough to be in flight when the signal lands.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sparkhost::signals::Stop;
+
+use super::{Dirs, dirs, read_json, read_jsonl, synthetic};
+
+/// Killed on any failure, so no run outlives its test.
+struct Run(Child);
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(d: &Dirs, max_tokens: &str) -> Run {
+    let root = d.results.path().display().to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_sparkhost"))
+        .args([
+            "run",
+            synthetic().to_str().unwrap(),
+            "--endpoint",
+            "sim:spark-llama31-8b-fp8",
+            "--tier-mode",
+            "B0",
+            "--requests",
+            "400",
+            "--warmup",
+            "0",
+            "--max-tokens",
+            max_tokens,
+            "--concurrency",
+            "2",
+            "--results-root",
+            &root,
+            "--run-id",
+            "sig",
+            "--quiet",
+        ])
+        .env("SPARKHOST_CACHE_DIR", d.cache.path())
+        .env("SPARKHOST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Run(child)
+}
+
+/// Waits until `file` in the run directory has at least `lines` lines.
+fn wait_for_lines(dir: &Path, file: &str, lines: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = std::fs::read_to_string(dir.join(file))
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if n >= lines {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{file} never reached {lines} lines"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for the exit; `None` if it is still running after `within`.
+fn wait_exit(run: &mut Run, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(st) = run.0.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn stderr_of(run: &mut Run) -> String {
+    use std::io::Read;
+    let mut s = String::new();
+    if let Some(mut e) = run.0.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    s
+}
+
+#[test]
+fn sigterm_and_sighup_drain_like_sigint() {
+    for stop in [Stop::Term, Stop::Hup] {
+        let d = dirs();
+        let dir = d.results.path().join("sig");
+        let mut run = start(&d, "16");
+        // Two rows on disk: the run is measuring, with more in flight.
+        wait_for_lines(&dir, "requests.jsonl", 2);
+        stop.forward(run.0.id()).unwrap();
+        let status = wait_exit(&mut run, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("{} did not end the run", stop.name()));
+        let err = stderr_of(&mut run);
+        assert_eq!(status.code(), Some(2), "{}: {err}", stop.name());
+        let summary = read_json(&dir.join("summary.json"));
+        assert_eq!(summary["invalid_reason"], "interrupted", "{summary:#}");
+        let details = summary["invalid_details"].to_string();
+        assert!(details.contains(stop.name()), "{details}");
+        assert!(details.contains("requests in flight finished"), "{details}");
+        let dispatch = &summary["dispatch"];
+        assert_eq!(dispatch["abandoned_in_flight"], 0, "{dispatch}");
+        assert!(
+            dispatch["unsent"].as_u64().unwrap() > 0,
+            "it stopped early: {dispatch}"
+        );
+        // Every request that was sent finished and has a whole row.
+        let rows = read_jsonl(&dir.join("requests.jsonl"));
+        assert_eq!(dispatch["recorded"].as_u64(), Some(rows.len() as u64));
+        assert!(rows.len() >= 2);
+        assert!(
+            rows.iter().all(|r| r["ok"] == true),
+            "drained, not cut: {rows:#?}"
+        );
+        assert!(dir.join("verdict.json").is_file() && dir.join("histograms.hlog").is_file());
+    }
+}
+
+#[test]
+fn a_second_signal_stops_waiting() {
+    let d = dirs();
+    let dir = d.results.path().join("sig");
+    // 4,000 tokens at the 8B profile's decode pace: requests that would stay
+    // in flight for minutes.
+    let mut run = start(&d, "4000");
+    wait_for_lines(&dir, "request_manifest.jsonl", 2);
+    std::thread::sleep(Duration::from_millis(500));
+    Stop::Term.forward(run.0.id()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        run.0.try_wait().unwrap().is_none(),
+        "the first signal drains"
+    );
+    Stop::Int.forward(run.0.id()).unwrap();
+    // Generous: the process promises under a second; this only says it
+    // does not wait for the minutes its requests would take.
+    let status = wait_exit(&mut run, Duration::from_secs(15))
+        .expect("the second signal ends the run without waiting for in-flight requests");
+    let err = stderr_of(&mut run);
+    assert_eq!(status.code(), Some(2), "{err}");
+    let summary = read_json(&dir.join("summary.json"));
+    assert_eq!(summary["invalid_reason"], "interrupted", "{summary:#}");
+    assert_eq!(summary["dispatch"]["abandoned_in_flight"], 2, "{summary:#}");
+    let details = summary["invalid_details"].to_string();
+    assert!(
+        details.contains("gave up on 2 requests in flight"),
+        "{details}"
+    );
+}
