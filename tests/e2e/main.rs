@@ -22,6 +22,7 @@
 mod support;
 
 mod bench;
+mod disk_full;
 mod dynamo;
 mod faults;
 mod languages;

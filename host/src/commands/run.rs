@@ -18,7 +18,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         tokens,
     } = RunPlan::resolve(args)?;
     let rd = RunDir::create(&plan.results_root, &plan.run_id)?;
-    let outcome = execute::execute(&plan, workload, client, tokens, &rd).await?;
+    if let Err(e) = rd.reserve_closing_space() {
+        // Nothing was measured: leave no half-made run behind.
+        let _ = std::fs::remove_dir_all(rd.path());
+        return Err(e.into());
+    }
+    let outcome = execute::execute(&plan, workload, client, tokens, &rd).await;
+    // Whatever happened, the closing documents get the space kept for them.
+    rd.release_closing_space();
+    let outcome = outcome?;
     let finished = finish::finish(&plan, &rd, outcome).await?;
     drop(sandbox);
     Ok(if finished.validity.is_valid() {

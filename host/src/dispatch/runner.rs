@@ -60,6 +60,9 @@ pub enum StopReason {
     Interrupted(&'static str),
     /// A second stop signal: in-flight requests are given up.
     Abandoned(&'static str),
+    /// The results could not be written (a full disk): measuring on would
+    /// only lose what is measured.
+    WriteFailed(String),
 }
 
 /// How the dispatch ended.

@@ -44,6 +44,8 @@ pub struct Recorder {
     /// When the first request of the run was sent.
     pub first_sent: Option<Instant>,
     progress: Option<crate::progress::Progress>,
+    /// Told once, at the first failed write, so dispatch stops at once.
+    write_alarm: Option<tokio::sync::oneshot::Sender<String>>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -90,7 +92,22 @@ impl Recorder {
             recorded: 0,
             first_sent: None,
             progress: None,
+            write_alarm: None,
         }
+    }
+
+    /// Sends the first write error to `alarm` (a full results disk must stop
+    /// the run, not let it measure what it cannot keep).
+    pub fn with_write_alarm(mut self, alarm: tokio::sync::oneshot::Sender<String>) -> Self {
+        self.write_alarm = Some(alarm);
+        self
+    }
+
+    fn write_failed(&mut self, e: String) {
+        if let Some(a) = self.write_alarm.take() {
+            let _ = a.send(e.clone());
+        }
+        self.write_error.get_or_insert(e);
     }
 
     /// Reports every finished request to a live progress display.
@@ -119,13 +136,24 @@ impl Recorder {
             }
             self.flush_rows();
         }
+        self.flush_rows();
+        if let Some(e) = &mut self.write_error {
+            let lost = self.recorded.saturating_sub(self.rows.durable_lines());
+            if lost > 0 {
+                e.push_str(&format!(
+                    "; {lost} measured requests have no row (their statistics are in the summary)"
+                ));
+            }
+        }
+        // What `requests.jsonl` really holds.
+        self.recorded = self.rows.durable_lines();
         self.to_planner = None;
         self
     }
 
     fn flush_rows(&mut self) {
         if let Err(e) = self.rows.flush() {
-            self.write_error.get_or_insert(e.to_string());
+            self.write_failed(e.to_string());
         }
     }
 
@@ -288,11 +316,10 @@ impl Recorder {
         if let Some(p) = &self.progress {
             p.on_finished(ok, ttft);
         }
-        if let Err(e) = self.rows.append_unflushed(&row) {
-            // Keep measuring; the run is marked invalid at the end.
-            self.write_error.get_or_insert(e.to_string());
+        match self.rows.append_unflushed(&row) {
+            Ok(()) => self.recorded += 1,
+            Err(e) => self.write_failed(e.to_string()),
         }
-        self.recorded += 1;
 
         if let Some(tx) = &self.to_planner {
             let summary = ResponseSummary {

@@ -220,6 +220,16 @@ pub async fn execute(
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (alarm_tx, alarm_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(None);
+    let (write_alarm_tx, write_alarm_rx) = tokio::sync::oneshot::channel::<String>();
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            if let Ok(e) = write_alarm_rx.await {
+                tracing::error!("results write failed, stopping the run: {e}");
+                let _ = stop_tx.send(Some(StopReason::WriteFailed(e)));
+            }
+        });
+    }
     let base = Instant::now();
     let wall_base = Utc::now();
     let start_time = SystemTime::now();
@@ -236,7 +246,8 @@ pub async fn execute(
         Some(feed.responses.clone()),
         Some(alarm_tx),
     )
-    .with_progress(progress.clone());
+    .with_progress(progress.clone())
+    .with_write_alarm(write_alarm_tx);
     let rec_thread = std::thread::Builder::new()
         .name("recorder".into())
         .spawn(move || recorder.run_blocking(ev_rx))
@@ -304,7 +315,8 @@ pub async fn execute(
                 format!("interrupted by {sig}; requests in flight finished")
             },
         ),
-        None => {}
+        // The recorder's own error (below) names the file and what was lost.
+        Some(StopReason::WriteFailed(_)) | None => {}
     }
     if recorder.prompt_limit_hits > 0 {
         validity.invalidate(
@@ -329,7 +341,13 @@ pub async fn execute(
         .as_ref()
         .or(dispatch_end.workload_error.as_ref())
     {
-        validity.invalidate(InvalidReason::WorkloadFailed, e.to_string());
+        // The manifest's writer failing is the results disk, not the workload.
+        let reason = if matches!(&**e, crate::plan::PlanError::Write(_)) {
+            InvalidReason::ResultsWriteFailed
+        } else {
+            InvalidReason::WorkloadFailed
+        };
+        validity.invalidate(reason, e.to_string());
     }
     if let Some(e) = &recorder.write_error {
         validity.invalidate(InvalidReason::ResultsWriteFailed, e.clone());
