@@ -11,10 +11,10 @@
 //! body. Connections are kept alive in a [`Pool`] and checked before reuse.
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, Read as _, Write as _};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -22,19 +22,35 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+
+use super::access::{Access, AccessError};
 use super::stamp::{enable_rx_timestamps, poll_recv_stamped_init};
 
 /// Room for one read; a response head must fit in [`MAX_HEAD`].
 const READ_SIZE: usize = 8 * 1024;
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
+/// Room for one TCP read over TLS: a whole maximal record and its overhead,
+/// so a read is never split for want of space.
+const TLS_READ_SIZE: usize = 16 * 1024 + 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("endpoint {0:?} is not http://host:port[/path] (sparkhost speaks plain HTTP/1.1)")]
+    #[error(
+        "endpoint {0:?} is not http[s]://host[:port][/path] (no user@, query or fragment)"
+    )]
     Endpoint(String),
+    #[error(transparent)]
+    Access(#[from] AccessError),
     #[error("connecting to {authority}: {source}")]
     Connect {
+        authority: String,
+        source: io::Error,
+    },
+    #[error("TLS handshake with {authority}: {source}")]
+    Tls {
         authority: String,
         source: io::Error,
     },
@@ -60,37 +76,82 @@ impl Error {
     }
 }
 
-/// Where requests go: `host:port` and a path prefix.
+/// Where requests go: `host:port`, a path prefix, the extra header lines and,
+/// for https://, the TLS configuration and the name the server must prove.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
+    /// `host:port` as connected to and sent in `Host` (IPv6 in brackets).
     pub authority: String,
+    /// The API root's path: the base URL's, less a trailing `/v1`.
     pub prefix: String,
+    https: bool,
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    header_lines: String,
 }
 
 impl Endpoint {
+    /// A plain endpoint: no extra headers, https:// trusted by the system's roots.
     pub fn parse(base: &str) -> Result<Self, Error> {
+        Self::with_access(base, &Access::default())
+    }
+
+    /// Parses `base` as an OpenAI base URL: `http://h:p`, `http://h:p/v1` and
+    /// `http://h:p/prefix/v1` all name the API root whose `/v1/models` is
+    /// requested, since clients are configured with the `/v1` URL and servers
+    /// are documented without it.
+    pub fn with_access(base: &str, access: &Access) -> Result<Self, Error> {
         let bad = || Error::Endpoint(base.to_owned());
         let uri: http::Uri = base.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("http") || uri.query().is_some() {
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad()),
+        };
+        if uri.query().is_some() || base.contains('#') {
             return Err(bad());
         }
         let auth = uri.authority().ok_or_else(bad)?;
-        if auth.as_str().contains('@') {
+        if auth.as_str().contains('@') || auth.host().is_empty() {
             return Err(bad());
         }
         let authority = match auth.port_u16() {
             Some(_) => auth.as_str().to_owned(),
-            None => format!("{}:80", auth.host()),
+            None => format!("{}:{}", auth.host(), if https { 443 } else { 80 }),
+        };
+        let mut prefix = uri.path().trim_end_matches('/');
+        if let Some(p) = prefix.strip_suffix("/v1") {
+            prefix = p;
+        }
+        let tls = if https {
+            let host = auth.host().trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(host.to_owned()).map_err(|_| bad())?;
+            Some((access.tls_config()?, name))
+        } else {
+            None
         };
         Ok(Endpoint {
             authority,
-            prefix: uri.path().trim_end_matches('/').to_owned(),
+            prefix: prefix.to_owned(),
+            https,
+            tls,
+            header_lines: access.head_lines(),
         })
+    }
+
+    /// The API root as a URL; request paths (`/v1/...`) follow it.
+    pub fn root(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority, self.prefix)
+    }
+
+    /// The TLS configuration, for https:// endpoints.
+    pub fn tls_config(&self) -> Option<&Arc<ClientConfig>> {
+        self.tls.as_ref().map(|(c, _)| c)
     }
 
     /// The request head and body as one buffer, so a request is one `write`.
     pub fn request(&self, method: &str, path: &str, accept_sse: bool, body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(160 + body.len());
+        let mut out = Vec::with_capacity(160 + self.header_lines.len() + body.len());
         let accept = if accept_sse {
             "accept: text/event-stream\r\n"
         } else {
@@ -103,9 +164,10 @@ impl Endpoint {
         };
         out.extend_from_slice(
             format!(
-                "{method} {}{path} HTTP/1.1\r\nhost: {}\r\n{typ}{accept}content-length: {}\r\n\r\n",
+                "{method} {}{path} HTTP/1.1\r\nhost: {}\r\n{}{typ}{accept}content-length: {}\r\n\r\n",
                 self.prefix,
                 self.authority,
+                self.header_lines,
                 body.len()
             )
             .as_bytes(),
@@ -150,7 +212,7 @@ impl Pool {
                 None => break,
             }
         }
-        Conn::connect(&self.endpoint.authority, expiry)
+        Conn::connect(&self.endpoint, expiry)
             .await
             .map(|c| (c, false))
     }
@@ -163,19 +225,34 @@ impl Pool {
     }
 }
 
-/// A connection with its read buffer: `buf[start..end]` is received, not yet
-/// consumed.
+/// A connection with its read buffer: `buf[start..end]` is received (and,
+/// over TLS, decrypted), not yet consumed.
 #[derive(Debug)]
 pub struct Conn {
     sock: TcpStream,
+    tls: Option<Box<Tls>>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
     reads: u64,
 }
 
+/// A TLS session over [`Conn::sock`]. The socket is read here, not by
+/// tokio-rustls, so each TCP read keeps its kernel stamp: plaintext carries
+/// the stamp of the read that completed its record, and the read-path delay
+/// then includes decryption.
+#[derive(Debug)]
+struct Tls {
+    session: rustls::ClientConnection,
+    /// Ciphertext of one TCP read.
+    raw: Vec<u8>,
+    /// The number and kernel stamp of the last TCP read fed to `session`.
+    last: (u64, Option<Instant>),
+}
+
 impl Conn {
-    async fn connect(authority: &str, expiry: Pin<&mut Sleep>) -> Result<Conn, Error> {
+    async fn connect(endpoint: &Endpoint, mut expiry: Pin<&mut Sleep>) -> Result<Conn, Error> {
+        let authority = endpoint.authority.as_str();
         let err = |source| Error::Connect {
             authority: authority.to_owned(),
             source,
@@ -183,7 +260,7 @@ impl Conn {
         let sock = tokio::select! {
             biased;
             s = TcpStream::connect(authority) => s.map_err(err)?,
-            _ = expiry => return Err(Error::Timeout),
+            _ = expiry.as_mut() => return Err(Error::Timeout),
         };
         sock.set_nodelay(true).map_err(err)?;
         // Stamps are asked for whichever clock is reported: with the
@@ -191,8 +268,32 @@ impl Conn {
         if let Err(e) = enable_rx_timestamps(sock.as_raw_fd()) {
             tracing::warn!("receive timestamps unavailable ({e}); arrivals are read times");
         }
+        let (sock, tls) = match &endpoint.tls {
+            None => (sock, None),
+            Some((config, name)) => {
+                // The handshake is untimed: tokio-rustls does it, then hands
+                // back the socket and the session for stamped reads.
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                let stream = tokio::select! {
+                    biased;
+                    s = connector.connect(name.clone(), sock) => s.map_err(|source| Error::Tls {
+                        authority: authority.to_owned(),
+                        source,
+                    })?,
+                    _ = expiry => return Err(Error::Timeout),
+                };
+                let (sock, session) = stream.into_inner();
+                let tls = Tls {
+                    session,
+                    raw: vec![0; TLS_READ_SIZE],
+                    last: (0, None),
+                };
+                (sock, Some(Box::new(tls)))
+            }
+        };
         Ok(Conn {
             sock,
+            tls,
             buf: vec![0; READ_SIZE],
             start: 0,
             end: 0,
@@ -211,16 +312,30 @@ impl Conn {
         matches!(peek, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Writes the whole request; returns when its first byte went to `write`.
+    /// Writes the whole request; returns when its first byte went to `write`
+    /// (over TLS: its first record, encrypted before that moment).
     pub async fn send(
         &mut self,
         request: &[u8],
         expiry: Pin<&mut Sleep>,
     ) -> Result<Instant, Error> {
+        let sealed;
+        let bytes = match &mut self.tls {
+            None => request,
+            Some(t) => {
+                t.session.writer().write_all(request).map_err(Error::Write)?;
+                let mut out = Vec::with_capacity(request.len() + 256);
+                while t.session.wants_write() {
+                    t.session.write_tls(&mut out).map_err(Error::Write)?;
+                }
+                sealed = out;
+                sealed.as_slice()
+            }
+        };
         let at = Instant::now();
         tokio::select! {
             biased;
-            r = self.sock.write_all(request) => r.map_err(Error::Write)?,
+            r = self.sock.write_all(bytes) => r.map_err(Error::Write)?,
             _ = expiry => return Err(Error::Timeout),
         }
         Ok(at)
@@ -238,6 +353,9 @@ impl Conn {
             if self.buf.len() - self.end < READ_SIZE / 2 {
                 self.buf.resize(self.buf.len() + READ_SIZE, 0);
             }
+        }
+        if self.tls.is_some() {
+            return self.read_tls(expiry).await;
         }
         let (sock, buf) = (&self.sock, &mut self.buf[self.end..]);
         let (n, kernel) = poll_fn(|cx| {
@@ -260,6 +378,68 @@ impl Conn {
             kernel,
             seen: Instant::now(),
         }))
+    }
+
+    /// [`Conn::read`] over TLS: plaintext already decrypted, else TCP reads
+    /// fed to the session until a record completes.
+    async fn read_tls(&mut self, mut expiry: Pin<&mut Sleep>) -> Result<Option<Read>, Error> {
+        let Some(t) = self.tls.as_deref_mut() else {
+            return Ok(None);
+        };
+        let (sock, out) = (&self.sock, &mut self.buf[self.end..]);
+        loop {
+            match t.session.reader().read(out) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(Some(Read {
+                        number: t.last.0,
+                        kernel: t.last.1,
+                        seen: Instant::now(),
+                    }));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // A server that closes TCP without close_notify: a close,
+                // as over plain HTTP, and framing tells whether it was early.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(Error::Read(e)),
+            }
+            let raw = &mut t.raw;
+            let (n, kernel) = poll_fn(|cx| {
+                if let Poll::Ready(r) = poll_recv_stamped_init(sock, cx, raw) {
+                    return Poll::Ready(r.map_err(Error::Read));
+                }
+                if expiry.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(Error::Timeout));
+                }
+                Poll::Pending
+            })
+            .await?;
+            self.reads += 1;
+            t.last = (self.reads, kernel);
+            let mut cipher = &t.raw[..n];
+            loop {
+                // An empty slice tells the session the peer closed.
+                t.session.read_tls(&mut cipher).map_err(Error::Read)?;
+                t.session
+                    .process_new_packets()
+                    .map_err(|e| Error::Read(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+                if cipher.is_empty() {
+                    break;
+                }
+            }
+            // Alerts or key-update answers the session wants sent; best
+            // effort, since the next write would carry them anyway.
+            if t.session.wants_write() {
+                let mut pending = Vec::new();
+                while t.session.wants_write() {
+                    if t.session.write_tls(&mut pending).is_err() {
+                        break;
+                    }
+                }
+                let _ = sock.try_write(&pending);
+            }
+        }
     }
 
     /// Reads until a final (non-1xx) response head is complete.
