@@ -81,6 +81,7 @@ fn prints_only(c: &Command) -> bool {
     )
 }
 
+#[allow(unsafe_code)]
 fn restore_sigpipe() {
     // SAFETY: called before any thread starts; SIG_DFL is a valid disposition.
     unsafe {

@@ -1,6 +1,5 @@
 //! `sparkhost smoke`: one request of each kind, to check an endpoint end to end.
 
-use anyhow::Context;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

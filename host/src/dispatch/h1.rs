@@ -715,32 +715,57 @@ mod tests {
     use tokio::net::TcpListener;
 
     #[test]
-    fn endpoints_parse_to_authority_and_prefix() {
-        let e = Endpoint::parse("http://127.0.0.1:8000/").unwrap();
+    fn endpoints_parse_to_authority_and_api_root() {
+        let root = |base: &str| {
+            let e = Endpoint::parse(base).unwrap();
+            (e.authority.clone(), e.prefix.clone(), e.root())
+        };
+        let own = |a: &str, p: &str, r: &str| (a.to_owned(), p.to_owned(), r.to_owned());
         assert_eq!(
-            (e.authority.as_str(), e.prefix.as_str()),
-            ("127.0.0.1:8000", "")
+            root("http://127.0.0.1:8000/"),
+            own("127.0.0.1:8000", "", "http://127.0.0.1:8000")
         );
-        let e = Endpoint::parse("http://localhost/api/").unwrap();
         assert_eq!(
-            (e.authority.as_str(), e.prefix.as_str()),
-            ("localhost:80", "/api")
+            root("http://localhost/api/"),
+            own("localhost:80", "/api", "http://localhost:80/api")
         );
+        // A trailing /v1 is the OpenAI base-URL convention for the API root.
+        assert_eq!(root("http://h:1/v1"), own("h:1", "", "http://h:1"));
+        assert_eq!(root("http://h:1/v1/"), own("h:1", "", "http://h:1"));
+        assert_eq!(root("http://h:1/gw/v1"), own("h:1", "/gw", "http://h:1/gw"));
+        assert_eq!(root("http://h:1/v1x"), own("h:1", "/v1x", "http://h:1/v1x"));
+        assert_eq!(
+            root("http://[::1]:9/v1"),
+            own("[::1]:9", "", "http://[::1]:9")
+        );
+        let e = Endpoint::parse("https://[::1]/v1").unwrap();
+        assert_eq!((e.authority.as_str(), e.root().as_str()), ("[::1]:443", "https://[::1]:443"));
+        assert!(e.tls_config().is_some());
+        assert!(Endpoint::parse("http://h:1").unwrap().tls_config().is_none());
         for bad in [
-            "https://x:1",
+            "ftp://x:1",
             "127.0.0.1:8000",
             "http://u@x:1",
             "http://x:1/?a=b",
+            "http://x:1/#f",
             "",
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
-        let req = Endpoint::parse("http://h:1/p")
+        let req = Endpoint::parse("http://h:1/p/v1")
             .unwrap()
             .request("POST", "/v1/x", true, b"{}");
         assert_eq!(
             String::from_utf8(req).unwrap(),
             "POST /p/v1/x HTTP/1.1\r\nhost: h:1\r\ncontent-type: application/json\r\naccept: text/event-stream\r\ncontent-length: 2\r\n\r\n{}"
+        );
+        let access = Access::new(Some("k"), &["X-A: b".into()], Default::default()).unwrap();
+        let req = Endpoint::with_access("http://h:1", &access)
+            .unwrap()
+            .request("GET", "/v1/models", false, b"");
+        assert_eq!(
+            String::from_utf8(req).unwrap(),
+            "GET /v1/models HTTP/1.1\r\nhost: h:1\r\nx-a: b\r\nauthorization: Bearer k\r\ncontent-length: 0\r\n\r\n"
         );
     }
 
@@ -824,6 +849,80 @@ mod tests {
         // The connection went back to the pool and serves the next request.
         let (_, body, _, reused) = get(&pool).await.unwrap();
         assert_eq!((body.len(), reused), (21, true));
+        server.await.unwrap();
+    }
+
+    /// Over TLS each piece is its own record and TCP read: the body decodes
+    /// as over plain HTTP, and every read the parser sees has a kernel stamp.
+    #[tokio::test]
+    async fn tls_reads_decode_and_keep_kernel_stamps() {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+        let server_cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut s = acceptor.accept(s).await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                assert_eq!(s.read(&mut b).await.unwrap(), 1);
+                head.push(b[0]);
+            }
+            let head = String::from_utf8(head).unwrap();
+            assert!(head.contains("\r\nauthorization: Bearer k\r\n"), "{head}");
+            for p in [
+                &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"[..],
+                b"5\r\nhello\r\n",
+                b"6\r\n world\r\n",
+                b"0\r\n\r\n",
+            ] {
+                s.write_all(p).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        });
+        let access = Access::new(
+            Some("k"),
+            &[],
+            super::super::access::TlsTrust {
+                ca_cert: None,
+                insecure: true,
+            },
+        )
+        .unwrap();
+        let endpoint = Endpoint::with_access(&format!("https://localhost:{port}"), &access).unwrap();
+        let pool = Pool::new(endpoint);
+        let mut exp = expiry();
+        let (mut conn, _) = pool.checkout(exp.as_mut()).await.unwrap();
+        conn.send(&pool.endpoint.request("GET", "/", false, b""), exp.as_mut())
+            .await
+            .unwrap();
+        let mut resp = conn.read_head(exp.as_mut()).await.unwrap();
+        assert_eq!(resp.head.status, 200);
+        let mut reads = vec![resp.head.read];
+        let mut body = Vec::new();
+        while let Some(r) = resp.next(exp.as_mut()).await.unwrap() {
+            reads.push(r);
+            body.extend_from_slice(resp.data());
+        }
+        assert_eq!(body, b"hello world");
+        assert!(reads.len() >= 4, "{reads:?}");
+        for r in &reads {
+            let k = r.kernel.expect("a kernel stamp on every TLS read");
+            assert!(k <= r.seen, "{r:?}");
+        }
+        assert!(reads.windows(2).all(|w| w[0].number < w[1].number), "{reads:?}");
         server.await.unwrap();
     }
 
