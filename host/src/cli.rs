@@ -185,7 +185,9 @@ pub struct EndpointArgs {
 
 impl EndpointArgs {
     /// The validated headers and TLS trust.
-    pub fn access(&self) -> Result<crate::dispatch::access::Access, crate::dispatch::access::AccessError> {
+    pub fn access(
+        &self,
+    ) -> Result<crate::dispatch::access::Access, crate::dispatch::access::AccessError> {
         crate::dispatch::access::Access::new(
             self.api_key.as_deref(),
             &self.headers,

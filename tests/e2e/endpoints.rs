@@ -44,7 +44,10 @@ struct Server {
 
 impl Server {
     fn start(opts: Opts) -> Self {
-        Self::on(TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"), opts)
+        Self::on(
+            TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"),
+            opts,
+        )
     }
 
     fn on(listener: TcpListener, opts: Opts) -> Self {
@@ -275,7 +278,15 @@ fn cli(args: &[&str], cache: &Path, env: &[(&str, &str)]) -> Output {
 fn wait_ready(endpoint: &str, cache: &Path, timeout: &str) -> (Output, Duration) {
     let t = Instant::now();
     let out = cli(
-        &["wait-ready", "--endpoint", endpoint, "--timeout", timeout],
+        &[
+            "wait-ready",
+            "--endpoint",
+            endpoint,
+            "--timeout",
+            timeout,
+            "--consecutive",
+            "1",
+        ],
         cache,
         &[],
     );
@@ -480,7 +491,12 @@ fn base_urls_hostnames_and_ipv6_reach_the_api_root() {
         let (out, _) = wait_ready(&endpoint, d.cache.path(), "60s");
         assert_eq!(out.status.code(), Some(0), "{endpoint}: {}", text(&out));
     }
-    let models = |s: &Server| s.seen().iter().filter(|r| r.path.ends_with("/v1/models")).count();
+    let models = |s: &Server| {
+        s.seen()
+            .iter()
+            .filter(|r| r.path.ends_with("/v1/models"))
+            .count()
+    };
     assert!(plain.seen().iter().all(|r| r.path == "/v1/models"));
     assert!(gw.seen().iter().all(|r| r.path == "/gw/v1/models"));
     assert_eq!((models(&plain), models(&gw)), (4, 2));
@@ -506,14 +522,12 @@ fn base_urls_hostnames_and_ipv6_reach_the_api_root() {
         Ok(l) => {
             let v6 = Server::on(l, Opts::default());
             let endpoint = format!("http://[::1]:{}/v1", v6.port());
-            let out = cli(
-                &["smoke", "--endpoint", &endpoint],
-                d.cache.path(),
-                &[],
-            );
+            let out = cli(&["smoke", "--endpoint", &endpoint], d.cache.path(), &[]);
             assert_eq!(out.status.code(), Some(0), "{}", text(&out));
             assert_eq!(
-                v6.seen().last().and_then(|s| s.headers.get("host").cloned()),
+                v6.seen()
+                    .last()
+                    .and_then(|s| s.headers.get("host").cloned()),
                 Some(format!("[::1]:{}", v6.port()))
             );
         }

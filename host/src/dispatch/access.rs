@@ -343,7 +343,9 @@ mod tests {
         }
         let long = format!("x-a: {}", "v".repeat(MAX_HEADER_VALUE_BYTES + 1));
         assert!(headers(&[&long]).unwrap_err().to_string().contains("8192"));
-        let many: Vec<String> = (0..=MAX_HEADER_FLAGS).map(|i| format!("x-{i}: v")).collect();
+        let many: Vec<String> = (0..=MAX_HEADER_FLAGS)
+            .map(|i| format!("x-{i}: v"))
+            .collect();
         let e = Access::new(None, &many, TlsTrust::default()).unwrap_err();
         assert!(e.to_string().contains("at most 32"), "{e}");
     }

@@ -18,12 +18,12 @@ use tokio::time::Sleep;
 
 use super::Prepared;
 use super::access::Access;
-use super::untimed::{Untimed, UntimedError};
-use crate::limits::{MAX_UNTIMED_BODY, UNTIMED_TIMEOUT};
 use super::h1::{self, Pool};
 use super::openai::{self, ServerError, Usage};
 use super::sse::{SseEvent, SseParser};
 use super::stamp::RxClock;
+use super::untimed::{Untimed, UntimedError};
+use crate::limits::{MAX_UNTIMED_BODY, UNTIMED_TIMEOUT};
 use crate::plan::ErrorKind;
 
 /// A content-bearing chunk: when it arrived and where its text ends.

@@ -38,9 +38,7 @@ const TLS_READ_SIZE: usize = 16 * 1024 + 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "endpoint {0:?} is not http[s]://host[:port][/path] (no user@, query or fragment)"
-    )]
+    #[error("endpoint {0:?} is not http[s]://host[:port][/path] (no user@, query or fragment)")]
     Endpoint(String),
     #[error(transparent)]
     Access(#[from] AccessError),
@@ -323,7 +321,10 @@ impl Conn {
         let bytes = match &mut self.tls {
             None => request,
             Some(t) => {
-                t.session.writer().write_all(request).map_err(Error::Write)?;
+                t.session
+                    .writer()
+                    .write_all(request)
+                    .map_err(Error::Write)?;
                 let mut out = Vec::with_capacity(request.len() + 256);
                 while t.session.wants_write() {
                     t.session.write_tls(&mut out).map_err(Error::Write)?;
@@ -739,9 +740,17 @@ mod tests {
             own("[::1]:9", "", "http://[::1]:9")
         );
         let e = Endpoint::parse("https://[::1]/v1").unwrap();
-        assert_eq!((e.authority.as_str(), e.root().as_str()), ("[::1]:443", "https://[::1]:443"));
+        assert_eq!(
+            (e.authority.as_str(), e.root().as_str()),
+            ("[::1]:443", "https://[::1]:443")
+        );
         assert!(e.tls_config().is_some());
-        assert!(Endpoint::parse("http://h:1").unwrap().tls_config().is_none());
+        assert!(
+            Endpoint::parse("http://h:1")
+                .unwrap()
+                .tls_config()
+                .is_none()
+        );
         for bad in [
             "ftp://x:1",
             "127.0.0.1:8000",
@@ -901,7 +910,8 @@ mod tests {
             },
         )
         .unwrap();
-        let endpoint = Endpoint::with_access(&format!("https://localhost:{port}"), &access).unwrap();
+        let endpoint =
+            Endpoint::with_access(&format!("https://localhost:{port}"), &access).unwrap();
         let pool = Pool::new(endpoint);
         let mut exp = expiry();
         let (mut conn, _) = pool.checkout(exp.as_mut()).await.unwrap();
@@ -922,7 +932,10 @@ mod tests {
             let k = r.kernel.expect("a kernel stamp on every TLS read");
             assert!(k <= r.seen, "{r:?}");
         }
-        assert!(reads.windows(2).all(|w| w[0].number < w[1].number), "{reads:?}");
+        assert!(
+            reads.windows(2).all(|w| w[0].number < w[1].number),
+            "{reads:?}"
+        );
         server.await.unwrap();
     }
 

@@ -40,7 +40,13 @@ impl ListError {
     /// Polling again cannot change this answer: the credentials or the URL
     /// are wrong.
     pub fn is_final(&self) -> bool {
-        matches!(self, ListError::Status { status: 401 | 403 | 404, .. })
+        matches!(
+            self,
+            ListError::Status {
+                status: 401 | 403 | 404,
+                ..
+            }
+        )
     }
 }
 

@@ -33,10 +33,11 @@ impl Untimed {
         access: &Access,
         timeout: Duration,
     ) -> Result<Self, UntimedError> {
-        let build = |e: &dyn std::fmt::Display| UntimedError::Build(e.to_string());
+        let build = |e: &dyn std::error::Error| UntimedError::Build(error_chain(e));
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in access.headers() {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|e| build(&e))?;
+            let name =
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|e| build(&e))?;
             let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|e| build(&e))?;
             value.set_sensitive(true);
             headers.insert(name, value);
@@ -51,7 +52,9 @@ impl Untimed {
             // discovery must report the URL that answered.
             .redirect(reqwest::redirect::Policy::none());
         if let Some(config) = endpoint.tls_config() {
-            b = b.use_preconfigured_tls((*config).clone());
+            // reqwest takes the config by value (an `Any` it downcasts).
+            let config: rustls::ClientConfig = config.as_ref().clone();
+            b = b.use_preconfigured_tls(config);
         }
         Ok(Untimed {
             http: b.build().map_err(|e| build(&e))?,

@@ -200,10 +200,11 @@ impl RunPlan {
         };
         let client = match sim {
             Some(_) => None,
-            None => Some(
-                args.endpoint
-                    .client_for(&args.endpoint.endpoint, args.timeout, args.arrival_clock)?,
-            ),
+            None => Some(args.endpoint.client_for(
+                &args.endpoint.endpoint,
+                args.timeout,
+                args.arrival_clock,
+            )?),
         };
         let default_load = default_load(&args)?;
         let tokens = Arc::new(match &args.tokenizer {
