@@ -221,8 +221,64 @@ pub struct EndpointArgs {
     /// Base URL of the OpenAI-compatible server, or `sim[:PROFILE]` for an
     /// in-process simulated engine (a built-in profile or a profile .toml;
     /// default spark-llama31-8b-fp8) that lives as long as the command.
+    /// `http://h:p`, `http://h:p/v1` and `http://h:p/prefix/v1` all name the
+    /// same API root (a trailing `/v1` is the OpenAI base-URL convention);
+    /// `https://` is verified against the system's roots and `--ca-cert`.
     #[arg(long, alias = "base-url", default_value = "http://127.0.0.1:8000")]
     pub endpoint: String,
+    /// API key, sent as `Authorization: Bearer KEY` on every request; never
+    /// written to the run directory.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Extra request header `Name: value` (repeatable, at most 32); values
+    /// are redacted in the run directory.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// PEM file of CA certificates to trust for `https://`, besides the
+    /// system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Accept any server certificate (self-signed test servers): the
+    /// connection is encrypted but the server is not authenticated.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl EndpointArgs {
+    /// The validated headers and TLS trust.
+    pub fn access(
+        &self,
+    ) -> Result<crate::dispatch::access::Access, crate::dispatch::access::AccessError> {
+        crate::dispatch::access::Access::new(
+            self.api_key.as_deref(),
+            &self.headers,
+            crate::dispatch::access::TlsTrust {
+                ca_cert: self.ca_cert.clone(),
+                insecure: self.insecure,
+            },
+        )
+    }
+
+    /// A client for `base` (the endpoint, or a simulator standing in for it)
+    /// with these flags' headers and trust.
+    pub fn client_for(
+        &self,
+        base: &str,
+        timeout: Duration,
+        clock: crate::dispatch::stamp::RxClock,
+    ) -> anyhow::Result<crate::dispatch::client::Client> {
+        use anyhow::Context;
+        let access = self.access()?;
+        crate::dispatch::client::Client::with_access(base, timeout, clock, &access)
+            .context("--endpoint")
+    }
+
+    /// The API root of `--endpoint` (less a trailing `/v1`), where the
+    /// frontend's `/metrics` lives; the flag as given when it is no URL.
+    pub fn api_root(&self) -> String {
+        crate::dispatch::h1::Endpoint::parse(&self.endpoint)
+            .map_or_else(|_| self.endpoint.clone(), |e| e.root())
+    }
 }
 
 /// A simulator lie switch (each makes the simulator misreport on purpose).

@@ -84,6 +84,21 @@ pub const MAX_MATRIX_CELLS: u64 = 100_000;
 /// protects the client machine's memory and file descriptors.
 pub const MAX_IN_FLIGHT: usize = 10_000;
 
+// --- Endpoint access -------------------------------------------------------
+
+/// `--header` flags: auth and routing need a handful; dozens would be a
+/// script gone wrong, and each one is written into every request.
+pub const MAX_HEADER_FLAGS: usize = 32;
+/// A header name: real ones are tens of bytes.
+pub const MAX_HEADER_NAME_BYTES: usize = 256;
+/// A header value (a JWT is 1-2 KiB); common servers refuse heads over 8 KiB anyway.
+pub const MAX_HEADER_VALUE_BYTES: usize = 8192;
+/// A body the untimed client reads whole (`/v1/models`, health, `/truth`):
+/// a model list of thousands of entries is well under this.
+pub const MAX_UNTIMED_BODY: usize = 16 << 20;
+/// The untimed client's per-request limit when the command sets none.
+pub const UNTIMED_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,13 @@ use sparkhost::commands::{self, Exit};
 
 fn main() -> std::process::ExitCode {
     sparkhost::harness::mark_start();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(&e),
+    };
+    if prints_only(&cli.command) {
+        restore_sigpipe();
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -48,4 +54,38 @@ fn main() -> std::process::ExitCode {
     // Request tasks still waiting on a dead server must not hold the process.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     std::process::ExitCode::from(exit as u8)
+}
+
+/// `--help` and `--version` succeed; any other parse error is a usage error,
+/// which fails before producing results (1): clap's own 2 would read as "the
+/// run is invalid, its artifacts are written".
+fn usage(e: &clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    // A closed stdout (`--help | head -1`) is not worth a message.
+    let _ = e.print();
+    let exit = match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Ok,
+        _ => Exit::Crashed,
+    };
+    std::process::ExitCode::from(exit as u8)
+}
+
+/// Commands that only read files and print: like any Unix filter, they end
+/// quietly when their reader goes away (`inspect … | head -1`). Rust ignores
+/// SIGPIPE, which turns that into a panic in `println!`. Commands that talk
+/// to servers keep it ignored, so a peer's close is an error on that socket,
+/// not the end of the process.
+fn prints_only(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Inspect(_) | Command::Summarize(_) | Command::Compare(_)
+    )
+}
+
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: called before any thread starts; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

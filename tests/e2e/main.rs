@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - [`bench`]: the ground-truth server and `sparkhost bench`.
+//! - [`endpoints`]: TLS, API keys and headers, base URLs and hosts, exit codes and pipes, against an in-test server.
 //! - [`dynamo`]: against the real Dynamo frontend + mocker (started per test).
 //! - [`faults`]: against an in-test server that misbehaves on purpose.
 //! - [`sandbox`]: workload components that trap, hang, hog or lie.
@@ -24,6 +25,7 @@ mod support;
 mod bench;
 mod disk_full;
 mod dynamo;
+mod endpoints;
 mod faults;
 mod languages;
 mod reports;

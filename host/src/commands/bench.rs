@@ -310,7 +310,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Exit> {
     report.insert("machine".into(), machine());
     report.insert(
         "command".into(),
-        json!(std::env::args().collect::<Vec<_>>()),
+        json!(crate::dispatch::access::redact_argv(std::env::args())),
     );
     let kinds: Vec<BenchKind> = if args.kind.is_empty() {
         vec![

@@ -1,6 +1,5 @@
 //! `sparkhost smoke`: one request of each kind, to check an endpoint end to end.
 
-use anyhow::Context;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,7 +7,7 @@ use bytes::Bytes;
 
 use super::Exit;
 use crate::cli::SmokeArgs;
-use crate::dispatch::client::Client;
+use crate::dispatch::stamp::RxClock;
 use crate::dispatch::{Prepared, models, openai};
 use crate::plan::{Api, Arrival, ChatMessage, Generation, Prompt};
 use crate::prepare::{RequestIdentity, RequestMeta};
@@ -40,7 +39,9 @@ pub async fn smoke(args: SmokeArgs) -> anyhow::Result<Exit> {
 }
 
 async fn smoke_at(base: &str, args: &SmokeArgs) -> anyhow::Result<Exit> {
-    let client = Client::new(base, args.timeout).context("--endpoint")?;
+    let client = args
+        .endpoint
+        .client_for(base, args.timeout, RxClock::Kernel)?;
     let model = if args.model == "auto" {
         match models::wait_for_model(
             &client,
@@ -140,6 +141,15 @@ async fn smoke_at(base: &str, args: &SmokeArgs) -> anyhow::Result<Exit> {
                         err.kind.as_str(),
                         err.message
                     );
+                    // The other requests would be refused the same way.
+                    if matches!(o.status, 401 | 403) {
+                        eprintln!(
+                            "smoke: {} refused the credentials (HTTP {}): pass --api-key or set OPENAI_API_KEY, or --header 'Name: value'",
+                            client.base(),
+                            o.status
+                        );
+                        return Ok(Exit::Crashed);
+                    }
                 }
             }
         }

@@ -2,16 +2,15 @@
 
 use super::Exit;
 use crate::cli::WaitReadyArgs;
-use crate::dispatch::client::Client;
 use crate::dispatch::models;
-use anyhow::Context;
+use crate::dispatch::stamp::RxClock;
 
 pub async fn wait_ready(args: WaitReadyArgs) -> anyhow::Result<Exit> {
-    let client = Client::new(
+    let client = args.endpoint.client_for(
         &args.endpoint.endpoint,
         args.poll.max(std::time::Duration::from_secs(5)),
-    )
-    .context("--endpoint")?;
+        RxClock::Kernel,
+    )?;
     match models::wait_for_model(
         &client,
         args.model.as_deref(),

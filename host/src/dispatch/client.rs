@@ -17,10 +17,13 @@ use http::StatusCode;
 use tokio::time::Sleep;
 
 use super::Prepared;
+use super::access::Access;
 use super::h1::{self, Pool};
 use super::openai::{self, ServerError, Usage};
 use super::sse::{SseEvent, SseParser};
 use super::stamp::RxClock;
+use super::untimed::{Untimed, UntimedError};
+use crate::limits::{MAX_UNTIMED_BODY, UNTIMED_TIMEOUT};
 use crate::plan::ErrorKind;
 
 /// A content-bearing chunk: when it arrived and where its text ends.
@@ -131,52 +134,91 @@ fn mentions_prompt_limit(message: &str) -> bool {
     m.contains("max_num_tokens") || m.contains("maximum context length")
 }
 
-/// HTTP/1.1 keep-alive client for one endpoint.
+/// HTTP/1.1 keep-alive client for one endpoint, with its untimed sibling
+/// for discovery and probes.
 #[derive(Clone)]
 pub struct Client {
     pool: Arc<Pool>,
+    untimed: Untimed,
     base: String,
     timeout: Duration,
     clock: RxClock,
 }
 
+/// Why a client could not be made for an endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Endpoint(#[from] h1::Error),
+    #[error(transparent)]
+    Untimed(#[from] UntimedError),
+}
+
 impl Client {
-    pub fn new(base: &str, timeout: Duration) -> Result<Self, h1::Error> {
+    pub fn new(base: &str, timeout: Duration) -> Result<Self, ClientError> {
         Self::with_clock(base, timeout, RxClock::Kernel)
     }
 
-    pub fn with_clock(base: &str, timeout: Duration, clock: RxClock) -> Result<Self, h1::Error> {
+    pub fn with_clock(base: &str, timeout: Duration, clock: RxClock) -> Result<Self, ClientError> {
+        Self::with_access(base, timeout, clock, &Access::default())
+    }
+
+    /// A client whose every request, timed or not, carries `access`'s
+    /// headers and trusts servers as it says.
+    pub fn with_access(
+        base: &str,
+        timeout: Duration,
+        clock: RxClock,
+        access: &Access,
+    ) -> Result<Self, ClientError> {
+        let endpoint = h1::Endpoint::with_access(base, access)?;
+        let untimed = Untimed::new(&endpoint, access, timeout.min(UNTIMED_TIMEOUT))?;
         Ok(Client {
-            pool: Arc::new(Pool::new(h1::Endpoint::parse(base)?)),
-            base: base.trim_end_matches('/').to_owned(),
+            base: endpoint.root(),
+            pool: Arc::new(Pool::new(endpoint)),
+            untimed,
             timeout,
             clock,
         })
     }
 
+    /// The API root (the base URL less a trailing `/v1`).
     pub fn base(&self) -> &str {
         &self.base
     }
 
-    /// A plain GET returning status and body (for `/v1/models`, `/health`).
+    /// The client for requests that are not timed.
+    pub fn untimed(&self) -> &Untimed {
+        &self.untimed
+    }
+
+    /// A plain GET on the timed path's connections, returning status and
+    /// body: prewarming opens connections this way, and the benchmarks fetch
+    /// the ground truth over the connections they measure.
     pub async fn get(&self, path: &str) -> Result<(StatusCode, Bytes), String> {
         let request = self.pool.endpoint.request("GET", path, false, b"");
-        let expiry = tokio::time::sleep(self.timeout.min(Duration::from_secs(30)));
+        let url = format!("{}{path}", self.base);
+        let expiry = tokio::time::sleep(self.timeout.min(UNTIMED_TIMEOUT));
         tokio::pin!(expiry);
         let (mut resp, _) = self
             .start(&request, expiry.as_mut())
             .await
-            .map_err(|e| format!("GET {}{path}: {e}", self.base))?;
+            .map_err(|e| format!("GET {url}: {e}"))?;
         let mut body = Vec::new();
         loop {
             match resp.next(expiry.as_mut()).await {
+                Ok(Some(_)) if body.len() + resp.data().len() > MAX_UNTIMED_BODY => {
+                    return Err(format!(
+                        "GET {url}: the body is longer than {MAX_UNTIMED_BODY} bytes"
+                    ));
+                }
                 Ok(Some(_)) => body.extend_from_slice(resp.data()),
                 Ok(None) => break,
-                Err(e) => return Err(format!("GET {}{path}: body: {e}", self.base)),
+                Err(e) => return Err(format!("GET {url}: body: {e}")),
             }
         }
         let status = StatusCode::from_u16(resp.head.status)
-            .map_err(|_| format!("GET {path}: bad status {}", resp.head.status))?;
+            .map_err(|_| format!("GET {url}: bad status {}", resp.head.status))?;
         resp.finish(&self.pool);
         Ok((status, body.into()))
     }
@@ -339,7 +381,10 @@ fn classify(e: &h1::Error, stage: Stage) -> (ErrorKind, String) {
         h1::Error::Connect { source, .. } if is_client_resource_error(source) => {
             ErrorKind::ClientResources
         }
-        h1::Error::Connect { .. } | h1::Error::Endpoint(_) => ErrorKind::Connect,
+        h1::Error::Connect { .. }
+        | h1::Error::Tls { .. }
+        | h1::Error::Endpoint(_)
+        | h1::Error::Access(_) => ErrorKind::Connect,
         _ => ErrorKind::ConnectionReset,
     };
     let message = match (kind, stage) {

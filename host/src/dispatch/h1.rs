@@ -11,10 +11,10 @@
 //! body. Connections are kept alive in a [`Pool`] and checked before reuse.
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, Read as _, Write as _};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -22,19 +22,33 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+
+use super::access::{Access, AccessError};
 use super::stamp::{enable_rx_timestamps, poll_recv_stamped_init};
 
 /// Room for one read; a response head must fit in [`MAX_HEAD`].
 const READ_SIZE: usize = 8 * 1024;
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
+/// Room for one TCP read over TLS: a whole maximal record and its overhead,
+/// so a read is never split for want of space.
+const TLS_READ_SIZE: usize = 16 * 1024 + 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("endpoint {0:?} is not http://host:port[/path] (sparkhost speaks plain HTTP/1.1)")]
+    #[error("endpoint {0:?} is not http[s]://host[:port][/path] (no user@, query or fragment)")]
     Endpoint(String),
+    #[error(transparent)]
+    Access(#[from] AccessError),
     #[error("connecting to {authority}: {source}")]
     Connect {
+        authority: String,
+        source: io::Error,
+    },
+    #[error("TLS handshake with {authority}: {source}")]
+    Tls {
         authority: String,
         source: io::Error,
     },
@@ -60,37 +74,82 @@ impl Error {
     }
 }
 
-/// Where requests go: `host:port` and a path prefix.
+/// Where requests go: `host:port`, a path prefix, the extra header lines and,
+/// for https://, the TLS configuration and the name the server must prove.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
+    /// `host:port` as connected to and sent in `Host` (IPv6 in brackets).
     pub authority: String,
+    /// The API root's path: the base URL's, less a trailing `/v1`.
     pub prefix: String,
+    https: bool,
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    header_lines: String,
 }
 
 impl Endpoint {
+    /// A plain endpoint: no extra headers, https:// trusted by the system's roots.
     pub fn parse(base: &str) -> Result<Self, Error> {
+        Self::with_access(base, &Access::default())
+    }
+
+    /// Parses `base` as an OpenAI base URL: `http://h:p`, `http://h:p/v1` and
+    /// `http://h:p/prefix/v1` all name the API root whose `/v1/models` is
+    /// requested, since clients are configured with the `/v1` URL and servers
+    /// are documented without it.
+    pub fn with_access(base: &str, access: &Access) -> Result<Self, Error> {
         let bad = || Error::Endpoint(base.to_owned());
         let uri: http::Uri = base.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("http") || uri.query().is_some() {
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad()),
+        };
+        if uri.query().is_some() || base.contains('#') {
             return Err(bad());
         }
         let auth = uri.authority().ok_or_else(bad)?;
-        if auth.as_str().contains('@') {
+        if auth.as_str().contains('@') || auth.host().is_empty() {
             return Err(bad());
         }
         let authority = match auth.port_u16() {
             Some(_) => auth.as_str().to_owned(),
-            None => format!("{}:80", auth.host()),
+            None => format!("{}:{}", auth.host(), if https { 443 } else { 80 }),
+        };
+        let mut prefix = uri.path().trim_end_matches('/');
+        if let Some(p) = prefix.strip_suffix("/v1") {
+            prefix = p;
+        }
+        let tls = if https {
+            let host = auth.host().trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(host.to_owned()).map_err(|_| bad())?;
+            Some((access.tls_config()?, name))
+        } else {
+            None
         };
         Ok(Endpoint {
             authority,
-            prefix: uri.path().trim_end_matches('/').to_owned(),
+            prefix: prefix.to_owned(),
+            https,
+            tls,
+            header_lines: access.head_lines(),
         })
+    }
+
+    /// The API root as a URL; request paths (`/v1/...`) follow it.
+    pub fn root(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority, self.prefix)
+    }
+
+    /// The TLS configuration, for https:// endpoints.
+    pub fn tls_config(&self) -> Option<&Arc<ClientConfig>> {
+        self.tls.as_ref().map(|(c, _)| c)
     }
 
     /// The request head and body as one buffer, so a request is one `write`.
     pub fn request(&self, method: &str, path: &str, accept_sse: bool, body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(160 + body.len());
+        let mut out = Vec::with_capacity(160 + self.header_lines.len() + body.len());
         let accept = if accept_sse {
             "accept: text/event-stream\r\n"
         } else {
@@ -103,9 +162,10 @@ impl Endpoint {
         };
         out.extend_from_slice(
             format!(
-                "{method} {}{path} HTTP/1.1\r\nhost: {}\r\n{typ}{accept}content-length: {}\r\n\r\n",
+                "{method} {}{path} HTTP/1.1\r\nhost: {}\r\n{}{typ}{accept}content-length: {}\r\n\r\n",
                 self.prefix,
                 self.authority,
+                self.header_lines,
                 body.len()
             )
             .as_bytes(),
@@ -150,7 +210,7 @@ impl Pool {
                 None => break,
             }
         }
-        Conn::connect(&self.endpoint.authority, expiry)
+        Conn::connect(&self.endpoint, expiry)
             .await
             .map(|c| (c, false))
     }
@@ -163,19 +223,34 @@ impl Pool {
     }
 }
 
-/// A connection with its read buffer: `buf[start..end]` is received, not yet
-/// consumed.
+/// A connection with its read buffer: `buf[start..end]` is received (and,
+/// over TLS, decrypted), not yet consumed.
 #[derive(Debug)]
 pub struct Conn {
     sock: TcpStream,
+    tls: Option<Box<Tls>>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
     reads: u64,
 }
 
+/// A TLS session over [`Conn::sock`]. The socket is read here, not by
+/// tokio-rustls, so each TCP read keeps its kernel stamp: plaintext carries
+/// the stamp of the read that completed its record, and the read-path delay
+/// then includes decryption.
+#[derive(Debug)]
+struct Tls {
+    session: rustls::ClientConnection,
+    /// Ciphertext of one TCP read.
+    raw: Vec<u8>,
+    /// The number and kernel stamp of the last TCP read fed to `session`.
+    last: (u64, Option<Instant>),
+}
+
 impl Conn {
-    async fn connect(authority: &str, expiry: Pin<&mut Sleep>) -> Result<Conn, Error> {
+    async fn connect(endpoint: &Endpoint, mut expiry: Pin<&mut Sleep>) -> Result<Conn, Error> {
+        let authority = endpoint.authority.as_str();
         let err = |source| Error::Connect {
             authority: authority.to_owned(),
             source,
@@ -183,7 +258,7 @@ impl Conn {
         let sock = tokio::select! {
             biased;
             s = TcpStream::connect(authority) => s.map_err(err)?,
-            _ = expiry => return Err(Error::Timeout),
+            _ = expiry.as_mut() => return Err(Error::Timeout),
         };
         sock.set_nodelay(true).map_err(err)?;
         // Stamps are asked for whichever clock is reported: with the
@@ -191,8 +266,32 @@ impl Conn {
         if let Err(e) = enable_rx_timestamps(sock.as_raw_fd()) {
             tracing::warn!("receive timestamps unavailable ({e}); arrivals are read times");
         }
+        let (sock, tls) = match &endpoint.tls {
+            None => (sock, None),
+            Some((config, name)) => {
+                // The handshake is untimed: tokio-rustls does it, then hands
+                // back the socket and the session for stamped reads.
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                let stream = tokio::select! {
+                    biased;
+                    s = connector.connect(name.clone(), sock) => s.map_err(|source| Error::Tls {
+                        authority: authority.to_owned(),
+                        source,
+                    })?,
+                    _ = expiry => return Err(Error::Timeout),
+                };
+                let (sock, session) = stream.into_inner();
+                let tls = Tls {
+                    session,
+                    raw: vec![0; TLS_READ_SIZE],
+                    last: (0, None),
+                };
+                (sock, Some(Box::new(tls)))
+            }
+        };
         Ok(Conn {
             sock,
+            tls,
             buf: vec![0; READ_SIZE],
             start: 0,
             end: 0,
@@ -211,16 +310,33 @@ impl Conn {
         matches!(peek, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Writes the whole request; returns when its first byte went to `write`.
+    /// Writes the whole request; returns when its first byte went to `write`
+    /// (over TLS: its first record, encrypted before that moment).
     pub async fn send(
         &mut self,
         request: &[u8],
         expiry: Pin<&mut Sleep>,
     ) -> Result<Instant, Error> {
+        let sealed;
+        let bytes = match &mut self.tls {
+            None => request,
+            Some(t) => {
+                t.session
+                    .writer()
+                    .write_all(request)
+                    .map_err(Error::Write)?;
+                let mut out = Vec::with_capacity(request.len() + 256);
+                while t.session.wants_write() {
+                    t.session.write_tls(&mut out).map_err(Error::Write)?;
+                }
+                sealed = out;
+                sealed.as_slice()
+            }
+        };
         let at = Instant::now();
         tokio::select! {
             biased;
-            r = self.sock.write_all(request) => r.map_err(Error::Write)?,
+            r = self.sock.write_all(bytes) => r.map_err(Error::Write)?,
             _ = expiry => return Err(Error::Timeout),
         }
         Ok(at)
@@ -238,6 +354,9 @@ impl Conn {
             if self.buf.len() - self.end < READ_SIZE / 2 {
                 self.buf.resize(self.buf.len() + READ_SIZE, 0);
             }
+        }
+        if self.tls.is_some() {
+            return self.read_tls(expiry).await;
         }
         let (sock, buf) = (&self.sock, &mut self.buf[self.end..]);
         let (n, kernel) = poll_fn(|cx| {
@@ -260,6 +379,68 @@ impl Conn {
             kernel,
             seen: Instant::now(),
         }))
+    }
+
+    /// [`Conn::read`] over TLS: plaintext already decrypted, else TCP reads
+    /// fed to the session until a record completes.
+    async fn read_tls(&mut self, mut expiry: Pin<&mut Sleep>) -> Result<Option<Read>, Error> {
+        let Some(t) = self.tls.as_deref_mut() else {
+            return Ok(None);
+        };
+        let (sock, out) = (&self.sock, &mut self.buf[self.end..]);
+        loop {
+            match t.session.reader().read(out) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(Some(Read {
+                        number: t.last.0,
+                        kernel: t.last.1,
+                        seen: Instant::now(),
+                    }));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // A server that closes TCP without close_notify: a close,
+                // as over plain HTTP, and framing tells whether it was early.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(Error::Read(e)),
+            }
+            let raw = &mut t.raw;
+            let (n, kernel) = poll_fn(|cx| {
+                if let Poll::Ready(r) = poll_recv_stamped_init(sock, cx, raw) {
+                    return Poll::Ready(r.map_err(Error::Read));
+                }
+                if expiry.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(Error::Timeout));
+                }
+                Poll::Pending
+            })
+            .await?;
+            self.reads += 1;
+            t.last = (self.reads, kernel);
+            let mut cipher = &t.raw[..n];
+            loop {
+                // An empty slice tells the session the peer closed.
+                t.session.read_tls(&mut cipher).map_err(Error::Read)?;
+                t.session
+                    .process_new_packets()
+                    .map_err(|e| Error::Read(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+                if cipher.is_empty() {
+                    break;
+                }
+            }
+            // Alerts or key-update answers the session wants sent; best
+            // effort, since the next write would carry them anyway.
+            if t.session.wants_write() {
+                let mut pending = Vec::new();
+                while t.session.wants_write() {
+                    if t.session.write_tls(&mut pending).is_err() {
+                        break;
+                    }
+                }
+                let _ = sock.try_write(&pending);
+            }
+        }
     }
 
     /// Reads until a final (non-1xx) response head is complete.
@@ -535,32 +716,65 @@ mod tests {
     use tokio::net::TcpListener;
 
     #[test]
-    fn endpoints_parse_to_authority_and_prefix() {
-        let e = Endpoint::parse("http://127.0.0.1:8000/").unwrap();
+    fn endpoints_parse_to_authority_and_api_root() {
+        let root = |base: &str| {
+            let e = Endpoint::parse(base).unwrap();
+            (e.authority.clone(), e.prefix.clone(), e.root())
+        };
+        let own = |a: &str, p: &str, r: &str| (a.to_owned(), p.to_owned(), r.to_owned());
         assert_eq!(
-            (e.authority.as_str(), e.prefix.as_str()),
-            ("127.0.0.1:8000", "")
+            root("http://127.0.0.1:8000/"),
+            own("127.0.0.1:8000", "", "http://127.0.0.1:8000")
         );
-        let e = Endpoint::parse("http://localhost/api/").unwrap();
         assert_eq!(
-            (e.authority.as_str(), e.prefix.as_str()),
-            ("localhost:80", "/api")
+            root("http://localhost/api/"),
+            own("localhost:80", "/api", "http://localhost:80/api")
+        );
+        // A trailing /v1 is the OpenAI base-URL convention for the API root.
+        assert_eq!(root("http://h:1/v1"), own("h:1", "", "http://h:1"));
+        assert_eq!(root("http://h:1/v1/"), own("h:1", "", "http://h:1"));
+        assert_eq!(root("http://h:1/gw/v1"), own("h:1", "/gw", "http://h:1/gw"));
+        assert_eq!(root("http://h:1/v1x"), own("h:1", "/v1x", "http://h:1/v1x"));
+        assert_eq!(
+            root("http://[::1]:9/v1"),
+            own("[::1]:9", "", "http://[::1]:9")
+        );
+        let e = Endpoint::parse("https://[::1]/v1").unwrap();
+        assert_eq!(
+            (e.authority.as_str(), e.root().as_str()),
+            ("[::1]:443", "https://[::1]:443")
+        );
+        assert!(e.tls_config().is_some());
+        assert!(
+            Endpoint::parse("http://h:1")
+                .unwrap()
+                .tls_config()
+                .is_none()
         );
         for bad in [
-            "https://x:1",
+            "ftp://x:1",
             "127.0.0.1:8000",
             "http://u@x:1",
             "http://x:1/?a=b",
+            "http://x:1/#f",
             "",
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
-        let req = Endpoint::parse("http://h:1/p")
+        let req = Endpoint::parse("http://h:1/p/v1")
             .unwrap()
             .request("POST", "/v1/x", true, b"{}");
         assert_eq!(
             String::from_utf8(req).unwrap(),
             "POST /p/v1/x HTTP/1.1\r\nhost: h:1\r\ncontent-type: application/json\r\naccept: text/event-stream\r\ncontent-length: 2\r\n\r\n{}"
+        );
+        let access = Access::new(Some("k"), &["X-A: b".into()], Default::default()).unwrap();
+        let req = Endpoint::with_access("http://h:1", &access)
+            .unwrap()
+            .request("GET", "/v1/models", false, b"");
+        assert_eq!(
+            String::from_utf8(req).unwrap(),
+            "GET /v1/models HTTP/1.1\r\nhost: h:1\r\nx-a: b\r\nauthorization: Bearer k\r\ncontent-length: 0\r\n\r\n"
         );
     }
 
@@ -644,6 +858,84 @@ mod tests {
         // The connection went back to the pool and serves the next request.
         let (_, body, _, reused) = get(&pool).await.unwrap();
         assert_eq!((body.len(), reused), (21, true));
+        server.await.unwrap();
+    }
+
+    /// Over TLS each piece is its own record and TCP read: the body decodes
+    /// as over plain HTTP, and every read the parser sees has a kernel stamp.
+    #[tokio::test]
+    async fn tls_reads_decode_and_keep_kernel_stamps() {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+        let server_cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut s = acceptor.accept(s).await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                assert_eq!(s.read(&mut b).await.unwrap(), 1);
+                head.push(b[0]);
+            }
+            let head = String::from_utf8(head).unwrap();
+            assert!(head.contains("\r\nauthorization: Bearer k\r\n"), "{head}");
+            for p in [
+                &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"[..],
+                b"5\r\nhello\r\n",
+                b"6\r\n world\r\n",
+                b"0\r\n\r\n",
+            ] {
+                s.write_all(p).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        });
+        let access = Access::new(
+            Some("k"),
+            &[],
+            super::super::access::TlsTrust {
+                ca_cert: None,
+                insecure: true,
+            },
+        )
+        .unwrap();
+        let endpoint =
+            Endpoint::with_access(&format!("https://localhost:{port}"), &access).unwrap();
+        let pool = Pool::new(endpoint);
+        let mut exp = expiry();
+        let (mut conn, _) = pool.checkout(exp.as_mut()).await.unwrap();
+        conn.send(&pool.endpoint.request("GET", "/", false, b""), exp.as_mut())
+            .await
+            .unwrap();
+        let mut resp = conn.read_head(exp.as_mut()).await.unwrap();
+        assert_eq!(resp.head.status, 200);
+        let mut reads = vec![resp.head.read];
+        let mut body = Vec::new();
+        while let Some(r) = resp.next(exp.as_mut()).await.unwrap() {
+            reads.push(r);
+            body.extend_from_slice(resp.data());
+        }
+        assert_eq!(body, b"hello world");
+        assert!(reads.len() >= 4, "{reads:?}");
+        for r in &reads {
+            let k = r.kernel.expect("a kernel stamp on every TLS read");
+            assert!(k <= r.seen, "{r:?}");
+        }
+        assert!(
+            reads.windows(2).all(|w| w[0].number < w[1].number),
+            "{reads:?}"
+        );
         server.await.unwrap();
     }
 

@@ -1,11 +1,14 @@
 //! Model discovery: the serving stack registers models asynchronously, so a
-//! run waits for `/v1/models` instead of failing on the first empty answer.
+//! run waits for `/v1/models` instead of failing on the first empty answer;
+//! but an answer that polling cannot change (401, 403, 404) ends the wait
+//! at once, naming the URL that was requested.
 
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use super::client::Client;
+use super::untimed::UntimedError;
 
 #[derive(Deserialize)]
 struct ModelList {
@@ -18,18 +21,65 @@ struct ModelEntry {
     id: String,
 }
 
-/// The model ids the endpoint lists now.
-pub async fn list(client: &Client) -> Result<Vec<String>, String> {
-    let (status, body) = client.get("/v1/models").await?;
-    if !status.is_success() {
-        return Err(format!(
-            "GET /v1/models answered HTTP {}: {}",
-            status.as_u16(),
-            String::from_utf8_lossy(&body[..body.len().min(300)])
-        ));
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error(transparent)]
+    Unreachable(#[from] UntimedError),
+    #[error("GET {url} answered HTTP {status}: {body}{hint}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+        hint: &'static str,
+    },
+    #[error("GET {url} returned something that is not a model list: {why}")]
+    NotAList { url: String, why: String },
+}
+
+impl ListError {
+    /// Polling again cannot change this answer: the credentials or the URL
+    /// are wrong.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            ListError::Status {
+                status: 401 | 403 | 404,
+                ..
+            }
+        )
     }
-    let list: ModelList = serde_json::from_slice(&body)
-        .map_err(|e| format!("GET /v1/models returned something that is not a model list: {e}"))?;
+}
+
+/// What to do about an answer, for the statuses a user can fix.
+fn hint(status: u16) -> &'static str {
+    match status {
+        401 | 403 => {
+            " (the server wants credentials: pass --api-key or set OPENAI_API_KEY, or --header 'Name: value')"
+        }
+        404 => {
+            " (--endpoint is the API root, as OpenAI clients take it: http://host:port or http://host:port/v1, with any path prefix before /v1)"
+        }
+        _ => "",
+    }
+}
+
+/// The model ids the endpoint lists now.
+pub async fn list(client: &Client) -> Result<Vec<String>, ListError> {
+    let untimed = client.untimed();
+    let url = untimed.url("/v1/models");
+    let (status, body) = untimed.get("/v1/models").await?;
+    if !(200..300).contains(&status) {
+        return Err(ListError::Status {
+            url,
+            status,
+            body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+            hint: hint(status),
+        });
+    }
+    let list: ModelList = serde_json::from_slice(&body).map_err(|e| ListError::NotAList {
+        url,
+        why: e.to_string(),
+    })?;
     Ok(list.data.into_iter().map(|m| m.id).collect())
 }
 
@@ -66,16 +116,17 @@ pub async fn wait_for_model(
                     }
                 }
             }
+            Err(e) if e.is_final() => return Err(e.to_string()),
             Err(e) => {
                 streak = 0;
-                last = e;
+                last = e.to_string();
             }
         }
         if start.elapsed() >= timeout {
             let what = wanted.map_or("any model".to_owned(), |w| format!("model {w:?}"));
             return Err(format!(
                 "{} did not list {what} within {:.0?} (last: {last})",
-                client.base(),
+                client.untimed().url("/v1/models"),
                 timeout
             ));
         }

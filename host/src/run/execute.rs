@@ -143,7 +143,9 @@ pub async fn execute(
     {
         Ok(m) => m,
         Err(e) => {
-            let e = if sim.is_none() && !e.contains("models listed") {
+            // An HTTP answer (401, 404, …) is something there, with its own hint.
+            let e = if sim.is_none() && !e.contains("models listed") && !e.contains("answered HTTP")
+            {
                 // Most often nothing is running there yet: say so, and how to
                 // try sparkhost without a server.
                 let hint = format!(

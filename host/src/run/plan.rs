@@ -200,10 +200,11 @@ impl RunPlan {
         };
         let client = match sim {
             Some(_) => None,
-            None => Some(
-                Client::with_clock(&args.endpoint.endpoint, args.timeout, args.arrival_clock)
-                    .context("--endpoint")?,
-            ),
+            None => Some(args.endpoint.client_for(
+                &args.endpoint.endpoint,
+                args.timeout,
+                args.arrival_clock,
+            )?),
         };
         let default_load = default_load(&args)?;
         let tokens = Arc::new(match &args.tokenizer {
@@ -250,7 +251,7 @@ impl RunPlan {
         } else {
             Some(args.telemetry.collectors_config(
                 &args.results_root.join(&run_id),
-                &args.endpoint.endpoint,
+                &args.endpoint.api_root(),
                 kv.kvbm_enabled(),
             ))
         };
@@ -275,7 +276,7 @@ impl RunPlan {
             run_id,
             results_root: args.results_root.clone(),
             created_utc: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            command_line: std::env::args().collect(),
+            command_line: crate::dispatch::access::redact_argv(std::env::args()),
             endpoint: args.endpoint.endpoint.clone(),
             sim,
             model: ModelPlan {
