@@ -875,6 +875,96 @@ mod tests {
     }
 
     #[test]
+    fn v2_names_keep_their_real_total_suffix() {
+        for n in [TRANSFER_FAILURES, CACHE_BLOCKS_HIT] {
+            assert_eq!(canonical_name(n).as_deref(), Some(n));
+            assert_eq!(info(n).unwrap().exporter, Exporter::V2);
+        }
+        assert_eq!(
+            canonical_name("kvbm_onboard_blocks_d2h").as_deref(),
+            Some(ONBOARD_D2H)
+        );
+        // A v1 counter a client suffixed is still the v1 counter.
+        assert_eq!(
+            canonical_name("kvbm_onboard_blocks_d2d_total").as_deref(),
+            Some(ONBOARD_D2D)
+        );
+        assert_eq!(
+            canonical_name("kvbm__total").as_deref(),
+            Some("kvbm__total")
+        );
+    }
+
+    fn fixture(name: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/kvbm")
+            .join(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn v1_fixture_is_v1_and_d2d_is_disk() {
+        let d = delta(
+            Some(&snap("b", &fixture("kvbm_metrics_before.prom"))),
+            Some(&snap("a", &fixture("kvbm_metrics_after.prom"))),
+        );
+        assert_eq!(d.naming, Some(Naming::V1));
+        assert_eq!(d.kvbm_onboard_blocks_d2h_delta, None);
+        assert_eq!(d.disk_onboard_blocks_delta, 48.0);
+        assert_eq!(d.host_only_onboard_blocks_delta, Some(64.0));
+        assert!(d.disk_rehydrate_counter_positive && d.host_onboard_counter_positive);
+    }
+
+    #[test]
+    fn v2_staged_fixture_counts_disk_hits_as_disk_and_keeps_labels() {
+        let d = delta(
+            Some(&snap("b", &fixture("kvbm_v2_staged_before.prom"))),
+            Some(&snap("a", &fixture("kvbm_v2_staged_after.prom"))),
+        );
+        assert!(d.available, "{d:?}");
+        assert_eq!(d.naming, Some(Naming::V2));
+        assert_eq!(d.kvbm_onboard_blocks_d2d_delta, Some(0.0));
+        assert_eq!(d.kvbm_onboard_blocks_d2h_delta, Some(48.0));
+        assert_eq!(d.kvbm_onboard_blocks_h2d_delta, Some(64.0));
+        assert!(
+            d.disk_rehydrate_counter_positive,
+            "staged disk hits are disk rehydration"
+        );
+        assert_eq!(d.disk_onboard_blocks_delta, 48.0);
+        assert_eq!(d.host_only_onboard_blocks_delta, Some(16.0));
+        assert_eq!(
+            d.onboard_blocks_total_delta, 64.0,
+            "d2h is not a GPU arrival"
+        );
+        assert_eq!(d.kvbm_matched_tokens_delta, Some(1024.0));
+        assert_eq!(
+            d.cache_blocks_hit_delta,
+            BTreeMap::from([
+                ("g1".into(), 80.0),
+                ("g2".into(), 16.0),
+                ("g3".into(), 48.0)
+            ])
+        );
+        assert_eq!(
+            d.transfer_failures_delta,
+            BTreeMap::from([(
+                "operation=\"onboard\",reason=\"io\",route=\"g3_to_g2\"".into(),
+                1.0
+            )])
+        );
+        assert!(
+            d.other_counter_deltas.is_empty(),
+            "{:?}",
+            d.other_counter_deltas
+        );
+        assert_eq!(d.kvbm_inflight_onboard_hashes_after, Some(0.0));
+        let staged = &d.transfer_ms["kvbm_transfer_duration_seconds{operation=\"onboard\",outcome=\"success\",route=\"g3_to_g2\"}"];
+        assert_eq!(staged.count, 3.0);
+        let host = &d.transfer_ms["kvbm_transfer_duration_seconds{operation=\"onboard\",outcome=\"success\",route=\"g2_to_g1\"}"];
+        assert_eq!(host.count, 4.0);
+    }
+
+    #[test]
     fn missing_or_failed_snapshots() {
         let d = delta(None, None);
         assert!(!d.available);

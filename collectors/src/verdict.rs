@@ -1235,6 +1235,16 @@ mod tests {
         }
     }
 
+    /// What the client saw in a phase; usage on every request.
+    fn client(requests: u64, prompt_tokens: u64, cached_tokens: u64) -> ClientReuse {
+        ClientReuse {
+            requests,
+            requests_without_usage: 0,
+            prompt_tokens,
+            cached_tokens,
+        }
+    }
+
     fn input(mode: KvMode, phases: &[PhaseEvidence]) -> VerdictInput<'_> {
         VerdictInput {
             kv_mode: mode,
@@ -1279,11 +1289,8 @@ mod tests {
         assert!(v.signals.ssd_rehydrate_signal);
         assert_eq!(
             v.signals.ssd_rehydrate_sources,
-            vec![
-                "kvbm_onboard_blocks_d2d",
-                "kvbm_disk_cache_hit_rate",
-                "replay_disk_reads"
-            ]
+            vec!["kvbm_onboard_blocks_d2d", "replay_disk_reads"],
+            "the disk hit rate is no source while its window may reach before the run"
         );
         assert_eq!(v.signals.replay_reads.classification, "possible_readback");
         assert!(v.signals.reuse_signal);
@@ -1318,10 +1325,13 @@ mod tests {
         );
         let mut b = vec![ph("replay")];
         b[0].disk_hit_rate_after = Some(0.01);
+        b[0].client = Some(client(20, 0, 0));
+        let mut i = input(KvMode::CpuDisk, &b);
+        assert!(evaluate(&i).signals.ssd_rehydrate_sources.is_empty());
+        // Once the run has filled KVBM's request window, the gauge is the run's.
+        i.policy.hit_rate_window_requests = 20;
         assert_eq!(
-            evaluate(&input(KvMode::CpuDisk, &b))
-                .signals
-                .ssd_rehydrate_sources,
+            evaluate(&i).signals.ssd_rehydrate_sources,
             vec!["kvbm_disk_cache_hit_rate"]
         );
         let mut c = vec![ph("warm"), ph("replay")];
@@ -1495,6 +1505,20 @@ mod tests {
         for e in &mut phases {
             e.disk_hit_rate_after = e.disk_hit_rate_after.map(|_| 0.0);
         }
+        // Without the phase's request count the window cannot be placed.
+        let v = evaluate(&input(KvMode::CpuDisk, &phases));
+        assert!(!v.reason_codes.contains(&ReasonCode::HitRateGaugeStale));
+        for e in &mut phases {
+            e.client = Some(client(10, 0, 0));
+        }
+        // A phase longer than the window: its hits may have left it.
+        let mut long = input(KvMode::CpuDisk, &phases);
+        long.policy.hit_rate_window_requests = 5;
+        assert!(
+            !evaluate(&long)
+                .reason_codes
+                .contains(&ReasonCode::HitRateGaugeStale)
+        );
         let v = evaluate(&input(KvMode::CpuDisk, &phases));
         assert!(
             v.reason_codes.contains(&ReasonCode::HitRateGaugeStale),
@@ -1601,6 +1625,188 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ReuseOpportunity::from_manifest_file(&path).unwrap(), r);
+    }
+
+    /// KVBM v2 without GDS: a disk hit is d2h then h2d. Disk evidence, and
+    /// host-only reuse is what h2d carries beyond the staged blocks.
+    #[test]
+    fn staged_disk_onboarding_is_disk_rehydration_not_host_reuse() {
+        let mut p = vec![ph("warm"), ph("replay")];
+        p[1].naming = Some(Naming::V2);
+        p[1].onboard_d2d = Some(0.0);
+        p[1].onboard_d2h = Some(30.0);
+        p[1].onboard_h2d = Some(30.0);
+        p[1].matched_tokens = Some(480.0);
+        let v = evaluate(&input(KvMode::CpuDisk, &p));
+        assert!(v.signals.ssd_rehydrate_signal);
+        assert_eq!(
+            v.signals.ssd_rehydrate_sources,
+            vec!["kvbm_onboard_blocks_d2h"]
+        );
+        assert!(
+            !v.signals.host_onboard_signal,
+            "every h2d block was a staged disk hit"
+        );
+        assert_eq!(v.signals.host_only_onboard_total, Some(0.0));
+        // Both paths in one phase: 12 host hits, 30 staged disk hits.
+        p[1].onboard_h2d = Some(42.0);
+        let v = evaluate(&input(KvMode::CpuDisk, &p));
+        assert!(v.signals.host_onboard_signal);
+        assert_eq!(v.signals.host_only_onboard_total, Some(12.0));
+        let r = &v.cross_checks.phases[1].reuse;
+        assert_eq!(r.host_only_onboarded_blocks, Some(12.0));
+        assert_eq!(r.disk_onboarded_blocks, Some(30.0));
+        assert_eq!(
+            r.kvbm_onboarded_blocks,
+            Some(42.0),
+            "d2h is not a GPU arrival"
+        );
+        // Disk reads with only staged onboards are explained.
+        p[1].device_read_bytes = Some(8 << 20);
+        assert!(
+            !evaluate(&input(KvMode::CpuDisk, &p))
+                .reason_codes
+                .contains(&ReasonCode::IoWithoutKvbmDeltas)
+        );
+    }
+
+    /// One phase with every source agreeing: client, frontend and KVBM
+    /// reuse; KVBM disk blocks, device, process and cgroup bytes.
+    fn agreeing() -> (Vec<PhaseEvidence>, Policy) {
+        let mut e = ph("replay");
+        e.client = Some(client(4, 2048, 1984));
+        e.frontend_input_tokens = Some(2048.0);
+        e.frontend_cached_tokens = Some(1984.0);
+        e.kv_block_size_tokens = Some(16.0);
+        e.matched_tokens = Some(1920.0);
+        e.onboard_d2d = Some(120.0);
+        e.offload_h2d = Some(64.0);
+        e.device_read_bytes = Some(120 << 15);
+        e.device_write_bytes = Some(64 << 15);
+        e.process_read_bytes = Some(120 << 15);
+        e.process_write_bytes = Some((64 << 15) + 4096);
+        e.cgroup_read_bytes = Some(120 << 15);
+        e.cgroup_write_bytes = Some(64 << 15);
+        let policy = Policy {
+            kv_block_bytes: Some(1 << 15),
+            ..Policy::default()
+        };
+        (vec![e], policy)
+    }
+
+    fn codes_of(p: &[PhaseEvidence], policy: &Policy) -> Vec<ReasonCode> {
+        let mut i = input(KvMode::CpuDisk, p);
+        i.policy = policy.clone();
+        evaluate(&i).reason_codes
+    }
+
+    #[test]
+    fn three_way_figures_agree_and_are_all_written() {
+        let (p, policy) = agreeing();
+        let mut i = input(KvMode::CpuDisk, &p);
+        i.policy = policy;
+        let v = evaluate(&i);
+        assert!(v.decision_grade, "{:?} {:?}", v.reason_codes, v.details);
+        let c = &v.cross_checks.phases[0];
+        assert!(
+            c.disagreements.is_empty() && c.unchecked.is_empty(),
+            "{c:?}"
+        );
+        assert_eq!(c.reuse.client_reuse_ratio, Some(0.96875));
+        assert_eq!(c.reuse.frontend_reuse_ratio, Some(0.96875));
+        assert_eq!(c.reuse.kvbm_matched_ratio, Some(0.9375));
+        assert_eq!(c.reuse.kvbm_onboarded_tokens, Some(1920.0));
+        assert_eq!(c.reuse.kvbm_onboarded_bytes, Some(120.0 * 32768.0));
+        assert_eq!(c.disk.kvbm_read_bytes, Some(120.0 * 32768.0));
+        assert_eq!(c.disk.kvbm_write_bytes, Some(64.0 * 32768.0));
+        assert_eq!(c.reuse.hit_rate_window.window_requests, 1000);
+        assert_eq!(c.reuse.hit_rate_window.phase_inside_window, Some(true));
+        assert_eq!(c.reuse.hit_rate_window.window_inside_run, Some(false));
+        assert_eq!(v.cross_checks.bytes_tolerance.absolute, MIB);
+        let j = serde_json::to_value(&v).unwrap();
+        assert_eq!(
+            j["cross_checks"]["phases"][0]["disk"]["device_read_bytes"],
+            120 << 15
+        );
+    }
+
+    #[test]
+    fn each_disagreement_has_its_code_figures_and_tolerance() {
+        let (base, policy) = agreeing();
+        let cases: [(fn(&mut PhaseEvidence), ReasonCode); 6] = [
+            (
+                |e| e.frontend_cached_tokens = Some(1000.0),
+                ReasonCode::ReuseClientFrontendMismatch,
+            ),
+            (
+                |e| {
+                    e.matched_tokens = Some(4000.0);
+                    e.onboard_d2d = Some(250.0);
+                    e.device_read_bytes = Some(250 << 15);
+                    e.process_read_bytes = Some(250 << 15);
+                    e.cgroup_read_bytes = Some(250 << 15);
+                },
+                ReasonCode::KvbmMatchedExceedsCached,
+            ),
+            (
+                |e| e.matched_tokens = Some(960.0),
+                ReasonCode::KvbmMatchedOnboardMismatch,
+            ),
+            (
+                |e| e.device_read_bytes = Some(0),
+                ReasonCode::KvbmDiskBytesNotOnDevice,
+            ),
+            (
+                |e| e.device_write_bytes = Some(64 << 20),
+                ReasonCode::DeviceBytesNotFromKvbm,
+            ),
+            (
+                |e| e.cgroup_read_bytes = Some(0),
+                ReasonCode::WorkerIoBelowKvbm,
+            ),
+        ];
+        for (change, code) in cases {
+            let mut p = base.clone();
+            change(&mut p[0]);
+            let mut i = input(KvMode::CpuDisk, &p);
+            i.policy = policy.clone();
+            let v = evaluate(&i);
+            assert_eq!(v.reason_codes, vec![code], "{:?}", v.details);
+            assert!(v.run_valid && !v.decision_grade);
+            let d = &v.cross_checks.phases[0].disagreements[0];
+            assert_eq!(d.code, code);
+            assert_eq!(d.phase, "replay");
+            assert!(d.tolerance.relative > 0.0 && d.tolerance.absolute > 0.0);
+            assert!(v.details[0].contains(&d.figure) && v.details[0].contains(&d.against));
+        }
+        // Within tolerance is agreement: 5% apart, 10% allowed.
+        let mut p = base.clone();
+        p[0].frontend_cached_tokens = Some(1984.0 * 1.05);
+        assert!(codes_of(&p, &policy).is_empty());
+        // The worker writing more than KVBM (its own files) is no disagreement.
+        p[0].process_write_bytes = Some(512 << 20);
+        assert!(codes_of(&p, &policy).is_empty());
+    }
+
+    #[test]
+    fn missing_figures_are_unchecked_not_disagreements() {
+        let (mut p, _) = agreeing();
+        p[0].kv_block_size_tokens = None;
+        p[0].client.as_mut().unwrap().requests_without_usage = 1;
+        let v = evaluate(&input(KvMode::CpuDisk, &p));
+        assert!(v.decision_grade, "{:?}", v.details);
+        let u = &v.cross_checks.phases[0].unchecked;
+        assert!(u.iter().any(|m| m.contains("no usage")), "{u:?}");
+        assert!(u.iter().any(|m| m.contains("kv_cache_block_size")), "{u:?}");
+        assert!(u.iter().any(|m| m.contains("--kv-block-bytes")), "{u:?}");
+        assert_eq!(v.cross_checks.phases[0].reuse.client_cached_tokens, None);
+        let b1 = evaluate(&input(KvMode::CpuOnly, &p));
+        assert!(
+            b1.cross_checks.phases[0]
+                .unchecked
+                .iter()
+                .any(|m| m.contains("no disk tier"))
+        );
     }
 
     #[test]
