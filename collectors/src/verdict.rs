@@ -36,7 +36,7 @@ use crate::kvbm::Naming;
 
 /// The KV tiers a run was configured with. `DiskOnly` (Dynamo's experimental
 /// GPU + disk) is gone: no flag could select it, so no verdict ever judged it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KvMode {
     /// B0: no KVBM.
@@ -223,7 +223,8 @@ impl RunErrors {
 }
 
 /// How many requests could have reused KV from an earlier request of the run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct ReuseOpportunity {
     pub requests: u64,
     pub with_prefix_hash: u64,
@@ -406,7 +407,7 @@ pub enum Severity {
 }
 
 /// A verdict finding. The serde names are the stable codes in `verdict.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReasonCode {
     /// The host had already found the run invalid.
@@ -504,7 +505,8 @@ mod seed_name {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct ReplayReads {
     /// `possible_readback` | `weak_read_signal` | `no_clear_readback` | `no_replay_phase` | `unmeasured`.
     pub classification: String,
@@ -514,7 +516,8 @@ pub struct ReplayReads {
     pub baseline_read_bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct Signals {
     pub kv_mode: Option<KvMode>,
     pub kvbm_metrics_available: bool,
@@ -548,12 +551,14 @@ pub struct Signals {
     pub reuse_opportunity: Option<ReuseOpportunity>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct Verdict {
     pub run_valid: bool,
     pub decision_grade: bool,
     /// The first hard failure that has a seed name, written under that name.
     #[serde(default, with = "seed_name")]
+    #[schemars(with = "Option<String>")]
     pub invalid_reason: Option<ReasonCode>,
     pub reason_codes: Vec<ReasonCode>,
     /// One line per code, in the same order, saying what was seen.
@@ -565,7 +570,7 @@ pub struct Verdict {
 }
 
 /// How far apart two figures may be and still agree.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Tolerance {
     pub relative: f64,
     pub absolute: f64,
@@ -584,7 +589,7 @@ impl Tolerance {
 
 /// What a hit-rate gauge covers: KVBM's last `window_requests` requests,
 /// whatever phase they were in. A gauge is never a phase's rate by itself.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HitRateWindow {
     pub window_requests: u64,
     /// Requests of this phase and of the run up to its end (client counts).
@@ -598,7 +603,7 @@ pub struct HitRateWindow {
 }
 
 /// Reuse of one phase, from each source.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReuseFigures {
     pub client_requests: Option<u64>,
     pub client_prompt_tokens: Option<u64>,
@@ -625,7 +630,7 @@ pub struct ReuseFigures {
 }
 
 /// Disk traffic of one phase, from each source (bytes).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DiskFigures {
     pub disk_block_bytes: Option<u64>,
     pub kvbm_write_blocks: Option<f64>,
@@ -641,7 +646,7 @@ pub struct DiskFigures {
 }
 
 /// One disagreement: which figures, their values, the tolerance applied.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Disagreement {
     pub code: ReasonCode,
     pub phase: String,
@@ -652,7 +657,7 @@ pub struct Disagreement {
     pub tolerance: Tolerance,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PhaseCrossCheck {
     pub phase: String,
     pub reuse: ReuseFigures,
@@ -663,7 +668,7 @@ pub struct PhaseCrossCheck {
     pub unchecked: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CrossChecks {
     pub tokens_tolerance: Tolerance,
     pub bytes_tolerance: Tolerance,

@@ -173,6 +173,8 @@ pub enum LieArg {
     IoWithoutMetrics,
     /// Hit-rate gauges stay at 0 while the counters advance.
     StaleGauges,
+    /// Responses report 0 cached tokens; the frontend metrics count them.
+    UsageWithoutCachedTokens,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

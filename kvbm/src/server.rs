@@ -667,7 +667,7 @@ async fn run(
         }
         return Ok(false);
     };
-    let usage = Usage {
+    let mut usage = Usage {
         prompt: d.prompt_tokens,
         cached: d.cached_tokens,
         completion: d.completion_tokens,
@@ -687,6 +687,9 @@ async fn run(
         f.cached.observe(usage.cached.into());
         f.duration.observe(s(d.at.saturating_sub(arrival)));
         f.output_tokens += u64::from(usage.completion);
+    }
+    if st.lies.usage_without_cached_tokens {
+        usage.cached = 0;
     }
     let mut written = written;
     let fr = d.finish.as_str();

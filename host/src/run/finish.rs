@@ -148,7 +148,7 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
         overall_summary: Some(overall_summary),
         timing_error_budget: Some(overall_measured.timing_error_budget.clone()),
         overall_measured: Some(overall_measured),
-        verdict: Some(serde_json::to_value(&verdict)?),
+        verdict: Some(verdict),
         telemetry: TelemetryDoc {
             enabled: telemetry.enabled,
             sources: match telemetry.report.as_ref() {
