@@ -1062,17 +1062,17 @@ fn cross_checks(phases: &[PhaseEvidence], p: &Policy, mode: KvMode) -> CrossChec
                 });
             };
         let client_cached = r.client_cached_tokens.map(|t| t as f64);
-        if let (Some(a), Some(b)) = (client_cached, r.frontend_cached_tokens) {
-            if tok.exceeds(a, b) || tok.exceeds(b, a) {
-                disagree(
-                    ReasonCode::ReuseClientFrontendMismatch,
-                    "client_cached_tokens",
-                    a,
-                    "frontend_cached_tokens",
-                    b,
-                    tok,
-                );
-            }
+        if let (Some(a), Some(b)) = (client_cached, r.frontend_cached_tokens)
+            && (tok.exceeds(a, b) || tok.exceeds(b, a))
+        {
+            disagree(
+                ReasonCode::ReuseClientFrontendMismatch,
+                "client_cached_tokens",
+                a,
+                "frontend_cached_tokens",
+                b,
+                tok,
+            );
         }
         // GPU prefix hits are cached tokens KVBM never sees, so KVBM's
         // matches can only be a part of the cached tokens.
@@ -1096,18 +1096,14 @@ fn cross_checks(phases: &[PhaseEvidence], p: &Policy, mode: KvMode) -> CrossChec
             );
         }
         match (r.kvbm_matched_tokens, r.kvbm_onboarded_tokens) {
-            (Some(m), Some(o)) => {
-                if tok.exceeds(m, o) || tok.exceeds(o, m) {
-                    disagree(
-                        ReasonCode::KvbmMatchedOnboardMismatch,
-                        "kvbm_matched_tokens",
-                        m,
-                        "kvbm_onboarded_tokens",
-                        o,
-                        tok,
-                    );
-                }
-            }
+            (Some(m), Some(o)) if tok.exceeds(m, o) || tok.exceeds(o, m) => disagree(
+                ReasonCode::KvbmMatchedOnboardMismatch,
+                "kvbm_matched_tokens",
+                m,
+                "kvbm_onboarded_tokens",
+                o,
+                tok,
+            ),
             (Some(_), None) => x.unchecked.push(
                 "kvbm: matched vs onboarded tokens needs the frontend's kv_cache_block_size".into(),
             ),

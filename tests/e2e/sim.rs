@@ -388,13 +388,17 @@ fn each_lie_makes_the_verdict_name_the_mismatch() {
             assert!(got.contains(&code.to_string()), "{lie}: {code} {v:#}");
         }
         assert_eq!(v["decision_grade"], false, "{lie}: {v:#}");
+        let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        assert!(report.contains("## Cross-checks"), "{lie}: {report}");
         for c in v["cross_checks"]["phases"].as_array().unwrap() {
             for x in c["disagreements"].as_array().unwrap() {
+                let code = x["code"].as_str().unwrap();
                 assert!(
-                    want.contains(&x["code"].as_str().unwrap()),
+                    want.contains(&code),
                     "{lie}: an honest source disagreed: {x:#}"
                 );
                 assert!(x["tolerance"]["absolute"].as_f64().unwrap() > 0.0);
+                assert!(report.contains(&format!("`{code}` in ")), "{lie}: {report}");
             }
         }
         let s = read_json(&dir.join("summary.json"));

@@ -921,9 +921,11 @@ fn cross_checks(s: &mut String, run: &Run) {
     if phases.is_empty() {
         return;
     }
-    s.push_str("## Cross-checks
+    s.push_str(
+        "## Cross-checks
 
-");
+",
+    );
     let tol = |k: &str| {
         format!(
             "max({}, {} × the larger)",
@@ -947,13 +949,25 @@ fn cross_checks(s: &mut String, run: &Run) {
         .map(|p| {
             vec![
                 text(p.get("phase")),
-                format!("{} / {}", n(p, "/reuse/client_cached_tokens"), n(p, "/reuse/client_prompt_tokens")),
+                format!(
+                    "{} / {}",
+                    n(p, "/reuse/client_cached_tokens"),
+                    n(p, "/reuse/client_prompt_tokens")
+                ),
                 ratio(p, "/reuse/client_reuse_ratio"),
-                format!("{} / {}", n(p, "/reuse/frontend_cached_tokens"), n(p, "/reuse/frontend_input_tokens")),
+                format!(
+                    "{} / {}",
+                    n(p, "/reuse/frontend_cached_tokens"),
+                    n(p, "/reuse/frontend_input_tokens")
+                ),
                 ratio(p, "/reuse/frontend_reuse_ratio"),
                 n(p, "/reuse/kvbm_matched_tokens"),
                 n(p, "/reuse/kvbm_onboarded_tokens"),
-                format!("{} / {}", n(p, "/reuse/host_only_onboarded_blocks"), n(p, "/reuse/disk_onboarded_blocks")),
+                format!(
+                    "{} / {}",
+                    n(p, "/reuse/host_only_onboarded_blocks"),
+                    n(p, "/reuse/disk_onboarded_blocks")
+                ),
                 format!(
                     "{} (last {} req; phase {})",
                     n(p, "/reuse/disk_hit_rate_after"),
@@ -1006,7 +1020,12 @@ fn cross_checks(s: &mut String, run: &Run) {
     );
     let mut lines = Vec::new();
     for p in phases {
-        for d in p.get("disagreements").and_then(Value::as_array).into_iter().flatten() {
+        for d in p
+            .get("disagreements")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             lines.push(format!(
                 "- `{}` in {}: {} {} vs {} {}",
                 text(d.get("code")),
@@ -1017,8 +1036,17 @@ fn cross_checks(s: &mut String, run: &Run) {
                 json_num(d.get("against_value"))
             ));
         }
-        for u in p.get("unchecked").and_then(Value::as_array).into_iter().flatten() {
-            lines.push(format!("- not checked in {}: {}", text(p.get("phase")), text(Some(u))));
+        for u in p
+            .get("unchecked")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            lines.push(format!(
+                "- not checked in {}: {}",
+                text(p.get("phase")),
+                text(Some(u))
+            ));
         }
     }
     if lines.is_empty() {
