@@ -1734,7 +1734,8 @@ mod tests {
     #[test]
     fn each_disagreement_has_its_code_figures_and_tolerance() {
         let (base, policy) = agreeing();
-        let cases: [(fn(&mut PhaseEvidence), ReasonCode); 6] = [
+        type Change = fn(&mut PhaseEvidence);
+        let cases: [(Change, ReasonCode); 6] = [
             (
                 |e| e.frontend_cached_tokens = Some(1000.0),
                 ReasonCode::ReuseClientFrontendMismatch,
