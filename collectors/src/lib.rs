@@ -21,8 +21,9 @@
 //! - [`phase`]: snapshots and the per-phase artifacts computed from two of them
 //!   (pure functions plus one writer).
 //! - [`verdict`]: `verdict.json` as a pure function of the [`KvMode`], per-phase
-//!   evidence, error counts and the request manifest's reuse opportunity;
-//!   findings are [`ReasonCode`]s.
+//!   evidence (with the client's per-phase usage the host adds), error counts
+//!   and the request manifest's reuse opportunity; the per-phase three-way
+//!   cross-checks of reuse and disk bytes; findings are [`ReasonCode`]s.
 //! - Sources, one module each, each owning its probe, snapshot part, timeline
 //!   columns and rows: [`diskstats`] (`/proc/diskstats`, `iostat -x` rates; also
 //!   picks the KV disk), [`procio`] (the `processes` source: per-process

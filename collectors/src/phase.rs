@@ -483,6 +483,9 @@ pub struct FrontendDelta {
     pub input_sequence_tokens: Option<Distribution>,
     pub output_sequence_tokens: Option<Distribution>,
     pub cached_tokens: Option<Distribution>,
+    /// `dynamo_frontend_model_kv_cache_block_size` at the phase end (the
+    /// largest over models): turns KVBM's block counts into tokens.
+    pub kv_block_size_tokens: Option<f64>,
     pub per_model: BTreeMap<String, BTreeMap<String, Distribution>>,
     pub counter_resets: Vec<String>,
     pub errors: Vec<String>,
@@ -553,6 +556,11 @@ pub fn frontend_delta(b: &Option<Scrape>, a: &Option<Scrape>) -> FrontendDelta {
     if !tok.is_empty() {
         out.output_tokens_delta = Some(tok.iter().map(|c| c.delta).sum());
     }
+    out.kv_block_size_tokens = ea
+        .samples()
+        .filter(|(_, s)| s.name == "dynamo_frontend_model_kv_cache_block_size")
+        .map(|(_, s)| s.value)
+        .reduce(f64::max);
     out.counter_resets = counters
         .iter()
         .filter(|c| c.reset && c.name.starts_with("dynamo_frontend_"))
@@ -637,6 +645,10 @@ impl PhaseDeltas {
         let k = &self.kvbm;
         let dev = self.os_io.block_device_delta.as_ref();
         let smart = self.nvme.delta.as_ref();
+        let proc = &self.os_io.worker_process_io_delta;
+        // No matched process reads as 0 bytes, which is not the worker's I/O.
+        let worker = proc.available && !proc.matched_pids_after.is_empty();
+        let f = &self.frontend;
         PhaseEvidence {
             phase: self.phase.clone(),
             kvbm_available: k.available,
@@ -645,6 +657,8 @@ impl PhaseDeltas {
             offload_d2d: k.kvbm_offload_blocks_d2d_delta,
             onboard_h2d: k.kvbm_onboard_blocks_h2d_delta,
             onboard_d2d: k.kvbm_onboard_blocks_d2d_delta,
+            onboard_d2h: k.kvbm_onboard_blocks_d2h_delta,
+            naming: k.naming,
             matched_tokens: k.kvbm_matched_tokens_delta,
             host_hit_rate_after: k.kvbm_host_cache_hit_rate_after,
             disk_hit_rate_after: k.kvbm_disk_cache_hit_rate_after,
@@ -652,6 +666,14 @@ impl PhaseDeltas {
             device_write_bytes: dev.map(|d| d.write_bytes_delta),
             nvme_read_bytes: smart.map(|d| d.bytes_read_delta),
             nvme_write_bytes: smart.map(|d| d.bytes_written_delta),
+            process_read_bytes: worker.then_some(proc.read_bytes_delta),
+            process_write_bytes: worker.then_some(proc.write_bytes_delta),
+            cgroup_read_bytes: proc.cgroup_read_bytes_delta,
+            cgroup_write_bytes: proc.cgroup_write_bytes_delta,
+            frontend_cached_tokens: f.cached_tokens.as_ref().and_then(|d| d.sum),
+            frontend_input_tokens: f.input_sequence_tokens.as_ref().and_then(|d| d.sum),
+            kv_block_size_tokens: f.kv_block_size_tokens,
+            client: None,
         }
     }
 }

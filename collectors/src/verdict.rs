@@ -10,10 +10,19 @@
 //! but no disk I/O, disk I/O that KVBM's counters do not account for, high reuse
 //! opportunity but no matched tokens.
 //!
-//! Mechanism signals never treat host→device onboarding (`onboard_blocks_h2d`,
-//! CPU-tier reuse) as disk rehydration. Disk rehydration is claimed only from
-//! disk→device onboarding (`kvbm_onboard_blocks_d2d`), a non-zero disk-tier hit
-//! rate, or replay-phase reads on the KV disk well above the baseline phase's.
+//! Mechanism signals never treat host-tier reuse as disk rehydration. Disk
+//! rehydration is claimed from disk→device onboarding (`onboard_blocks_d2d`),
+//! KVBM v2's disk→host staging (`onboard_blocks_d2h`, whose blocks reach the
+//! GPU through `onboard_blocks_h2d`, so host-only reuse is `h2d − d2h`), a
+//! non-zero disk-tier hit rate whose request window lies inside the run, or
+//! replay-phase reads on the KV disk well above the baseline phase's.
+//!
+//! No source is trusted alone: per phase, reuse is set out from the client
+//! (`usage.cached_tokens`), the frontend (Δ cached ÷ Δ input tokens) and KVBM
+//! (matched tokens, onboarded blocks × block bytes), and disk traffic from
+//! KVBM (blocks × disk block bytes) beside the KV device's bytes and the
+//! worker's process and cgroup I/O; every disagreement beyond the stated
+//! tolerance is a [`ReasonCode`] in `cross_checks`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -23,10 +32,11 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::common::MIB;
+use crate::kvbm::Naming;
 
 /// The KV tiers a run was configured with. `DiskOnly` (Dynamo's experimental
 /// GPU + disk) is gone: no flag could select it, so no verdict ever judged it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KvMode {
     /// B0: no KVBM.
@@ -119,7 +129,13 @@ pub struct PhaseEvidence {
     pub offload_d2d: Option<f64>,
     pub onboard_h2d: Option<f64>,
     pub onboard_d2d: Option<f64>,
+    /// KVBM v2's disk → host staging; `None` in v1.
+    #[serde(default)]
+    pub onboard_d2h: Option<f64>,
+    #[serde(default)]
+    pub naming: Option<Naming>,
     pub matched_tokens: Option<f64>,
+    /// Gauges over KVBM's last N requests (see [`HitRateWindow`]).
     pub host_hit_rate_after: Option<f64>,
     pub disk_hit_rate_after: Option<f64>,
     /// Bytes read/written on the KV cache's block device(s) (`/proc/diskstats`).
@@ -128,11 +144,53 @@ pub struct PhaseEvidence {
     /// Bytes from NVMe SMART data units (±512,000 per reading).
     pub nvme_read_bytes: Option<u128>,
     pub nvme_write_bytes: Option<u128>,
+    /// The worker's storage I/O (`/proc/<pid>/io` of the matched processes).
+    #[serde(default)]
+    pub process_read_bytes: Option<u64>,
+    #[serde(default)]
+    pub process_write_bytes: Option<u64>,
+    /// The worker's cgroup I/O (`io.stat` / `blkio`).
+    #[serde(default)]
+    pub cgroup_read_bytes: Option<u64>,
+    #[serde(default)]
+    pub cgroup_write_bytes: Option<u64>,
+    /// Frontend histogram Δsums (`dynamo_frontend_{cached,input_sequence}_tokens`).
+    #[serde(default)]
+    pub frontend_cached_tokens: Option<f64>,
+    #[serde(default)]
+    pub frontend_input_tokens: Option<f64>,
+    /// `dynamo_frontend_model_kv_cache_block_size` at the phase end.
+    #[serde(default)]
+    pub kv_block_size_tokens: Option<f64>,
+    /// What the client saw (filled by the host from its per-request usage).
+    #[serde(default)]
+    pub client: Option<ClientReuse>,
+}
+
+/// A phase's requests as the client recorded them in `requests.jsonl`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClientReuse {
+    pub requests: u64,
+    /// Requests whose response carried no `usage` (their tokens are unknown).
+    pub requests_without_usage: u64,
+    /// Σ `usage.prompt_tokens` and Σ `usage.prompt_tokens_details.cached_tokens`.
+    pub prompt_tokens: u64,
+    pub cached_tokens: u64,
 }
 
 impl PhaseEvidence {
     fn disk_offload(&self) -> f64 {
         self.offload_h2d.unwrap_or(0.0) + self.offload_d2d.unwrap_or(0.0)
+    }
+
+    /// Blocks read back from disk: direct (d2d) or staged through host (d2h).
+    fn disk_onboard(&self) -> Option<f64> {
+        (self.onboard_d2d.is_some() || self.onboard_d2h.is_some())
+            .then(|| self.onboard_d2d.unwrap_or(0.0) + self.onboard_d2h.unwrap_or(0.0))
+    }
+
+    fn host_only_onboard(&self) -> Option<f64> {
+        crate::kvbm::host_only(self.onboard_h2d, self.onboard_d2h)
     }
 
     /// Disk reads and writes from the best source: block device, else SMART.
@@ -165,7 +223,8 @@ impl RunErrors {
 }
 
 /// How many requests could have reused KV from an earlier request of the run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct ReuseOpportunity {
     pub requests: u64,
     pub with_prefix_hash: u64,
@@ -278,6 +337,7 @@ pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;
 /// Thresholds. Defaults are the seed's where it had one (1 MiB replay read,
 /// 1.2× baseline), otherwise chosen to flag clear cases only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Policy {
     /// Error rate above which the run is invalid.
     pub max_error_rate: f64,
@@ -292,6 +352,18 @@ pub struct Policy {
     pub baseline_markers: Vec<String>,
     /// Replay reads must exceed this × baseline reads (and `min_disk_io_bytes`).
     pub replay_read_factor: f64,
+    /// KVBM's hit-rate window in requests (`DYN_KVBM_CACHE_STATS_MAX_REQUESTS`).
+    pub hit_rate_window_requests: u64,
+    /// Bytes of one KV block in GPU/host memory; `None`: bytes are not derived.
+    pub kv_block_bytes: Option<u64>,
+    /// Bytes KVBM writes to or reads from disk per block (the simulator may
+    /// scale its disk I/O down); `None`: `kv_block_bytes`.
+    pub kv_disk_block_bytes: Option<u64>,
+    /// Two figures agree when they differ by at most
+    /// `max(absolute, relative × the larger)`; this is the relative part.
+    pub cross_check_relative: f64,
+    /// The absolute part for token figures (bytes use `min_disk_io_bytes`).
+    pub cross_check_tokens: f64,
 }
 
 impl Default for Policy {
@@ -304,9 +376,17 @@ impl Default for Policy {
             replay_markers: vec!["replay".into(), "rehydrate".into()],
             baseline_markers: vec!["warm".into(), "populate".into(), "baseline".into()],
             replay_read_factor: 1.2,
+            hit_rate_window_requests: DEFAULT_HIT_RATE_WINDOW,
+            kv_block_bytes: None,
+            kv_disk_block_bytes: None,
+            cross_check_relative: 0.10,
+            cross_check_tokens: 64.0,
         }
     }
 }
+
+/// KVBM's own default for `DYN_KVBM_CACHE_STATS_MAX_REQUESTS`.
+pub const DEFAULT_HIT_RATE_WINDOW: u64 = 1000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerdictInput<'a> {
@@ -327,7 +407,7 @@ pub enum Severity {
 }
 
 /// A verdict finding. The serde names are the stable codes in `verdict.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReasonCode {
     /// The host had already found the run invalid.
@@ -344,10 +424,22 @@ pub enum ReasonCode {
     ReuseOpportunityUnknown,
     /// A tier onboarded blocks in a phase while its hit-rate gauge read 0.
     HitRateGaugeStale,
+    /// The client's Σ `cached_tokens` and the frontend's Δ cached tokens differ.
+    ReuseClientFrontendMismatch,
+    /// KVBM matched more tokens than the client or frontend saw cached.
+    KvbmMatchedExceedsCached,
+    /// KVBM's matched tokens and its onboarded blocks × block size differ.
+    KvbmMatchedOnboardMismatch,
+    /// KVBM's disk blocks × block bytes exceed what the KV device moved.
+    KvbmDiskBytesNotOnDevice,
+    /// The KV device moved more than KVBM's disk blocks account for.
+    DeviceBytesNotFromKvbm,
+    /// The worker's process or cgroup I/O is below what KVBM claims it moved.
+    WorkerIoBelowKvbm,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 11] = [
+    pub const ALL: [ReasonCode; 17] = [
         ReasonCode::RunInvalid,
         ReasonCode::ErrorRateAboveThreshold,
         ReasonCode::KvbmMetricsMissing,
@@ -359,6 +451,12 @@ impl ReasonCode {
         ReasonCode::ReuseWithoutMatchedTokens,
         ReasonCode::ReuseOpportunityUnknown,
         ReasonCode::HitRateGaugeStale,
+        ReasonCode::ReuseClientFrontendMismatch,
+        ReasonCode::KvbmMatchedExceedsCached,
+        ReasonCode::KvbmMatchedOnboardMismatch,
+        ReasonCode::KvbmDiskBytesNotOnDevice,
+        ReasonCode::DeviceBytesNotFromKvbm,
+        ReasonCode::WorkerIoBelowKvbm,
     ];
 
     /// As [`Policy`] leaves it; `allow_missing_kvbm_metrics` demotes
@@ -407,7 +505,8 @@ mod seed_name {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct ReplayReads {
     /// `possible_readback` | `weak_read_signal` | `no_clear_readback` | `no_replay_phase` | `unmeasured`.
     pub classification: String,
@@ -417,7 +516,8 @@ pub struct ReplayReads {
     pub baseline_read_bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct Signals {
     pub kv_mode: Option<KvMode>,
     pub kvbm_metrics_available: bool,
@@ -426,6 +526,12 @@ pub struct Signals {
     pub offload_to_disk_total: Option<f64>,
     pub onboard_h2d_total: Option<f64>,
     pub onboard_d2d_total: Option<f64>,
+    /// KVBM v2's disk → host staging, summed; `None` in v1.
+    #[serde(default)]
+    pub onboard_d2h_total: Option<f64>,
+    /// Host-tier reuse alone: Σ (`onboard_h2d − onboard_d2h`).
+    #[serde(default)]
+    pub host_only_onboard_total: Option<f64>,
     pub matched_tokens_total: Option<f64>,
     pub disk_hit_rate_max: Option<f64>,
     pub host_hit_rate_max: Option<f64>,
@@ -434,7 +540,7 @@ pub struct Signals {
     /// KV came back from disk; `ssd_rehydrate_sources` says from which evidence.
     pub ssd_rehydrate_signal: bool,
     pub ssd_rehydrate_sources: Vec<String>,
-    /// KV came back from CPU memory (onboard h2d). Not disk rehydration.
+    /// KV came back from CPU memory (host-only onboards). Not disk rehydration.
     pub host_onboard_signal: bool,
     /// KVBM matched tokens in its tiers.
     pub reuse_signal: bool,
@@ -445,17 +551,128 @@ pub struct Signals {
     pub reuse_opportunity: Option<ReuseOpportunity>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
 pub struct Verdict {
     pub run_valid: bool,
     pub decision_grade: bool,
     /// The first hard failure that has a seed name, written under that name.
     #[serde(default, with = "seed_name")]
+    #[schemars(with = "Option<String>")]
     pub invalid_reason: Option<ReasonCode>,
     pub reason_codes: Vec<ReasonCode>,
     /// One line per code, in the same order, saying what was seen.
     pub details: Vec<String>,
     pub signals: Signals,
+    /// The three-way figures per phase and every disagreement found.
+    #[serde(default)]
+    pub cross_checks: CrossChecks,
+}
+
+/// How far apart two figures may be and still agree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Tolerance {
+    pub relative: f64,
+    pub absolute: f64,
+}
+
+impl Tolerance {
+    fn slack(&self, a: f64, b: f64) -> f64 {
+        self.absolute.max(self.relative * a.abs().max(b.abs()))
+    }
+
+    /// `a` is above `b` by more than the tolerance.
+    fn exceeds(&self, a: f64, b: f64) -> bool {
+        a - b > self.slack(a, b)
+    }
+}
+
+/// What a hit-rate gauge covers: KVBM's last `window_requests` requests,
+/// whatever phase they were in. A gauge is never a phase's rate by itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HitRateWindow {
+    pub window_requests: u64,
+    /// Requests of this phase and of the run up to its end (client counts).
+    pub phase_requests: Option<u64>,
+    pub run_requests_through_phase: Option<u64>,
+    /// Every request of the phase is inside the window (so a tier that
+    /// onboarded blocks in the phase cannot read 0).
+    pub phase_inside_window: Option<bool>,
+    /// The window holds only this run's requests (so a non-zero rate is this run's).
+    pub window_inside_run: Option<bool>,
+}
+
+/// Reuse of one phase, from each source.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ReuseFigures {
+    pub client_requests: Option<u64>,
+    pub client_prompt_tokens: Option<u64>,
+    pub client_cached_tokens: Option<u64>,
+    /// Σ cached ÷ Σ prompt tokens.
+    pub client_reuse_ratio: Option<f64>,
+    pub frontend_input_tokens: Option<f64>,
+    pub frontend_cached_tokens: Option<f64>,
+    pub frontend_reuse_ratio: Option<f64>,
+    pub kvbm_matched_tokens: Option<f64>,
+    /// Matched tokens ÷ frontend input tokens (else client prompt tokens):
+    /// the share reused from KVBM's host/disk tiers, not from GPU memory.
+    pub kvbm_matched_ratio: Option<f64>,
+    /// Blocks that reached the GPU from KVBM's tiers (h2d + d2d + o2d).
+    pub kvbm_onboarded_blocks: Option<f64>,
+    pub host_only_onboarded_blocks: Option<f64>,
+    pub disk_onboarded_blocks: Option<f64>,
+    pub kv_block_size_tokens: Option<f64>,
+    pub kvbm_onboarded_tokens: Option<f64>,
+    pub kvbm_onboarded_bytes: Option<f64>,
+    pub host_hit_rate_after: Option<f64>,
+    pub disk_hit_rate_after: Option<f64>,
+    pub hit_rate_window: HitRateWindow,
+}
+
+/// Disk traffic of one phase, from each source (bytes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DiskFigures {
+    pub disk_block_bytes: Option<u64>,
+    pub kvbm_write_blocks: Option<f64>,
+    pub kvbm_read_blocks: Option<f64>,
+    pub kvbm_write_bytes: Option<f64>,
+    pub kvbm_read_bytes: Option<f64>,
+    pub device_read_bytes: Option<u64>,
+    pub device_write_bytes: Option<u64>,
+    pub process_read_bytes: Option<u64>,
+    pub process_write_bytes: Option<u64>,
+    pub cgroup_read_bytes: Option<u64>,
+    pub cgroup_write_bytes: Option<u64>,
+}
+
+/// One disagreement: which figures, their values, the tolerance applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Disagreement {
+    pub code: ReasonCode,
+    pub phase: String,
+    pub figure: String,
+    pub value: f64,
+    pub against: String,
+    pub against_value: f64,
+    pub tolerance: Tolerance,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PhaseCrossCheck {
+    pub phase: String,
+    pub reuse: ReuseFigures,
+    pub disk: DiskFigures,
+    pub disagreements: Vec<Disagreement>,
+    /// Comparisons that could not be made, and why (a missing figure is not a
+    /// disagreement, but it is said).
+    pub unchecked: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CrossChecks {
+    pub tokens_tolerance: Tolerance,
+    pub bytes_tolerance: Tolerance,
+    pub phases: Vec<PhaseCrossCheck>,
 }
 
 impl Verdict {
@@ -552,6 +769,8 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
         .then(|| phases.iter().map(PhaseEvidence::disk_offload).sum());
     s.onboard_h2d_total = total(|e| e.onboard_h2d);
     s.onboard_d2d_total = total(|e| e.onboard_d2d);
+    s.onboard_d2h_total = total(|e| e.onboard_d2h);
+    s.host_only_onboard_total = total(PhaseEvidence::host_only_onboard);
     s.matched_tokens_total = total(|e| e.matched_tokens);
     s.disk_hit_rate_max = phases
         .iter()
@@ -562,7 +781,7 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
         .filter_map(|e| e.host_hit_rate_after)
         .reduce(f64::max);
     s.ssd_write_signal = s.offload_to_disk_total.is_some_and(|v| v > 0.0);
-    s.host_onboard_signal = s.onboard_h2d_total.is_some_and(|v| v > 0.0);
+    s.host_onboard_signal = s.host_only_onboard_total.is_some_and(|v| v > 0.0);
     s.reuse_signal = s.matched_tokens_total.is_some_and(|v| v > 0.0);
     s.disk_read_bytes = sum_opt(phases.iter().map(|e| e.disk_io().map(|x| x.0)));
     s.disk_write_bytes = sum_opt(phases.iter().map(|e| e.disk_io().map(|x| x.1)));
@@ -571,7 +790,17 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
         s.ssd_rehydrate_sources
             .push("kvbm_onboard_blocks_d2d".into());
     }
-    if s.disk_hit_rate_max.is_some_and(|r| r > 0.0) {
+    if s.onboard_d2h_total.is_some_and(|v| v > 0.0) {
+        s.ssd_rehydrate_sources
+            .push("kvbm_onboard_blocks_d2h".into());
+    }
+    let checks = cross_checks(phases, p, mode);
+    // A gauge whose window reaches back before the run may be showing an
+    // earlier run's hits, so it is evidence only once the run fills it.
+    if checks.phases.iter().any(|c| {
+        c.reuse.disk_hit_rate_after.is_some_and(|r| r > 0.0)
+            && c.reuse.hit_rate_window.window_inside_run == Some(true)
+    }) {
         s.ssd_rehydrate_sources
             .push("kvbm_disk_cache_hit_rate".into());
     }
@@ -645,6 +874,7 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
         if signals.kvbm_metrics_available
             && !signals.ssd_write_signal
             && signals.onboard_d2d_total.unwrap_or(0.0) == 0.0
+            && signals.onboard_d2h_total.unwrap_or(0.0) == 0.0
         {
             v.add(ReasonCode::DiskTierNoKvbmDiskActivity,
                 "disk tier configured, but KVBM offloaded nothing to disk and onboarded nothing from it".into(),
@@ -656,7 +886,7 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
             if w >= p.min_disk_io_bytes && e.disk_offload() == 0.0 {
                 unexplained.push(format!("{}: wrote {w} bytes with no disk offload", e.phase));
             }
-            if r >= p.min_disk_io_bytes && e.onboard_d2d.unwrap_or(0.0) == 0.0 {
+            if r >= p.min_disk_io_bytes && e.disk_onboard().unwrap_or(0.0) == 0.0 {
                 unexplained.push(format!("{}: read {r} bytes with no disk onboard", e.phase));
             }
         }
@@ -665,23 +895,27 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
         }
     }
     // A tier that onboarded blocks in a phase had hits among the phase's
-    // requests, so its hit-rate gauge (over KVBM's last N requests) cannot
-    // read 0 after it unless those requests left the window.
+    // requests; when every one of them is inside KVBM's request window the
+    // gauge after the phase cannot read 0. With a phase longer than the
+    // window the hits may have left it, so nothing is concluded.
     let stale: Vec<String> = phases
         .iter()
-        .filter(|e| e.kvbm_available)
-        .flat_map(|e| {
+        .zip(&checks.phases)
+        .filter(|(e, c)| e.kvbm_available && c.reuse.hit_rate_window.phase_inside_window == Some(true))
+        .flat_map(|(e, c)| {
             [
-                ("host", e.onboard_h2d, e.host_hit_rate_after),
-                ("disk", e.onboard_d2d, e.disk_hit_rate_after),
+                ("host", e.host_only_onboard(), e.host_hit_rate_after),
+                ("disk", e.disk_onboard(), e.disk_hit_rate_after),
             ]
             .into_iter()
             .filter(|(_, n, r)| n.is_some_and(|n| n > 0.0) && *r == Some(0.0))
             .map(|(tier, n, _)| {
                 format!(
-                    "{}: {} {tier} onboards, {tier} hit rate 0",
+                    "{}: {} {tier} onboards in {} requests, {tier} hit rate 0 over the last {} requests",
                     e.phase,
-                    n.unwrap_or(0.0)
+                    n.unwrap_or(0.0),
+                    c.reuse.hit_rate_window.phase_requests.unwrap_or(0),
+                    c.reuse.hit_rate_window.window_requests
                 )
             })
             .collect::<Vec<_>>()
@@ -691,11 +925,32 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
         v.add(
             ReasonCode::HitRateGaugeStale,
             format!(
-                "hit-rate gauges did not move while blocks were onboarded ({}); unless every hit fell out of the DYN_KVBM_CACHE_STATS_MAX_REQUESTS window, the gauges are stale",
+                "hit-rate gauges did not move while blocks were onboarded ({}); every request of those phases is inside the DYN_KVBM_CACHE_STATS_MAX_REQUESTS window, so the gauges are stale",
                 stale.join("; ")
             ),
         );
     }
+    let mut found: Vec<(ReasonCode, Vec<String>)> = Vec::new();
+    for d in checks.phases.iter().flat_map(|c| &c.disagreements) {
+        let line = format!(
+            "{}: {} {} vs {} {} (tolerance max({}, {} × the larger))",
+            d.phase,
+            d.figure,
+            d.value,
+            d.against,
+            d.against_value,
+            d.tolerance.absolute,
+            d.tolerance.relative
+        );
+        match found.iter_mut().find(|(c, _)| *c == d.code) {
+            Some((_, lines)) => lines.push(line),
+            None => found.push((d.code, vec![line])),
+        }
+    }
+    for (code, lines) in found {
+        v.add(code, lines.join("; "));
+    }
+    v.cross_checks = checks;
     if mode.kvbm_enabled() {
         match &input.reuse {
             Some(r) if r.rate >= p.high_reuse_rate && signals.kvbm_metrics_available && !signals.reuse_signal => v.add(ReasonCode::ReuseWithoutMatchedTokens,
@@ -711,6 +966,246 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
         }
     }
     v
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| crate::common::round6(a / b))
+}
+
+fn times(blocks: Option<f64>, per_block: Option<f64>) -> Option<f64> {
+    Some(blocks? * per_block?)
+}
+
+/// The per-phase figures and their disagreements. Disk comparisons need a
+/// disk tier: without one the device's I/O is not KV's and nothing is expected.
+fn cross_checks(phases: &[PhaseEvidence], p: &Policy, mode: KvMode) -> CrossChecks {
+    let tok = Tolerance {
+        relative: p.cross_check_relative,
+        absolute: p.cross_check_tokens,
+    };
+    let byt = Tolerance {
+        relative: p.cross_check_relative,
+        absolute: p.min_disk_io_bytes as f64,
+    };
+    let mut out = CrossChecks {
+        tokens_tolerance: tok,
+        bytes_tolerance: byt,
+        phases: Vec::new(),
+    };
+    let mut run_requests = Some(0u64);
+    let block_bytes = p.kv_block_bytes.map(|b| b as f64);
+    let disk_block_bytes = p.kv_disk_block_bytes.or(p.kv_block_bytes);
+    for e in phases {
+        let mut x = PhaseCrossCheck {
+            phase: e.phase.clone(),
+            ..Default::default()
+        };
+        let c = e.client.as_ref();
+        run_requests = run_requests.zip(c).map(|(n, c)| n + c.requests);
+        // ---- reuse figures
+        let r = &mut x.reuse;
+        if let Some(c) = c {
+            r.client_requests = Some(c.requests);
+            if c.requests_without_usage == 0 {
+                r.client_prompt_tokens = Some(c.prompt_tokens);
+                r.client_cached_tokens = Some(c.cached_tokens);
+                r.client_reuse_ratio = ratio(c.cached_tokens as f64, c.prompt_tokens as f64);
+            } else {
+                x.unchecked.push(format!(
+                    "client: {} of {} requests had no usage, so its token sums are partial",
+                    c.requests_without_usage, c.requests
+                ));
+            }
+        }
+        r.frontend_input_tokens = e.frontend_input_tokens;
+        r.frontend_cached_tokens = e.frontend_cached_tokens;
+        r.frontend_reuse_ratio = e
+            .frontend_cached_tokens
+            .zip(e.frontend_input_tokens)
+            .and_then(|(a, b)| ratio(a, b));
+        if e.kvbm_available {
+            r.kvbm_matched_tokens = e.matched_tokens;
+            let input = e
+                .frontend_input_tokens
+                .or(r.client_prompt_tokens.map(|t| t as f64));
+            r.kvbm_matched_ratio = e.matched_tokens.zip(input).and_then(|(a, b)| ratio(a, b));
+            r.kvbm_onboarded_blocks = (e.onboard_h2d.is_some() || e.onboard_d2d.is_some())
+                .then(|| e.onboard_h2d.unwrap_or(0.0) + e.onboard_d2d.unwrap_or(0.0));
+            r.host_only_onboarded_blocks = e.host_only_onboard();
+            r.disk_onboarded_blocks = e.disk_onboard();
+            r.host_hit_rate_after = e.host_hit_rate_after;
+            r.disk_hit_rate_after = e.disk_hit_rate_after;
+        }
+        r.kv_block_size_tokens = e.kv_block_size_tokens;
+        r.kvbm_onboarded_tokens = times(r.kvbm_onboarded_blocks, e.kv_block_size_tokens);
+        r.kvbm_onboarded_bytes = times(r.kvbm_onboarded_blocks, block_bytes);
+        let w = p.hit_rate_window_requests;
+        r.hit_rate_window = HitRateWindow {
+            window_requests: w,
+            phase_requests: c.map(|c| c.requests),
+            run_requests_through_phase: run_requests,
+            phase_inside_window: c.map(|c| c.requests <= w),
+            window_inside_run: run_requests.map(|n| n >= w),
+        };
+        // ---- reuse comparisons
+        let mut dis = Vec::new();
+        let mut disagree =
+            |code, figure: &str, value: f64, against: &str, against_value: f64, tolerance| {
+                dis.push(Disagreement {
+                    code,
+                    phase: e.phase.clone(),
+                    figure: figure.into(),
+                    value,
+                    against: against.into(),
+                    against_value,
+                    tolerance,
+                });
+            };
+        let client_cached = r.client_cached_tokens.map(|t| t as f64);
+        if let (Some(a), Some(b)) = (client_cached, r.frontend_cached_tokens)
+            && (tok.exceeds(a, b) || tok.exceeds(b, a))
+        {
+            disagree(
+                ReasonCode::ReuseClientFrontendMismatch,
+                "client_cached_tokens",
+                a,
+                "frontend_cached_tokens",
+                b,
+                tok,
+            );
+        }
+        // GPU prefix hits are cached tokens KVBM never sees, so KVBM's
+        // matches can only be a part of the cached tokens.
+        let cached = [
+            ("frontend_cached_tokens", r.frontend_cached_tokens),
+            ("client_cached_tokens", client_cached),
+        ]
+        .into_iter()
+        .filter_map(|(n, v)| v.map(|v| (n, v)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let (Some(m), Some((name, c))) = (r.kvbm_matched_tokens, cached)
+            && tok.exceeds(m, c)
+        {
+            disagree(
+                ReasonCode::KvbmMatchedExceedsCached,
+                "kvbm_matched_tokens",
+                m,
+                name,
+                c,
+                tok,
+            );
+        }
+        match (r.kvbm_matched_tokens, r.kvbm_onboarded_tokens) {
+            (Some(m), Some(o)) if tok.exceeds(m, o) || tok.exceeds(o, m) => disagree(
+                ReasonCode::KvbmMatchedOnboardMismatch,
+                "kvbm_matched_tokens",
+                m,
+                "kvbm_onboarded_tokens",
+                o,
+                tok,
+            ),
+            (Some(_), None) => x.unchecked.push(
+                "kvbm: matched vs onboarded tokens needs the frontend's kv_cache_block_size".into(),
+            ),
+            _ => {}
+        }
+        // ---- disk figures
+        let d = &mut x.disk;
+        d.disk_block_bytes = disk_block_bytes;
+        if e.kvbm_available {
+            d.kvbm_write_blocks =
+                (e.offload_h2d.is_some() || e.offload_d2d.is_some()).then(|| e.disk_offload());
+            d.kvbm_read_blocks = e.disk_onboard();
+        }
+        let per = disk_block_bytes.map(|b| b as f64);
+        d.kvbm_write_bytes = times(d.kvbm_write_blocks, per);
+        d.kvbm_read_bytes = times(d.kvbm_read_blocks, per);
+        d.device_read_bytes = e.device_read_bytes;
+        d.device_write_bytes = e.device_write_bytes;
+        d.process_read_bytes = e.process_read_bytes;
+        d.process_write_bytes = e.process_write_bytes;
+        d.cgroup_read_bytes = e.cgroup_read_bytes;
+        d.cgroup_write_bytes = e.cgroup_write_bytes;
+        // ---- disk comparisons
+        if !mode.disk_tier_on() {
+            x.unchecked
+                .push("disk: no disk tier in this KV mode".into());
+        } else if !e.kvbm_available {
+            x.unchecked
+                .push("disk: no KVBM metrics in this phase".into());
+        } else if per.is_none() {
+            x.unchecked
+                .push("disk: the KV block size in bytes is unknown (--kv-block-bytes)".into());
+        } else {
+            let d = &x.disk;
+            for (dir, kvbm, device, process, cgroup) in [
+                (
+                    "read",
+                    d.kvbm_read_bytes,
+                    d.device_read_bytes,
+                    d.process_read_bytes,
+                    d.cgroup_read_bytes,
+                ),
+                (
+                    "write",
+                    d.kvbm_write_bytes,
+                    d.device_write_bytes,
+                    d.process_write_bytes,
+                    d.cgroup_write_bytes,
+                ),
+            ] {
+                let Some(k) = kvbm else { continue };
+                let kname = format!("kvbm_{dir}_bytes");
+                match device {
+                    Some(dv) => {
+                        let dv = dv as f64;
+                        if byt.exceeds(k, dv) {
+                            disagree(
+                                ReasonCode::KvbmDiskBytesNotOnDevice,
+                                &kname,
+                                k,
+                                &format!("device_{dir}_bytes"),
+                                dv,
+                                byt,
+                            );
+                        }
+                        if byt.exceeds(dv, k) {
+                            disagree(
+                                ReasonCode::DeviceBytesNotFromKvbm,
+                                &format!("device_{dir}_bytes"),
+                                dv,
+                                &kname,
+                                k,
+                                byt,
+                            );
+                        }
+                    }
+                    None => x.unchecked.push(format!(
+                        "disk {dir}: no block-device figure for the KV disk"
+                    )),
+                }
+                // The worker does other I/O too (its own files), so only
+                // KVBM claiming more than the worker moved is a disagreement.
+                for (src, v) in [("process", process), ("cgroup", cgroup)] {
+                    if let Some(v) = v
+                        && byt.exceeds(k, v as f64)
+                    {
+                        disagree(
+                            ReasonCode::WorkerIoBelowKvbm,
+                            &kname,
+                            k,
+                            &format!("{src}_{dir}_bytes"),
+                            v as f64,
+                            byt,
+                        );
+                    }
+                }
+            }
+        }
+        x.disagreements = dis;
+        out.phases.push(x);
+    }
+    out
 }
 
 /// Writes `<run_dir>/verdict.json`.
@@ -738,6 +1233,16 @@ mod tests {
             device_read_bytes: Some(0),
             device_write_bytes: Some(0),
             ..Default::default()
+        }
+    }
+
+    /// What the client saw in a phase; usage on every request.
+    fn client(requests: u64, prompt_tokens: u64, cached_tokens: u64) -> ClientReuse {
+        ClientReuse {
+            requests,
+            requests_without_usage: 0,
+            prompt_tokens,
+            cached_tokens,
         }
     }
 
@@ -785,11 +1290,8 @@ mod tests {
         assert!(v.signals.ssd_rehydrate_signal);
         assert_eq!(
             v.signals.ssd_rehydrate_sources,
-            vec![
-                "kvbm_onboard_blocks_d2d",
-                "kvbm_disk_cache_hit_rate",
-                "replay_disk_reads"
-            ]
+            vec!["kvbm_onboard_blocks_d2d", "replay_disk_reads"],
+            "the disk hit rate is no source while its window may reach before the run"
         );
         assert_eq!(v.signals.replay_reads.classification, "possible_readback");
         assert!(v.signals.reuse_signal);
@@ -824,10 +1326,13 @@ mod tests {
         );
         let mut b = vec![ph("replay")];
         b[0].disk_hit_rate_after = Some(0.01);
+        b[0].client = Some(client(20, 0, 0));
+        let mut i = input(KvMode::CpuDisk, &b);
+        assert!(evaluate(&i).signals.ssd_rehydrate_sources.is_empty());
+        // Once the run has filled KVBM's request window, the gauge is the run's.
+        i.policy.hit_rate_window_requests = 20;
         assert_eq!(
-            evaluate(&input(KvMode::CpuDisk, &b))
-                .signals
-                .ssd_rehydrate_sources,
+            evaluate(&i).signals.ssd_rehydrate_sources,
             vec!["kvbm_disk_cache_hit_rate"]
         );
         let mut c = vec![ph("warm"), ph("replay")];
@@ -1001,6 +1506,20 @@ mod tests {
         for e in &mut phases {
             e.disk_hit_rate_after = e.disk_hit_rate_after.map(|_| 0.0);
         }
+        // Without the phase's request count the window cannot be placed.
+        let v = evaluate(&input(KvMode::CpuDisk, &phases));
+        assert!(!v.reason_codes.contains(&ReasonCode::HitRateGaugeStale));
+        for e in &mut phases {
+            e.client = Some(client(10, 0, 0));
+        }
+        // A phase longer than the window: its hits may have left it.
+        let mut long = input(KvMode::CpuDisk, &phases);
+        long.policy.hit_rate_window_requests = 5;
+        assert!(
+            !evaluate(&long)
+                .reason_codes
+                .contains(&ReasonCode::HitRateGaugeStale)
+        );
         let v = evaluate(&input(KvMode::CpuDisk, &phases));
         assert!(
             v.reason_codes.contains(&ReasonCode::HitRateGaugeStale),
@@ -1107,6 +1626,189 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ReuseOpportunity::from_manifest_file(&path).unwrap(), r);
+    }
+
+    /// KVBM v2 without GDS: a disk hit is d2h then h2d. Disk evidence, and
+    /// host-only reuse is what h2d carries beyond the staged blocks.
+    #[test]
+    fn staged_disk_onboarding_is_disk_rehydration_not_host_reuse() {
+        let mut p = vec![ph("warm"), ph("replay")];
+        p[1].naming = Some(Naming::V2);
+        p[1].onboard_d2d = Some(0.0);
+        p[1].onboard_d2h = Some(30.0);
+        p[1].onboard_h2d = Some(30.0);
+        p[1].matched_tokens = Some(480.0);
+        let v = evaluate(&input(KvMode::CpuDisk, &p));
+        assert!(v.signals.ssd_rehydrate_signal);
+        assert_eq!(
+            v.signals.ssd_rehydrate_sources,
+            vec!["kvbm_onboard_blocks_d2h"]
+        );
+        assert!(
+            !v.signals.host_onboard_signal,
+            "every h2d block was a staged disk hit"
+        );
+        assert_eq!(v.signals.host_only_onboard_total, Some(0.0));
+        // Both paths in one phase: 12 host hits, 30 staged disk hits.
+        p[1].onboard_h2d = Some(42.0);
+        let v = evaluate(&input(KvMode::CpuDisk, &p));
+        assert!(v.signals.host_onboard_signal);
+        assert_eq!(v.signals.host_only_onboard_total, Some(12.0));
+        let r = &v.cross_checks.phases[1].reuse;
+        assert_eq!(r.host_only_onboarded_blocks, Some(12.0));
+        assert_eq!(r.disk_onboarded_blocks, Some(30.0));
+        assert_eq!(
+            r.kvbm_onboarded_blocks,
+            Some(42.0),
+            "d2h is not a GPU arrival"
+        );
+        // Disk reads with only staged onboards are explained.
+        p[1].device_read_bytes = Some(8 << 20);
+        assert!(
+            !evaluate(&input(KvMode::CpuDisk, &p))
+                .reason_codes
+                .contains(&ReasonCode::IoWithoutKvbmDeltas)
+        );
+    }
+
+    /// One phase with every source agreeing: client, frontend and KVBM
+    /// reuse; KVBM disk blocks, device, process and cgroup bytes.
+    fn agreeing() -> (Vec<PhaseEvidence>, Policy) {
+        let mut e = ph("replay");
+        e.client = Some(client(4, 2048, 1984));
+        e.frontend_input_tokens = Some(2048.0);
+        e.frontend_cached_tokens = Some(1984.0);
+        e.kv_block_size_tokens = Some(16.0);
+        e.matched_tokens = Some(1920.0);
+        e.onboard_d2d = Some(120.0);
+        e.offload_h2d = Some(64.0);
+        e.device_read_bytes = Some(120 << 15);
+        e.device_write_bytes = Some(64 << 15);
+        e.process_read_bytes = Some(120 << 15);
+        e.process_write_bytes = Some((64 << 15) + 4096);
+        e.cgroup_read_bytes = Some(120 << 15);
+        e.cgroup_write_bytes = Some(64 << 15);
+        let policy = Policy {
+            kv_block_bytes: Some(1 << 15),
+            ..Policy::default()
+        };
+        (vec![e], policy)
+    }
+
+    fn codes_of(p: &[PhaseEvidence], policy: &Policy) -> Vec<ReasonCode> {
+        let mut i = input(KvMode::CpuDisk, p);
+        i.policy = policy.clone();
+        evaluate(&i).reason_codes
+    }
+
+    #[test]
+    fn three_way_figures_agree_and_are_all_written() {
+        let (p, policy) = agreeing();
+        let mut i = input(KvMode::CpuDisk, &p);
+        i.policy = policy;
+        let v = evaluate(&i);
+        assert!(v.decision_grade, "{:?} {:?}", v.reason_codes, v.details);
+        let c = &v.cross_checks.phases[0];
+        assert!(
+            c.disagreements.is_empty() && c.unchecked.is_empty(),
+            "{c:?}"
+        );
+        assert_eq!(c.reuse.client_reuse_ratio, Some(0.96875));
+        assert_eq!(c.reuse.frontend_reuse_ratio, Some(0.96875));
+        assert_eq!(c.reuse.kvbm_matched_ratio, Some(0.9375));
+        assert_eq!(c.reuse.kvbm_onboarded_tokens, Some(1920.0));
+        assert_eq!(c.reuse.kvbm_onboarded_bytes, Some(120.0 * 32768.0));
+        assert_eq!(c.disk.kvbm_read_bytes, Some(120.0 * 32768.0));
+        assert_eq!(c.disk.kvbm_write_bytes, Some(64.0 * 32768.0));
+        assert_eq!(c.reuse.hit_rate_window.window_requests, 1000);
+        assert_eq!(c.reuse.hit_rate_window.phase_inside_window, Some(true));
+        assert_eq!(c.reuse.hit_rate_window.window_inside_run, Some(false));
+        assert_eq!(v.cross_checks.bytes_tolerance.absolute, MIB);
+        let j = serde_json::to_value(&v).unwrap();
+        assert_eq!(
+            j["cross_checks"]["phases"][0]["disk"]["device_read_bytes"],
+            120 << 15
+        );
+    }
+
+    #[test]
+    fn each_disagreement_has_its_code_figures_and_tolerance() {
+        let (base, policy) = agreeing();
+        type Change = fn(&mut PhaseEvidence);
+        let cases: [(Change, ReasonCode); 6] = [
+            (
+                |e| e.frontend_cached_tokens = Some(1000.0),
+                ReasonCode::ReuseClientFrontendMismatch,
+            ),
+            (
+                |e| {
+                    e.matched_tokens = Some(4000.0);
+                    e.onboard_d2d = Some(250.0);
+                    e.device_read_bytes = Some(250 << 15);
+                    e.process_read_bytes = Some(250 << 15);
+                    e.cgroup_read_bytes = Some(250 << 15);
+                },
+                ReasonCode::KvbmMatchedExceedsCached,
+            ),
+            (
+                |e| e.matched_tokens = Some(960.0),
+                ReasonCode::KvbmMatchedOnboardMismatch,
+            ),
+            (
+                |e| e.device_read_bytes = Some(0),
+                ReasonCode::KvbmDiskBytesNotOnDevice,
+            ),
+            (
+                |e| e.device_write_bytes = Some(64 << 20),
+                ReasonCode::DeviceBytesNotFromKvbm,
+            ),
+            (
+                |e| e.cgroup_read_bytes = Some(0),
+                ReasonCode::WorkerIoBelowKvbm,
+            ),
+        ];
+        for (change, code) in cases {
+            let mut p = base.clone();
+            change(&mut p[0]);
+            let mut i = input(KvMode::CpuDisk, &p);
+            i.policy = policy.clone();
+            let v = evaluate(&i);
+            assert_eq!(v.reason_codes, vec![code], "{:?}", v.details);
+            assert!(v.run_valid && !v.decision_grade);
+            let d = &v.cross_checks.phases[0].disagreements[0];
+            assert_eq!(d.code, code);
+            assert_eq!(d.phase, "replay");
+            assert!(d.tolerance.relative > 0.0 && d.tolerance.absolute > 0.0);
+            assert!(v.details[0].contains(&d.figure) && v.details[0].contains(&d.against));
+        }
+        // Within tolerance is agreement: 5% apart, 10% allowed.
+        let mut p = base.clone();
+        p[0].frontend_cached_tokens = Some(1984.0 * 1.05);
+        assert!(codes_of(&p, &policy).is_empty());
+        // The worker writing more than KVBM (its own files) is no disagreement.
+        p[0].process_write_bytes = Some(512 << 20);
+        assert!(codes_of(&p, &policy).is_empty());
+    }
+
+    #[test]
+    fn missing_figures_are_unchecked_not_disagreements() {
+        let (mut p, _) = agreeing();
+        p[0].kv_block_size_tokens = None;
+        p[0].client.as_mut().unwrap().requests_without_usage = 1;
+        let v = evaluate(&input(KvMode::CpuDisk, &p));
+        assert!(v.decision_grade, "{:?}", v.details);
+        let u = &v.cross_checks.phases[0].unchecked;
+        assert!(u.iter().any(|m| m.contains("no usage")), "{u:?}");
+        assert!(u.iter().any(|m| m.contains("kv_cache_block_size")), "{u:?}");
+        assert!(u.iter().any(|m| m.contains("--kv-block-bytes")), "{u:?}");
+        assert_eq!(v.cross_checks.phases[0].reuse.client_cached_tokens, None);
+        let b1 = evaluate(&input(KvMode::CpuOnly, &p));
+        assert!(
+            b1.cross_checks.phases[0]
+                .unchecked
+                .iter()
+                .any(|m| m.contains("no disk tier"))
+        );
     }
 
     #[test]

@@ -290,6 +290,8 @@ pub enum LieArg {
     IoWithoutMetrics,
     /// Hit-rate gauges stay at 0 while the counters advance.
     StaleGauges,
+    /// Responses report 0 cached tokens; the frontend metrics count them.
+    UsageWithoutCachedTokens,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -676,6 +678,16 @@ pub struct TelemetryArgs {
     /// Missing KVBM metrics only demote the run instead of invalidating it.
     #[arg(long)]
     pub allow_missing_kvbm_metrics: bool,
+    /// Bytes of one KV block (KV bytes per token × tokens per block), so the
+    /// verdict can set KVBM's block counts beside disk and process bytes
+    /// (set from the simulator with --endpoint sim).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=crate::limits::KV_BLOCK_BYTES_MAX))]
+    pub kv_block_bytes: Option<u64>,
+    /// The server's DYN_KVBM_CACHE_STATS_MAX_REQUESTS: the request window of
+    /// KVBM's hit-rate gauges.
+    #[arg(long, default_value_t = sparkhost_collectors::verdict::DEFAULT_HIT_RATE_WINDOW,
+          value_parser = clap::value_parser!(u64).range(1..=crate::limits::HIT_RATE_WINDOW_MAX))]
+    pub kvbm_hit_rate_window: u64,
     /// Do not keep raw Prometheus scrapes under phase_deltas/raw/.
     #[arg(long)]
     pub no_raw_scrapes: bool,
@@ -726,6 +738,8 @@ impl TelemetryArgs {
         Policy {
             max_error_rate: self.max_error_rate,
             allow_missing_kvbm_metrics: self.allow_missing_kvbm_metrics,
+            kv_block_bytes: self.kv_block_bytes,
+            hit_rate_window_requests: self.kvbm_hit_rate_window,
             ..Policy::default()
         }
     }

@@ -40,6 +40,15 @@ pub const REPORT_MAX_NAME_DEPTH: usize = 4;
 /// Files of a run directory listed to a generator.
 pub const REPORT_MAX_LISTED_FILES: usize = 100_000;
 
+// --- Verdict -------------------------------------------------------------
+
+/// Largest `--kv-block-bytes`: a 70B-class FP16 model's 128-token block is
+/// 40 MiB; 1 GiB leaves room for larger blocks and catches a unit slip.
+pub const KV_BLOCK_BYTES_MAX: u64 = 1 << 30;
+/// Largest `--kvbm-hit-rate-window`: KVBM keeps one entry per request in
+/// the window; ten million is far beyond any configured window.
+pub const HIT_RATE_WINDOW_MAX: u64 = 10_000_000;
+
 // --- Dispatch --------------------------------------------------------------
 
 /// Requests planned per guest call: planning 64 at once took ~2 ms of a core

@@ -79,6 +79,7 @@ pub fn lies(list: &[LieArg]) -> Lies {
             LieArg::MetricsWithoutIo => l.metrics_without_io = true,
             LieArg::IoWithoutMetrics => l.io_without_metrics = true,
             LieArg::StaleGauges => l.stale_gauges = true,
+            LieArg::UsageWithoutCachedTokens => l.usage_without_cached_tokens = true,
         }
     }
     l

@@ -7,10 +7,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use sparkhost_collectors::verdict::ClientReuse;
 use sparkhost_collectors::{
     Config, KvMode, PhaseDeltas, PhaseEvidence, Policy, ReuseOpportunity, RunErrors, Session,
     Snapshot, TelemetryReport, Verdict, VerdictInput,
 };
+
+use crate::results::recorder::PhaseResult;
 use tokio::sync::mpsc;
 
 use crate::dispatch::runner::{Boundary, BoundaryHook};
@@ -115,17 +118,31 @@ impl TelemetryRun {
     }
 }
 
-/// The run's verdict from telemetry evidence and request errors.
-/// `host_invalid`: the host already found the run invalid.
+/// The run's verdict from telemetry evidence, the client's per-phase
+/// figures and request errors. `host_invalid`: the host already found the
+/// run invalid.
 pub fn verdict(
     kv_mode: KvMode,
     outcome: &TelemetryOutcome,
+    phases: &[PhaseResult],
     errors: RunErrors,
     run_dir: &Path,
     host_invalid: bool,
     mut policy: Policy,
 ) -> Verdict {
-    let evidence = outcome.evidence();
+    let mut evidence = outcome.evidence();
+    // The client's side of each phase's cross-check: the same usage the
+    // requests.jsonl rows carry, summed as they were recorded.
+    for e in &mut evidence {
+        if let Some(p) = phases.iter().find(|p| p.name == e.phase) {
+            e.client = Some(ClientReuse {
+                requests: p.acc.requests,
+                requests_without_usage: p.acc.requests_without_usage,
+                prompt_tokens: p.acc.prompt_tokens,
+                cached_tokens: p.acc.cached_tokens,
+            });
+        }
+    }
     // Without telemetry there is nothing to find; say so without failing.
     policy.allow_missing_kvbm_metrics |= !outcome.enabled;
     sparkhost_collectors::evaluate(&VerdictInput {

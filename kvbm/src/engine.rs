@@ -836,7 +836,10 @@ impl Engine {
         }
         for h in &hashes[g + hst..] {
             self.disk.touch(*h);
-            if self.opt.staged_disk_onboard && self.host.insert(*h).is_some() {
+            if self.opt.staged_disk_onboard {
+                // The block passes through host memory whether or not the
+                // host tier keeps it (every block there may be pinned).
+                let _ = self.host.insert(*h);
                 self.counters.onboard_disk_to_host += 1;
             }
         }

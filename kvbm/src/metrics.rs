@@ -53,6 +53,18 @@ pub struct Lies {
     pub io_without_metrics: bool,
     /// The hit-rate gauges stay at their start value (0).
     pub stale_gauges: bool,
+    /// Responses' `usage` reports 0 cached tokens; the frontend's
+    /// `dynamo_frontend_cached_tokens` still counts them.
+    pub usage_without_cached_tokens: bool,
+}
+
+impl Lies {
+    pub fn any(&self) -> bool {
+        self.metrics_without_io
+            || self.io_without_metrics
+            || self.stale_gauges
+            || self.usage_without_cached_tokens
+    }
 }
 
 #[derive(Debug, Clone)]

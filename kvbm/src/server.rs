@@ -667,11 +667,30 @@ async fn run(
         }
         return Ok(false);
     };
-    let usage = Usage {
+    let mut usage = Usage {
         prompt: d.prompt_tokens,
         cached: d.cached_tokens,
         completion: d.completion_tokens,
     };
+    // Recorded before the last byte goes out, as a client that has read the
+    // whole response and then scrapes must find this request counted.
+    if let Ok(mut f) = st.frontend.lock() {
+        let s = |ns: u64| ns as f64 / 1e9;
+        if let Some(first) = times.first() {
+            f.ttft.observe(s(first.saturating_sub(arrival)));
+        }
+        for pair in times.windows(2) {
+            f.itl.observe(s(pair[1] - pair[0]));
+        }
+        f.input.observe(usage.prompt.into());
+        f.output.observe(usage.completion.into());
+        f.cached.observe(usage.cached.into());
+        f.duration.observe(s(d.at.saturating_sub(arrival)));
+        f.output_tokens += u64::from(usage.completion);
+    }
+    if st.lies.usage_without_cached_tokens {
+        usage.cached = 0;
+    }
     let mut written = written;
     let fr = d.finish.as_str();
     if p.stream {
@@ -721,20 +740,6 @@ async fn run(
         && let Some(r) = l.get_mut(req)
     {
         r.written_ns = written;
-    }
-    if let Ok(mut f) = st.frontend.lock() {
-        let s = |ns: u64| ns as f64 / 1e9;
-        if let Some(first) = times.first() {
-            f.ttft.observe(s(first.saturating_sub(arrival)));
-        }
-        for pair in times.windows(2) {
-            f.itl.observe(s(pair[1] - pair[0]));
-        }
-        f.input.observe(usage.prompt.into());
-        f.output.observe(usage.completion.into());
-        f.cached.observe(usage.cached.into());
-        f.duration.observe(s(d.at.saturating_sub(arrival)));
-        f.output_tokens += u64::from(usage.completion);
     }
     Ok(true)
 }

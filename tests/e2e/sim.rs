@@ -343,6 +343,10 @@ fn rehydrate_replay_evidence_chain_b0_b1_b2() {
     );
 }
 
+/// Each lie trips its codes, and each cross-check disagreement in
+/// `verdict.json` names its figures and tolerance. One more run, honest but
+/// in KVBM v2's names (no GDS, so disk hits are staged disk→host→GPU): its
+/// replay's disk evidence is `onboard_blocks_d2h`, and it is not host reuse.
 #[test]
 fn each_lie_makes_the_verdict_name_the_mismatch() {
     let Some((d, disk, profile)) = setup("lies") else {
@@ -353,10 +357,24 @@ fn each_lie_makes_the_verdict_name_the_mismatch() {
         disk: &disk,
         profile,
     };
-    for (lie, code) in [
-        ("metrics-without-io", "DISK_TIER_NO_DISK_IO"),
-        ("io-without-metrics", "IO_WITHOUT_KVBM_DELTAS"),
-        ("stale-gauges", "HIT_RATE_GAUGE_STALE"),
+    for (lie, want) in [
+        (
+            "metrics-without-io",
+            &[
+                "DISK_TIER_NO_DISK_IO",
+                "KVBM_DISK_BYTES_NOT_ON_DEVICE",
+                "WORKER_IO_BELOW_KVBM",
+            ][..],
+        ),
+        (
+            "io-without-metrics",
+            &["IO_WITHOUT_KVBM_DELTAS", "DEVICE_BYTES_NOT_FROM_KVBM"],
+        ),
+        ("stale-gauges", &["HIT_RATE_GAUGE_STALE"]),
+        (
+            "usage-without-cached-tokens",
+            &["REUSE_CLIENT_FRONTEND_MISMATCH"],
+        ),
     ] {
         let dir = sim.run(
             "eviction_replay",
@@ -365,11 +383,84 @@ fn each_lie_makes_the_verdict_name_the_mismatch() {
             &[&["--sim-lie", lie][..], &EVICTION].concat(),
         );
         let v = read_json(&dir.join("verdict.json"));
-        assert!(codes(&v).contains(&code.to_string()), "{lie}: {v:#}");
+        let got = codes(&v);
+        for code in want {
+            assert!(got.contains(&code.to_string()), "{lie}: {code} {v:#}");
+        }
         assert_eq!(v["decision_grade"], false, "{lie}: {v:#}");
+        let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        assert!(report.contains("## Cross-checks"), "{lie}: {report}");
+        for c in v["cross_checks"]["phases"].as_array().unwrap() {
+            for x in c["disagreements"].as_array().unwrap() {
+                let code = x["code"].as_str().unwrap();
+                assert!(
+                    want.contains(&code),
+                    "{lie}: an honest source disagreed: {x:#}"
+                );
+                assert!(x["tolerance"]["absolute"].as_f64().unwrap() > 0.0);
+                assert!(report.contains(&format!("`{code}` in ")), "{lie}: {report}");
+            }
+        }
         let s = read_json(&dir.join("summary.json"));
         assert_eq!(s["simulator"]["lies"][lie.replace('-', "_")], true);
     }
+
+    let dir = sim.run(
+        "eviction_replay",
+        "B2",
+        "kvbm-v2",
+        &[&["--sim-kvbm-naming", "v2"][..], &EVICTION].concat(),
+    );
+    let v = read_json(&dir.join("verdict.json"));
+    let s = read_json(&dir.join("summary.json"));
+    let replay = phase(&s, "replay_A");
+    let ctx = format!("{v:#}\n{replay:#}");
+    assert_eq!(v["decision_grade"], true, "{ctx}");
+    assert_eq!(kvbm(replay, "onboard_blocks_d2d"), 0.0, "{ctx}");
+    let staged = kvbm(replay, "onboard_blocks_d2h");
+    assert!(staged > 0.0, "{ctx}");
+    let sig = &v["signals"];
+    assert!(
+        sig["ssd_rehydrate_sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "kvbm_onboard_blocks_d2h"),
+        "{ctx}"
+    );
+    let check = v["cross_checks"]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["phase"] == "replay_A")
+        .unwrap();
+    let h2d = kvbm(replay, "onboard_blocks_h2d");
+    assert_eq!(
+        check["reuse"]["host_only_onboarded_blocks"]
+            .as_f64()
+            .unwrap(),
+        h2d - staged,
+        "{ctx}"
+    );
+    assert_eq!(
+        check["reuse"]["disk_onboarded_blocks"].as_f64(),
+        Some(staged)
+    );
+    // Three sources of reuse and three of disk reads, measured, agreeing.
+    let r = &check["reuse"];
+    assert_eq!(
+        r["client_cached_tokens"].as_f64(),
+        r["frontend_cached_tokens"].as_f64(),
+        "{ctx}"
+    );
+    assert!(r["kvbm_matched_tokens"].as_f64().unwrap() > 0.0, "{ctx}");
+    let k = &check["disk"];
+    assert!(k["device_read_bytes"].as_u64().unwrap() > 0, "{ctx}");
+    assert!(k["process_read_bytes"].as_u64().unwrap() > 0, "{ctx}");
+    assert!(
+        check["disagreements"].as_array().unwrap().is_empty(),
+        "{ctx}"
+    );
 }
 
 #[test]

@@ -86,7 +86,7 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<Exit> {
         ));
     }
     let l = info.lies;
-    if l.metrics_without_io || l.io_without_metrics || l.stale_gauges {
+    if l.any() {
         banner.push_str(&format!("  LYING ON PURPOSE: {l:?}\n"));
     }
     banner.push_str("Ctrl-C or SIGTERM stops it and removes the cache file.");

@@ -335,8 +335,8 @@ pub struct SummaryDoc {
     /// The included phases' statistics, also when the run is invalid.
     pub overall_measured: Option<PhaseSummary>,
     pub timing_error_budget: Option<TimingBudget>,
-    /// `verdict.json`'s content (the collectors crate's type).
-    pub verdict: Option<Value>,
+    /// `verdict.json`'s content, as the collectors write it.
+    pub verdict: Option<sparkhost_collectors::Verdict>,
     pub telemetry: TelemetryDoc,
     pub harness: HarnessCost,
     /// Present when the run had `--slo`.
@@ -468,6 +468,31 @@ mod tests {
         let c: ConfigDoc = read(&dir.join("config.json")).unwrap();
         assert_eq!(c.kv_mode.mode(), "cpu_disk");
         assert_eq!(c.phases[0].name, "warmup");
+    }
+
+    /// A verdict written before the cross-checks and KVBM v2 fields existed
+    /// reads into the typed field, the new figures empty.
+    #[test]
+    fn an_older_verdict_reads_typed() {
+        let s: SummaryDoc = serde_json::from_value(serde_json::json!({
+            "verdict": {
+                "run_valid": true,
+                "decision_grade": false,
+                "invalid_reason": null,
+                "reason_codes": ["DISK_TIER_NO_DISK_IO"],
+                "details": ["disk tier configured, but ..."],
+                "signals": {"kv_mode": "cpu_disk", "kvbm_metrics_available": true, "onboard_d2d_total": 3.0}
+            }
+        }))
+        .unwrap();
+        let v = s.verdict.unwrap();
+        assert_eq!(
+            v.reason_codes,
+            [sparkhost_collectors::ReasonCode::DiskTierNoDiskIo]
+        );
+        assert_eq!(v.signals.onboard_d2d_total, Some(3.0));
+        assert_eq!(v.signals.onboard_d2h_total, None);
+        assert!(v.cross_checks.phases.is_empty());
     }
 
     #[test]

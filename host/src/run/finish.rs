@@ -58,13 +58,21 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
         failed_requests: all.errors.values().sum(),
         by_kind: all.errors_by_kind(),
     };
+    let mut policy = plan.verdict_policy.clone();
+    if let Some(info) = &simulator {
+        // The simulator is the server: its own sizes and window are exact.
+        policy.kv_block_bytes = Some(info.block_bytes);
+        policy.kv_disk_block_bytes = Some(info.disk_slot_bytes);
+        policy.hit_rate_window_requests = u64::from(info.profile.cache_stats_max_requests);
+    }
     let verdict = crate::telemetry::verdict(
         plan.kv.mode,
         &telemetry,
+        &phases,
         errors,
         rd.path(),
         !validity.is_valid(),
-        plan.verdict_policy.clone(),
+        policy,
     );
     if let Err(e) = sparkhost_collectors::verdict::write(rd.path(), &verdict) {
         validity.invalidate(
@@ -140,7 +148,7 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
         overall_summary: Some(overall_summary),
         timing_error_budget: Some(overall_measured.timing_error_budget.clone()),
         overall_measured: Some(overall_measured),
-        verdict: Some(serde_json::to_value(&verdict)?),
+        verdict: Some(verdict),
         telemetry: TelemetryDoc {
             enabled: telemetry.enabled,
             sources: match telemetry.report.as_ref() {

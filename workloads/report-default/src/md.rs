@@ -189,6 +189,7 @@ pub fn render(run: &Run) -> String {
     identity(&mut s, run);
     timing(&mut s, run);
     verdict(&mut s, run);
+    cross_checks(&mut s, run);
     anomalies(&mut s, run);
     let _ = writeln!(
         s,
@@ -906,6 +907,154 @@ fn verdict(s: &mut String, run: &Run) {
         }
     }
     s.push('\n');
+}
+
+/// `verdict.json`'s `cross_checks`: each phase's reuse and disk figures from
+/// every source side by side, so a reader sees which source disagreed.
+fn cross_checks(s: &mut String, run: &Run) {
+    let Some(c) = run.verdict.as_ref().and_then(|v| v.get("cross_checks")) else {
+        return;
+    };
+    let Some(phases) = c.get("phases").and_then(Value::as_array) else {
+        return;
+    };
+    if phases.is_empty() {
+        return;
+    }
+    s.push_str(
+        "## Cross-checks
+
+",
+    );
+    let tol = |k: &str| {
+        format!(
+            "max({}, {} × the larger)",
+            json_num(c.pointer(&format!("/{k}/absolute"))),
+            json_num(c.pointer(&format!("/{k}/relative")))
+        )
+    };
+    let _ = writeln!(
+        s,
+        "Two figures agree within {} tokens or {} bytes. Hit-rate gauges cover KVBM's last N requests, not the phase.\n",
+        tol("tokens_tolerance"),
+        tol("bytes_tolerance")
+    );
+    let n = |p: &Value, path: &str| json_num(p.pointer(path));
+    let ratio = |p: &Value, path: &str| match p.pointer(path).and_then(Value::as_f64) {
+        Some(x) => pct(x, 1),
+        None => DASH.to_owned(),
+    };
+    let reuse: Vec<Vec<String>> = phases
+        .iter()
+        .map(|p| {
+            vec![
+                text(p.get("phase")),
+                format!(
+                    "{} / {}",
+                    n(p, "/reuse/client_cached_tokens"),
+                    n(p, "/reuse/client_prompt_tokens")
+                ),
+                ratio(p, "/reuse/client_reuse_ratio"),
+                format!(
+                    "{} / {}",
+                    n(p, "/reuse/frontend_cached_tokens"),
+                    n(p, "/reuse/frontend_input_tokens")
+                ),
+                ratio(p, "/reuse/frontend_reuse_ratio"),
+                n(p, "/reuse/kvbm_matched_tokens"),
+                n(p, "/reuse/kvbm_onboarded_tokens"),
+                format!(
+                    "{} / {}",
+                    n(p, "/reuse/host_only_onboarded_blocks"),
+                    n(p, "/reuse/disk_onboarded_blocks")
+                ),
+                format!(
+                    "{} (last {} req; phase {})",
+                    n(p, "/reuse/disk_hit_rate_after"),
+                    n(p, "/reuse/hit_rate_window/window_requests"),
+                    n(p, "/reuse/hit_rate_window/phase_requests")
+                ),
+            ]
+        })
+        .collect();
+    table_aligned(
+        s,
+        &[
+            "phase",
+            "client cached / prompt tok",
+            "client reuse",
+            "frontend cached / input tok",
+            "frontend reuse",
+            "KVBM matched tok",
+            "KVBM onboarded tok",
+            "host-only / disk blocks",
+            "disk hit-rate gauge",
+        ],
+        &reuse,
+        true,
+    );
+    let disk: Vec<Vec<String>> = phases
+        .iter()
+        .map(|p| {
+            let pair = |a: &str, b: &str| format!("{} / {}", n(p, a), n(p, b));
+            vec![
+                text(p.get("phase")),
+                pair("/disk/kvbm_read_bytes", "/disk/kvbm_write_bytes"),
+                pair("/disk/device_read_bytes", "/disk/device_write_bytes"),
+                pair("/disk/process_read_bytes", "/disk/process_write_bytes"),
+                pair("/disk/cgroup_read_bytes", "/disk/cgroup_write_bytes"),
+            ]
+        })
+        .collect();
+    table_aligned(
+        s,
+        &[
+            "phase",
+            "KVBM read / write B",
+            "device read / write B",
+            "process read / write B",
+            "cgroup read / write B",
+        ],
+        &disk,
+        true,
+    );
+    let mut lines = Vec::new();
+    for p in phases {
+        for d in p
+            .get("disagreements")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            lines.push(format!(
+                "- `{}` in {}: {} {} vs {} {}",
+                text(d.get("code")),
+                text(d.get("phase")),
+                text(d.get("figure")),
+                json_num(d.get("value")),
+                text(d.get("against")),
+                json_num(d.get("against_value"))
+            ));
+        }
+        for u in p
+            .get("unchecked")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            lines.push(format!(
+                "- not checked in {}: {}",
+                text(p.get("phase")),
+                text(Some(u))
+            ));
+        }
+    }
+    if lines.is_empty() {
+        s.push_str("Every figure present agrees.\n\n");
+    } else {
+        s.push_str(&lines.join("\n"));
+        s.push_str("\n\n");
+    }
 }
 
 fn anomalies(s: &mut String, run: &Run) {
