@@ -224,16 +224,42 @@ impl Default for Limits {
     }
 }
 
-/// Per-store state: WASI with nothing granted, limits, and the host services.
-pub struct State {
+/// Per-store state of every guest, workload or report generator: the WASI
+/// context [`guest_wasi`] made, the memory cap, the guest's label for logs,
+/// and what its world's host services need (`H`).
+pub struct GuestState<H> {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
-    tokens: Arc<TokenCounter>,
-    label: String,
+    pub(crate) limits: StoreLimits,
+    pub(crate) label: String,
+    host: H,
 }
 
-impl WasiView for State {
+impl<H> GuestState<H> {
+    pub(crate) fn new(wasi: WasiCtx, memory_bytes: u64, label: String, host: H) -> Self {
+        GuestState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: memory_cap(memory_bytes),
+            label,
+            host,
+        }
+    }
+
+    /// A guest's `log` import, whichever world it came through.
+    pub(crate) fn log(&self, level: tracing::Level, message: &str) {
+        let g = &self.label;
+        match level {
+            tracing::Level::TRACE => tracing::trace!(guest = %g, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(guest = %g, "{message}"),
+            tracing::Level::INFO => tracing::info!(guest = %g, "{message}"),
+            tracing::Level::WARN => tracing::warn!(guest = %g, "{message}"),
+            tracing::Level::ERROR => tracing::error!(guest = %g, "{message}"),
+        }
+    }
+}
+
+impl<H: Send> WasiView for GuestState<H> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -242,30 +268,33 @@ impl WasiView for State {
     }
 }
 
+/// A workload's store: its host services count tokens with the run's tokenizer.
+pub type State = GuestState<Arc<TokenCounter>>;
+
 impl wit::Host for State {}
 
 impl wit_host::Host for State {
     fn log(&mut self, level: wit_host::Level, message: String) {
-        let w = &self.label;
-        match level {
-            wit_host::Level::Trace => tracing::trace!(workload = %w, "{message}"),
-            wit_host::Level::Debug => tracing::debug!(workload = %w, "{message}"),
-            wit_host::Level::Info => tracing::info!(workload = %w, "{message}"),
-            wit_host::Level::Warn => tracing::warn!(workload = %w, "{message}"),
-            wit_host::Level::Error => tracing::error!(workload = %w, "{message}"),
-        }
+        let level = match level {
+            wit_host::Level::Trace => tracing::Level::TRACE,
+            wit_host::Level::Debug => tracing::Level::DEBUG,
+            wit_host::Level::Info => tracing::Level::INFO,
+            wit_host::Level::Warn => tracing::Level::WARN,
+            wit_host::Level::Error => tracing::Level::ERROR,
+        };
+        GuestState::log(self, level, &message);
     }
 
     fn count_tokens(&mut self, text: String) -> u32 {
-        self.tokens.count(&text)
+        self.host.count(&text)
     }
 
     fn fit_to_tokens(&mut self, text: String, target: u32, filler: String) -> String {
-        self.tokens.fit(&text, target, &filler)
+        self.host.fit(&text, target, &filler)
     }
 
     fn tokenizer_id(&mut self) -> String {
-        self.tokens.id()
+        self.host.id()
     }
 }
 
@@ -425,13 +454,7 @@ impl Sandbox {
             u128::from(seed),
         )?;
         let label = file_label(&w.path);
-        let state = State {
-            wasi,
-            table: ResourceTable::new(),
-            limits: memory_cap(self.limits.memory_bytes),
-            tokens,
-            label: label.clone(),
-        };
+        let state = State::new(wasi, self.limits.memory_bytes, label.clone(), tokens);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(ticks(self.limits.call_timeout));

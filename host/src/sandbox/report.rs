@@ -10,12 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Store, StoreLimits};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::Store;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::{Sandbox, SandboxError, file_label, guest_wasi, memory_cap, read_component, ticks};
+use super::{Sandbox, SandboxError, file_label, guest_wasi, read_component, ticks};
 use crate::digest::sha256_hex;
 
 mod bindings {
@@ -52,34 +51,21 @@ impl Default for ReportLimits {
     }
 }
 
-pub struct ReportState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
-    label: String,
-}
-
-impl WasiView for ReportState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
+/// A report generator's store: no host services beyond `log`.
+pub type ReportState = super::GuestState<()>;
 
 impl wit::Host for ReportState {}
 
 impl wit_host::Host for ReportState {
     fn log(&mut self, level: wit_host::Level, message: String) {
-        let g = &self.label;
-        match level {
-            wit_host::Level::Trace => tracing::trace!(generator = %g, "{message}"),
-            wit_host::Level::Debug => tracing::debug!(generator = %g, "{message}"),
-            wit_host::Level::Info => tracing::info!(generator = %g, "{message}"),
-            wit_host::Level::Warn => tracing::warn!(generator = %g, "{message}"),
-            wit_host::Level::Error => tracing::error!(generator = %g, "{message}"),
-        }
+        let level = match level {
+            wit_host::Level::Trace => tracing::Level::TRACE,
+            wit_host::Level::Debug => tracing::Level::DEBUG,
+            wit_host::Level::Info => tracing::Level::INFO,
+            wit_host::Level::Warn => tracing::Level::WARN,
+            wit_host::Level::Error => tracing::Level::ERROR,
+        };
+        super::GuestState::log(self, level, &message);
     }
 }
 
@@ -221,12 +207,7 @@ impl<'a> ReportRuntime<'a> {
         let seed = sha256_hex(b"sparkhost-report").into_bytes();
         let wasi = guest_wasi(run_dir.map(|dir| (dir, RUN_DIR)), &stderr, seed, 0)?;
         let label = file_label(&g.path);
-        let state = ReportState {
-            wasi,
-            table: ResourceTable::new(),
-            limits: memory_cap(self.limits.memory_bytes),
-            label: label.clone(),
-        };
+        let state = ReportState::new(wasi, self.limits.memory_bytes, label.clone(), ());
         let mut store = Store::new(self.sandbox.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(ticks(self.limits.call_timeout));
