@@ -14,11 +14,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         plan,
         sandbox,
         workload,
+        checker,
         client,
         tokens,
     } = RunPlan::resolve(args)?;
     let rd = RunDir::create(&plan.results_root, &plan.run_id)?;
-    let outcome = execute::execute(&plan, workload, client, tokens, &rd).await?;
+    let outcome = execute::execute(&plan, workload, checker, client, tokens, &rd).await?;
     let finished = finish::finish(&plan, &rd, outcome).await?;
     drop(sandbox);
     Ok(if finished.validity.is_valid() {

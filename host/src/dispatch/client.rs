@@ -131,6 +131,15 @@ fn mentions_prompt_limit(message: &str) -> bool {
     m.contains("max_num_tokens") || m.contains("maximum context length")
 }
 
+/// The answer to [`Client::plain`].
+#[derive(Debug, Clone)]
+pub struct Plain {
+    pub status: StatusCode,
+    /// The `Server` header.
+    pub server: Option<String>,
+    pub body: Bytes,
+}
+
 /// HTTP/1.1 keep-alive client for one endpoint.
 #[derive(Clone)]
 pub struct Client {
@@ -160,25 +169,44 @@ impl Client {
 
     /// A plain GET returning status and body (for `/v1/models`, `/health`).
     pub async fn get(&self, path: &str) -> Result<(StatusCode, Bytes), String> {
-        let request = self.pool.endpoint.request("GET", path, false, b"");
-        let expiry = tokio::time::sleep(self.timeout.min(Duration::from_secs(30)));
+        self.plain("GET", path, b"", self.timeout.min(Duration::from_secs(30)))
+            .await
+            .map(|r| (r.status, r.body))
+    }
+
+    /// A plain request (JSON body, may be empty) and its whole answer within
+    /// `limit`, for requests off the timing path: `/version`, a KV reset.
+    pub async fn plain(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        limit: Duration,
+    ) -> Result<Plain, String> {
+        let request = self.pool.endpoint.request(method, path, false, body);
+        let expiry = tokio::time::sleep(limit);
         tokio::pin!(expiry);
         let (mut resp, _) = self
             .start(&request, expiry.as_mut())
             .await
-            .map_err(|e| format!("GET {}{path}: {e}", self.base))?;
+            .map_err(|e| format!("{method} {}{path}: {e}", self.base))?;
         let mut body = Vec::new();
         loop {
             match resp.next(expiry.as_mut()).await {
                 Ok(Some(_)) => body.extend_from_slice(resp.data()),
                 Ok(None) => break,
-                Err(e) => return Err(format!("GET {}{path}: body: {e}", self.base)),
+                Err(e) => return Err(format!("{method} {}{path}: body: {e}", self.base)),
             }
         }
         let status = StatusCode::from_u16(resp.head.status)
-            .map_err(|_| format!("GET {path}: bad status {}", resp.head.status))?;
+            .map_err(|_| format!("{method} {path}: bad status {}", resp.head.status))?;
+        let server = resp.head.server.clone();
         resp.finish(&self.pool);
-        Ok((status, body.into()))
+        Ok(Plain {
+            status,
+            server,
+            body: body.into(),
+        })
     }
 
     /// Opens up to `n` keep-alive connections before a run, by sending `n`
