@@ -341,6 +341,11 @@ pub struct SimArgs {
     /// Hugging Face tokenizer.json for prompt tokens (default: heuristic).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// A `sparkhost calibrate-disk` profile: the disk tier's read and write
+    /// bandwidth become its measured block-sized random figures (an explicit
+    /// --set wins).
+    #[arg(long)]
+    pub device_profile: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -439,7 +444,11 @@ pub struct RunArgs {
     #[arg(long = "data")]
     pub data: Vec<PathBuf>,
     /// Preflight: the engine's input limit in tokens; prompts that cannot fit
-    /// fail the run before anything is sent. 0 turns preflight off.
+    /// fail the run. The whole plan is checked before anything is sent
+    /// (a second workload instance plans it to its end); where the plan
+    /// waits for responses, the rest is checked as it is planned and the
+    /// first offender stops the run (summary.json's preflight.whole_plan
+    /// says which). 0 turns preflight off.
     #[arg(long, default_value_t = 8192)]
     pub engine_max_input_tokens: u32,
     /// Preflight: tokens kept free for special tokens and the chat template.

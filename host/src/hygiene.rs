@@ -194,7 +194,14 @@ async fn post_reset(method: &str, url: &str, timeout: Duration) -> KvResetDoc {
             return doc;
         }
     };
-    match client.plain("POST", "", b"{}", timeout).await {
+    // The client puts the URL's path before every request path; a URL
+    // without one still needs a request target.
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let has_path = rest
+        .split_once('/')
+        .is_some_and(|(_, p)| !p.trim_end_matches('/').is_empty());
+    let path = if has_path { "" } else { "/" };
+    match client.plain("POST", path, b"{}", timeout).await {
         Ok(r) => {
             doc.status = Some(i64::from(r.status.as_u16()));
             doc.output = cut(

@@ -1,6 +1,8 @@
-//! The live part of a run: waits for the model, writes `config.json` and
-//! `manifest.json` once, and owns every thread and task until the last
-//! request is recorded — the plan feed (thread), the recorder (thread), the
+//! The live part of a run: waits for the model, checks the whole plan
+//! (preflight, a second workload instance on its own thread), writes
+//! `config.json` and `manifest.json` once, resets and primes the KV cache
+//! when asked, and owns every thread and task until the last request is
+//! recorded — the plan feed (thread), the recorder (thread), the
 //! dispatcher, the model watcher and the Ctrl-C handler (tasks). Returns one
 //! [`RunOutcome`]; nothing here decides what the run means.
 
