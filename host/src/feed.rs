@@ -30,6 +30,9 @@ pub struct FeedConfig {
     pub lookahead: usize,
     /// Refuse prompts that cannot fit the engine (the seed's guardrail).
     pub preflight: Option<Preflight>,
+    /// The whole-plan check already failed: plan and record the initial
+    /// window as usual, send nothing.
+    pub refuse: bool,
 }
 
 /// `prompt tokens ≤ engine_max_input_tokens − max_tokens − safety_margin`.
@@ -243,7 +246,10 @@ pub fn spawn(
                 ids: HashSet::new(),
                 seq: 0,
                 started: false,
-                preflight: PreflightReport::default(),
+                preflight: PreflightReport {
+                    failed: cfg.refuse,
+                    ..Default::default()
+                },
                 prompts_seen: HashSet::new(),
             };
             let mut init = Some(init_tx);

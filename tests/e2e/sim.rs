@@ -685,10 +685,13 @@ fn a_late_over_long_prompt_is_refused_before_anything_is_sent() {
     let trace = d.results.path().join("trace.jsonl");
     let rows: String = (0..40)
         .map(|i| {
-            let len = if i == 34 { 3000 } else { 64 };
+            // 64-token blocks: one for a short prompt, 47 for the long one.
+            let (len, blocks) = if i == 34 { (3000, 47) } else { (64, 1) };
+            let ids: Vec<String> = (0..blocks).map(|k| (i * 1000 + k).to_string()).collect();
             format!(
-                "{{\"timestamp\": {}, \"input_length\": {len}, \"output_length\": 4, \"hash_ids\": [{i}]}}\n",
-                i * 5
+                "{{\"timestamp\": {}, \"input_length\": {len}, \"output_length\": 4, \"hash_ids\": [{}]}}\n",
+                i * 5,
+                ids.join(", ")
             )
         })
         .collect();

@@ -183,6 +183,7 @@ async fn drive(phases: &[(&str, LoadModel)], script: Vec<Step>, lookahead: usize
             batch_max: 1,
             lookahead,
             preflight: None,
+            refuse: false,
         },
         tokens.clone(),
         rd.jsonl("request_manifest.jsonl").unwrap(),

@@ -180,35 +180,9 @@ pub async fn execute(
         (Some(c), Some(pf)) => Some(whole_plan(c, pf, tokens.clone(), plan.feed.batch_max).await?),
         _ => None,
     };
-    if let Some(w) = whole.as_ref().filter(|w| w.failed) {
-        let wp = w.whole_plan.clone().unwrap_or_default();
-        write_docs(
-            plan,
-            rd,
-            Some(&model),
-            Some(w),
-            sim_info,
-            server_build.as_ref(),
-        )?;
-        validity.invalidate(
-            InvalidReason::PromptPreflightFailed,
-            format!(
-                "{} of {} planned requests cannot fit the engine (the whole plan was checked before the first send); nothing was sent (lower the prompt sizes or max tokens, or set --engine-max-input-tokens to the engine's real limit)",
-                wp.failure_count, wp.checked
-            ),
-        );
-        validity.invalid_details.extend(w.errors.iter().cloned());
-        let mut out = RunOutcome::empty(plan, Some(model), validity);
-        out.dispatch = DispatchDoc {
-            planned: wp.checked,
-            unsent: wp.checked,
-            ..Default::default()
-        };
-        out.preflight = Some(w.clone());
-        out.telemetry = telemetry;
-        out.sim = sim;
-        return Ok(out);
-    }
+    // A failed whole-plan check still lets the feed plan and record the
+    // initial window (the manifest shows what was planned), sending nothing.
+    let whole_failed = whole.as_ref().filter(|w| w.failed).cloned();
     let whole_plan_doc = whole.and_then(|w| w.whole_plan);
 
     let mut feed = feed::spawn(
@@ -221,6 +195,7 @@ pub async fn execute(
             batch_max: plan.feed.batch_max,
             lookahead: plan.feed.lookahead,
             preflight: plan.feed.preflight,
+            refuse: whole_failed.is_some(),
         },
         tokens.clone(),
         rd.jsonl("request_manifest.jsonl")?,
@@ -234,7 +209,17 @@ pub async fn execute(
         drop(feed.requests);
         drop(feed.responses);
         let mut report = join_feed(feed.thread).await?;
-        report.preflight.whole_plan = whole_plan_doc.clone();
+        // The whole plan's offenders, not only the window's.
+        let planned = match whole_failed {
+            Some(w) => {
+                report.preflight = w;
+                report.planned.max(report.preflight.checked)
+            }
+            None => {
+                report.preflight.whole_plan = whole_plan_doc.clone();
+                report.planned
+            }
+        };
         write_docs(
             plan,
             rd,
@@ -247,7 +232,7 @@ pub async fn execute(
             InvalidReason::PromptPreflightFailed,
             format!(
                 "{} of {} planned requests cannot fit the engine; nothing was sent (lower the prompt sizes or max tokens, or set --engine-max-input-tokens to the engine's real limit)",
-                report.preflight.failure_count, report.planned
+                report.preflight.failure_count, planned
             ),
         );
         validity
@@ -255,9 +240,9 @@ pub async fn execute(
             .extend(report.preflight.errors.iter().cloned());
         let mut out = RunOutcome::empty(plan, Some(model), validity);
         out.dispatch = DispatchDoc {
-            planned: report.planned,
+            planned,
             initially_planned,
-            unsent: report.planned,
+            unsent: planned,
             ..Default::default()
         };
         out.preflight = Some(report.preflight);
