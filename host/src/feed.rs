@@ -233,6 +233,7 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("plan-feed".into())
         .spawn(move || {
+            let refuse = cfg.refuse;
             let mut state = FeedState {
                 cfg,
                 tokens,
@@ -247,7 +248,7 @@ pub fn spawn(
                 seq: 0,
                 started: false,
                 preflight: PreflightReport {
-                    failed: cfg.refuse,
+                    failed: refuse,
                     ..Default::default()
                 },
                 prompts_seen: HashSet::new(),
