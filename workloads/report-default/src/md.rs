@@ -285,7 +285,7 @@ fn fingerprint(s: &mut String, run: &Run) {
         ],
         vec![
             "server build".to_owned(),
-            match m.get("server_build").filter(|v| v.is_object()) {
+            match m.get("server_build").filter(|v| !v.is_null()) {
                 Some(b) => format!(
                     "Server header {}; /version {}",
                     text(b.get("server_header")),
@@ -295,6 +295,9 @@ fn fingerprint(s: &mut String, run: &Run) {
                         None => format!("not served (HTTP {})", text(b.get("version_status"))),
                     }
                 ),
+                // Absent: written before sparkhost recorded it; null: the
+                // server said nothing about its build.
+                None if m.get("server_build").is_none() => "not recorded".to_owned(),
                 None => "not exposed by the server".to_owned(),
             },
         ],
