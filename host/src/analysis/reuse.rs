@@ -24,8 +24,8 @@ pub struct ReusedPair {
     /// Distinct prompts of the later run the earlier one also sent.
     pub shared_prompts: u64,
     pub later_distinct_prompts: u64,
-    /// The later run began with a successful KV reset: nothing of the
-    /// earlier run could still be cached.
+    /// The later run began with an empty cache (a successful KV reset, or
+    /// an in-process simulator): nothing of the earlier run could be cached.
     pub later_kv_reset: bool,
 }
 
@@ -69,13 +69,17 @@ fn prompts(dir: &Path) -> Option<(HashSet<String>, bool)> {
     Some((set, false))
 }
 
+/// The run began with an empty KV cache: a successful KV reset, or an
+/// in-process simulator (`--endpoint sim…`), which is a new engine per run.
 fn reset_ok(dir: &Path) -> bool {
-    crate::results::documents::read::<crate::results::documents::SummaryDoc>(
-        &dir.join("summary.json"),
-    )
-    .ok()
-    .and_then(|s| s.kv_reset)
-    .is_some_and(|r| r.ok)
+    use crate::results::documents::{ConfigDoc, SummaryDoc, read};
+    let fresh_sim = read::<ConfigDoc>(&dir.join("config.json"))
+        .is_ok_and(|c| crate::simulate::endpoint_profile(&c.base_url).is_some());
+    fresh_sim
+        || read::<SummaryDoc>(&dir.join("summary.json"))
+            .ok()
+            .and_then(|s| s.kv_reset)
+            .is_some_and(|r| r.ok)
 }
 
 /// Every (earlier, later) pair of runs, in creation order, that shares
@@ -180,8 +184,11 @@ mod tests {
         assert!(!r.flagged && r.pairs[0].later_kv_reset, "{r:?}");
         let b = run(d.path(), "b", "2026-01-01T00:01:00Z", &["p2"], Some(false));
         assert!(
-            cross_run_prompt_reuse(&[a, b]).flagged,
+            cross_run_prompt_reuse(&[a.clone(), b.clone()]).flagged,
             "a failed reset is no reset"
         );
+        // An in-process simulator is a new engine per run.
+        std::fs::write(b.dir.join("config.json"), r#"{"base_url":"sim:tiny"}"#).unwrap();
+        assert!(!cross_run_prompt_reuse(&[a, b]).flagged);
     }
 }
