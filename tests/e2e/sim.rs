@@ -629,18 +629,29 @@ fn calibrate_disk_sets_the_ceiling_a_b2_run_is_measured_against() {
     assert_eq!(c["same_device"], true, "{c:#}");
     assert_eq!(c["random_read_gbps"].as_f64(), Some(rand));
     assert_eq!(c["simulated"], true);
-    let best = &c["best"];
-    let achieved = best["achieved_read_gbps"].as_f64().unwrap();
-    assert!(achieved > 0.0, "{c:#}");
-    let frac = best["fraction_of_random_read"].as_f64().unwrap();
-    assert!((frac - achieved / rand).abs() < 1e-9, "{c:#}");
     let statement = c["statement"].as_str().unwrap();
-    assert!(
-        statement.starts_with(&format!(
-            "the SSD tier delivered {achieved:.2} GB/s of {rand:.2} GB/s measured"
-        )),
-        "{statement}"
-    );
+    let best = &c["best"];
+    match best["achieved_read_gbps"].as_f64() {
+        Some(achieved) => {
+            assert!(achieved > 0.0, "{c:#}");
+            let frac = best["fraction_of_random_read"].as_f64().unwrap();
+            assert!((frac - achieved / rand).abs() < 1e-9, "{c:#}");
+            assert!(
+                statement.starts_with(&format!(
+                    "the SSD tier delivered {achieved:.2} GB/s of {rand:.2} GB/s measured"
+                )),
+                "{statement}"
+            );
+        }
+        // A few MiB from a loop device whose image is in the page cache can
+        // take under one 1 ms io_ticks tick: then no bandwidth is claimed.
+        None => {
+            let p = &c["phases"][0];
+            assert!(p["read_bytes"].as_u64().unwrap() > 0, "{c:#}");
+            assert_eq!(p["busy_s"], 0.0, "{c:#}");
+            assert!(statement.contains("too briefly"), "{statement}");
+        }
+    }
     assert!(c["host_tier_note"].as_str().unwrap().contains("LPDDR5x"));
     // The simulator's disk bandwidth is the measured one.
     assert_eq!(
