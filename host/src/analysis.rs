@@ -8,6 +8,7 @@
 //! - [`slo`]: SLO parsing and goodput (pure functions over request rows).
 //! - [`summarize`]: one row per run, as a table and `summary.csv`.
 //! - [`compare`]: paired differences with intervals and an order-effect check.
+//! - [`reuse`]: prompts resent across runs without a KV reset (compare, matrix).
 //! - [`matrix`]: `matrix.toml`, its cells and `matrix_index.json`.
 //! - [`search`]: bracketing + bisection over concurrency or rate.
 //! - [`launch`]: `sparkhost run` as a child process.
@@ -17,6 +18,7 @@ pub mod compare;
 pub mod html;
 pub mod launch;
 pub mod matrix;
+pub mod reuse;
 pub mod rundoc;
 pub mod search;
 pub mod slo;

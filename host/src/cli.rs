@@ -55,6 +55,99 @@ pub enum Command {
     Search(Box<SearchArgs>),
     /// Serve a SIMULATED engine (KV tiers GPU/host/disk, KVBM metrics, real disk I/O) until Ctrl-C.
     Sim(Box<SimArgs>),
+    /// Measure a disk's O_DIRECT read and write bandwidth into a device profile (the KV disk's physical ceiling).
+    CalibrateDisk(CalibrateDiskArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateDiskArgs {
+    /// A directory on the disk to measure (the KV cache directory's disk).
+    /// A test file is written there and removed; it must allow O_DIRECT.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Test file size: bytes or K/M/G/T (binary), 1M..=1T.
+    #[arg(long, default_value = "1G", value_parser = parse_bytes)]
+    pub size: u64,
+    /// Random read/write I/O size, a multiple of 4K up to 64M; set it to
+    /// the engine's KV block bytes for the figure a run is compared with.
+    #[arg(long, default_value = "1M", value_parser = parse_bytes)]
+    pub block_size: u64,
+    /// Sequential read/write I/O size, a multiple of 4K up to 64M.
+    #[arg(long, default_value = "1M", value_parser = parse_bytes)]
+    pub seq_block_size: u64,
+    /// I/Os in flight (one thread each), 1..=256.
+    #[arg(long, default_value_t = crate::limits::CALIBRATE_QUEUE_DEPTH)]
+    pub queue_depth: u32,
+    /// Longest each of the four tests runs (1s..=1h); a test stopped early
+    /// says so in the profile.
+    #[arg(long, default_value = crate::limits::CALIBRATE_TEST_SECS_FLAG, value_parser = parse_duration)]
+    pub max_test_time: Duration,
+    /// Seeds the random offsets and the written bytes.
+    #[arg(long, default_value_t = 1337)]
+    pub seed: u64,
+    /// Where the device profile (JSON, docs/schema/device_profile.schema.json) is written.
+    #[arg(long, short = 'o', default_value = "device-profile.json")]
+    pub output: PathBuf,
+}
+
+/// Accepts `4096`, `4K`, `1M`, `1G`, `1T` (binary units; `KiB` etc. too).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 4096, 64K, 1M or 2G"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("{s:?}: unknown unit; use K, M, G or T")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is larger than 2^64 bytes"))
+}
+
+/// Cache hygiene around a run: a KV reset before it, a warm-up that primes
+/// the tiers, and the disk ceiling to compare with.
+#[derive(Debug, Clone, Args)]
+pub struct HygieneArgs {
+    /// POST this URL before the first phase to empty the KV cache (a 2xx
+    /// answer is required; its status and body go into summary.json).
+    #[arg(long, conflicts_with_all = ["kv_reset_command", "kv_reset_sim"])]
+    pub kv_reset_url: Option<String>,
+    /// Run this command (`sh -c`) before the first phase to empty the KV
+    /// cache, e.g. a stack profile's reset; exit status 0 is required.
+    #[arg(long, conflicts_with = "kv_reset_sim")]
+    pub kv_reset_command: Option<String>,
+    /// Empty the simulator's KV tiers (`POST /reset`) before the first
+    /// phase: the in-process one (`--endpoint sim…`) or a `sparkhost sim`
+    /// at --endpoint.
+    #[arg(long)]
+    pub kv_reset_sim: bool,
+    /// Longest a KV reset may take (1s..=1h).
+    #[arg(long, default_value = crate::limits::KV_RESET_TIMEOUT_FLAG, value_parser = parse_duration)]
+    pub kv_reset_timeout: Duration,
+    /// Warm-up before the measured phases: send distinct filler prompts
+    /// (never the workload's) totalling this many prompt tokens, so the KV
+    /// tiers start at steady pressure instead of empty. Size it past the
+    /// tiers' capacity. Not in requests.jsonl; summary.json's `prime` says
+    /// what was sent. 0 = off; at most 100,000,000.
+    #[arg(long, default_value_t = 0)]
+    pub prime_tokens: u64,
+    /// Prompt tokens per warm-up request (1..=1,048,576).
+    #[arg(long, default_value_t = crate::limits::PRIME_PROMPT_TOKENS)]
+    pub prime_prompt_tokens: u32,
+    /// Warm-up requests in flight (1..=1024).
+    #[arg(long, default_value_t = crate::limits::PRIME_CONCURRENCY)]
+    pub prime_concurrency: u32,
+    /// A `sparkhost calibrate-disk` profile of the KV disk: summary.json's
+    /// `disk_ceiling` sets each phase's disk read bandwidth against it, and
+    /// a simulator endpoint takes its disk bandwidths from it.
+    #[arg(long)]
+    pub device_profile: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -367,6 +460,11 @@ pub struct SimArgs {
     /// Hugging Face tokenizer.json for prompt tokens (default: heuristic).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// A `sparkhost calibrate-disk` profile: the disk tier's read and write
+    /// bandwidth become its measured block-sized random figures (an explicit
+    /// --set wins).
+    #[arg(long)]
+    pub device_profile: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -453,7 +551,11 @@ pub struct RunArgs {
     /// Seed handed to the workload and the open-loop schedule.
     #[arg(long, default_value_t = 1337)]
     pub seed: u64,
-    /// Hugging Face tokenizer.json for token counting and fitting (default: heuristic).
+    /// Hugging Face tokenizer.json, or a model directory holding one (its
+    /// tokenizer_config.json's chat template is recorded), for token counting
+    /// and fitting. Default: the model directory when the server's
+    /// /v1/models names a local path that has a tokenizer.json; else a
+    /// heuristic (its id says so).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Grant this file read-only to the workload at /data/<file name> (repeatable).
@@ -461,7 +563,11 @@ pub struct RunArgs {
     #[arg(long = "data")]
     pub data: Vec<PathBuf>,
     /// Preflight: the engine's input limit in tokens; prompts that cannot fit
-    /// fail the run before anything is sent. 0 turns preflight off.
+    /// fail the run. The whole plan is checked before anything is sent
+    /// (a second workload instance plans it to its end); where the plan
+    /// waits for responses, the rest is checked as it is planned and the
+    /// first offender stops the run (summary.json's preflight.whole_plan
+    /// says which). 0 turns preflight off.
     #[arg(long, default_value_t = 8192)]
     pub engine_max_input_tokens: u32,
     /// Preflight: tokens kept free for special tokens and the chat template.
@@ -508,6 +614,8 @@ pub struct RunArgs {
     pub prewarm_connections: Option<usize>,
     #[command(flatten)]
     pub sim: SimEndpointArgs,
+    #[command(flatten)]
+    pub hygiene: HygieneArgs,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
     #[command(flatten)]
@@ -602,6 +710,17 @@ mod tests {
                 .unwrap_err()
                 .contains("not a duration")
         );
+    }
+
+    #[test]
+    fn sizes_take_binary_units_and_refuse_the_rest() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64K"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_bytes("2g"), Ok(2 << 30));
+        assert!(parse_bytes("1.5G").is_err());
+        assert!(parse_bytes("1X").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("99999999999T").unwrap_err().contains("2^64"));
     }
 
     #[test]

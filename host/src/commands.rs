@@ -1,6 +1,7 @@
 //! One module per subcommand; each returns the process exit status.
 
 pub mod bench;
+pub mod calibrate_disk;
 pub mod compare;
 pub mod inspect;
 pub mod matrix;

@@ -31,6 +31,9 @@ pub enum InvalidReason {
     ErrorRateAboveThreshold,
     /// A KV tier is on but no KVBM metrics could be read (seed reason).
     KvbmMetricsUnavailable,
+    /// `--kv-reset-*` was asked for and the reset failed: the cache may
+    /// hold an earlier run's KV, so nothing was sent.
+    KvResetFailed,
 }
 
 impl InvalidReason {
@@ -47,6 +50,7 @@ impl InvalidReason {
             InvalidReason::NoSuccessfulRequests => "no_successful_requests",
             InvalidReason::ErrorRateAboveThreshold => "error_rate_above_threshold",
             InvalidReason::KvbmMetricsUnavailable => "kvbm_metrics_unavailable",
+            InvalidReason::KvResetFailed => "kv_reset_failed",
         }
     }
 }

@@ -30,6 +30,9 @@ pub struct FeedConfig {
     pub lookahead: usize,
     /// Refuse prompts that cannot fit the engine (the seed's guardrail).
     pub preflight: Option<Preflight>,
+    /// The whole-plan check already failed: plan and record the initial
+    /// window as usual, send nothing.
+    pub refuse: bool,
 }
 
 /// `prompt tokens ≤ engine_max_input_tokens − max_tokens − safety_margin`.
@@ -52,6 +55,142 @@ pub struct PreflightReport {
     pub failure_count: u64,
     /// The first 20 offending requests.
     pub errors: Vec<String>,
+    /// The whole-plan check made before the first send, and what it
+    /// guarantees; `None` when preflight was off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whole_plan: Option<WholePlan>,
+}
+
+/// The dry run of the whole plan before anything is sent: a second
+/// instance of the workload, same seed and params, planned to its end
+/// through the preflight check, keeping nothing but counts and the first
+/// offenders (so its memory is bounded whatever the plan's length).
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(default)]
+pub struct WholePlan {
+    /// Requests the dry run planned and checked.
+    pub checked: u64,
+    pub failure_count: u64,
+    /// The dry run reached the plan's end: every request the run will send
+    /// was checked before the first send.
+    pub complete: bool,
+    /// Why it did not (the workload waits for responses, the cap, an error).
+    pub stopped: Option<String>,
+    /// What the run guarantees, in one sentence.
+    pub guarantee: String,
+}
+
+/// The preflight rule for one request; the violation's text names it.
+fn preflight_violation(
+    pf: Preflight,
+    id: &str,
+    max_tokens: u32,
+    prompt_tokens: u32,
+) -> Option<String> {
+    let ceiling = i64::from(pf.engine_max_input_tokens)
+        - i64::from(max_tokens)
+        - i64::from(pf.input_token_safety_margin);
+    if ceiling <= 0 {
+        Some(format!(
+            "{id}: max_tokens {max_tokens} + safety margin {} leave no room under the engine's {} input tokens",
+            pf.input_token_safety_margin, pf.engine_max_input_tokens
+        ))
+    } else if i64::from(prompt_tokens) > ceiling {
+        Some(format!(
+            "{id}: {prompt_tokens} prompt tokens > ceiling {ceiling} (engine {} − max_tokens {max_tokens} − margin {})",
+            pf.engine_max_input_tokens, pf.input_token_safety_margin
+        ))
+    } else {
+        None
+    }
+}
+
+fn prompt_tokens(tokens: &TokenCounter, p: &Prompt) -> u32 {
+    match p {
+        Prompt::Text(t) => tokens.count(t),
+        Prompt::Chat(m) => m.iter().map(|m| tokens.count(&m.content)).sum(),
+    }
+}
+
+/// Plans the whole run with `planner` (a fresh instance, never sent from)
+/// and checks every request against `pf`, up to `max` requests. Into
+/// `report` go the failure count and the first 20 offenders.
+pub fn check_whole_plan(
+    planner: &mut dyn Planner,
+    pf: Preflight,
+    tokens: &TokenCounter,
+    batch_max: u32,
+    max: u64,
+    report: &mut PreflightReport,
+) -> WholePlan {
+    let mut w = WholePlan::default();
+    let stopped = loop {
+        if w.checked >= max {
+            break Some(format!(
+                "the dry run stopped at its cap of {max} requests (limits::PREFLIGHT_PLAN_MAX)"
+            ));
+        }
+        let batch = match planner.next_batch(batch_max) {
+            Ok(b) => b,
+            Err(e) => break Some(format!("the workload failed while planning: {e}")),
+        };
+        let n = batch.requests.len();
+        for r in batch.requests {
+            w.checked += 1;
+            if let Some(m) = invalid(&r) {
+                // The run's own feed refuses it the same way, before its send.
+                break_invalid(&mut w, m);
+                return finish_whole(w, report);
+            }
+            let pt = prompt_tokens(tokens, &r.prompt);
+            if let Some(v) = preflight_violation(pf, &r.id, r.generation.max_tokens, pt) {
+                w.failure_count += 1;
+                if report.errors.len() < 20 {
+                    report.errors.push(v);
+                }
+            }
+        }
+        if batch.done {
+            break None;
+        }
+        if n == 0 {
+            break Some(format!(
+                "after {} requests the workload waits for responses (its next requests depend on answers)",
+                w.checked
+            ));
+        }
+    };
+    w.complete = stopped.is_none();
+    w.stopped = stopped;
+    finish_whole(w, report)
+}
+
+fn break_invalid(w: &mut WholePlan, m: String) {
+    w.stopped = Some(format!("the workload planned an invalid request: {m}"));
+}
+
+fn finish_whole(mut w: WholePlan, report: &mut PreflightReport) -> WholePlan {
+    w.guarantee = if w.complete {
+        format!(
+            "every one of the {} planned requests was checked before the first send",
+            w.checked
+        )
+    } else {
+        format!(
+            "the first {} planned requests were checked before the first send ({}); each later one is checked when it is planned, and the first that cannot fit stops the run (prompt_preflight_failed) with what was sent before it kept",
+            w.checked,
+            w.stopped.as_deref().unwrap_or("")
+        )
+    };
+    if w.failure_count > 0 {
+        report.failed = true;
+        report.failure_count = report.failure_count.max(w.failure_count);
+        report.checked = report.checked.max(w.checked);
+    }
+    report.whole_plan = Some(w.clone());
+    w
 }
 
 /// The state of planning when dispatch may begin.
@@ -94,6 +233,7 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("plan-feed".into())
         .spawn(move || {
+            let refuse = cfg.refuse;
             let mut state = FeedState {
                 cfg,
                 tokens,
@@ -107,7 +247,10 @@ pub fn spawn(
                 ids: HashSet::new(),
                 seq: 0,
                 started: false,
-                preflight: PreflightReport::default(),
+                preflight: PreflightReport {
+                    failed: refuse,
+                    ..Default::default()
+                },
                 prompts_seen: HashSet::new(),
             };
             let mut init = Some(init_tx);
@@ -341,33 +484,10 @@ impl FeedState {
             &params,
             &payload,
         );
-        let prompt_tokens_est = match &r.prompt {
-            Prompt::Text(t) => self.tokens.count(t),
-            Prompt::Chat(m) => m.iter().map(|m| self.tokens.count(&m.content)).sum(),
-        };
+        let prompt_tokens_est = prompt_tokens(&self.tokens, &r.prompt);
         let violation = self.cfg.preflight.and_then(|pf| {
             self.preflight.checked += 1;
-            let ceiling = i64::from(pf.engine_max_input_tokens)
-                - i64::from(r.generation.max_tokens)
-                - i64::from(pf.input_token_safety_margin);
-            if ceiling <= 0 {
-                Some(format!(
-                    "{}: max_tokens {} + safety margin {} leave no room under the engine's {} input tokens",
-                    r.id, r.generation.max_tokens, pf.input_token_safety_margin, pf.engine_max_input_tokens
-                ))
-            } else if i64::from(prompt_tokens_est) > ceiling {
-                Some(format!(
-                    "{}: {} prompt tokens > ceiling {} (engine {} − max_tokens {} − margin {})",
-                    r.id,
-                    prompt_tokens_est,
-                    ceiling,
-                    pf.engine_max_input_tokens,
-                    r.generation.max_tokens,
-                    pf.input_token_safety_margin
-                ))
-            } else {
-                None
-            }
+            preflight_violation(pf, &r.id, r.generation.max_tokens, prompt_tokens_est)
         });
         let labels: BTreeMap<String, String> = r.labels.iter().cloned().collect();
         let counter = self.per_phase.entry(r.phase.clone()).or_default();

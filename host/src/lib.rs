@@ -26,15 +26,21 @@
 //! - [`truth`]: a ground-truth server that streams on an exact schedule (benchmarks).
 //! - [`simulate`]: the simulated engine (`sparkhost-kvbm`) for `sim` and `--endpoint sim[:PROFILE]`.
 //! - [`harness`]: what sparkhost itself cost (CPU, memory, start-up).
+//! - [`devprofile`]: `calibrate-disk`'s O_DIRECT measurement of a disk, the
+//!   device profile, and a run's disk bandwidth as a fraction of it.
+//! - [`hygiene`]: around a run: the KV reset before it, the warm-up that
+//!   primes the tiers, the server's build info, reuse_verify's identity verdict.
 
 pub mod analysis;
 pub mod cli;
 pub mod commands;
+pub mod devprofile;
 pub mod digest;
 pub mod dispatch;
 pub mod evidence;
 pub mod feed;
 pub mod harness;
+pub mod hygiene;
 pub mod limits;
 pub mod plan;
 pub mod prepare;

@@ -108,6 +108,67 @@ pub const MAX_UNTIMED_BODY: usize = 16 << 20;
 /// The untimed client's per-request limit when the command sets none.
 pub const UNTIMED_TIMEOUT: Duration = Duration::from_secs(30);
 
+// --- Evidence: disk ceiling, cache hygiene, whole-plan preflight ------
+/// `calibrate-disk`: the test file's size. 1 MiB is the least that still
+/// holds many blocks; past 1 TiB a calibration takes hours. The default,
+/// 1 GiB, is larger than most drives' DRAM cache, not their SLC cache
+/// (peers-2026 §6: a long write is needed to see past that; raise --size).
+pub const CALIBRATE_MIN_FILE_BYTES: u64 = 1 << 20;
+pub const CALIBRATE_MAX_FILE_BYTES: u64 = 1 << 40;
+pub const CALIBRATE_FILE_BYTES: u64 = 1 << 30;
+/// I/O sizes: O_DIRECT needs 4 KiB alignment; 64 MiB is past any KV block.
+pub const CALIBRATE_MIN_BLOCK_BYTES: u64 = 4096;
+pub const CALIBRATE_MAX_BLOCK_BYTES: u64 = 64 << 20;
+/// The sequential I/O size peers-2026 §6 suggests for a drive's ceiling.
+pub const CALIBRATE_SEQ_BLOCK_BYTES: u64 = 1 << 20;
+/// The random I/O size: a KV block of an 8B model at FP8 with 32-token
+/// blocks is 2 MiB; 1 MiB sits between small and large blocks. Set it to
+/// the engine's block bytes for the figure a run is compared with.
+pub const CALIBRATE_BLOCK_BYTES: u64 = 1 << 20;
+/// Queue depth = I/O threads: 8 is what peers-2026 §6 names (QD ≥ 8);
+/// 256 threads is past any NVMe's useful depth.
+pub const CALIBRATE_QUEUE_DEPTH: u32 = 8;
+pub const CALIBRATE_MAX_QUEUE_DEPTH: u32 = 256;
+/// Longest one of the four tests runs before it stops early (recorded).
+pub const CALIBRATE_MAX_TEST_SECS: u64 = 3600;
+pub const CALIBRATE_TEST_SECS_FLAG: &str = "60s";
+/// A device profile is a few KiB; anything larger is not one.
+pub const DEVICE_PROFILE_MAX_BYTES: u64 = 1 << 20;
+
+/// `--kv-reset-*`: how long a reset may take (a cache flush on a real
+/// engine can take seconds; an hour is a hung command).
+pub const KV_RESET_TIMEOUT_FLAG: &str = "60s";
+pub const KV_RESET_MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Output of a reset command or body of a reset answer kept in summary.json.
+pub const KV_RESET_OUTPUT_BYTES: usize = 4096;
+
+/// `--prime-tokens`: most prompt tokens a warm-up may send (a 1M-token
+/// budget is ~8x the KV a DGX Spark can hold for an 8B model at FP8).
+pub const PRIME_MAX_TOKENS: u64 = 100_000_000;
+pub const PRIME_PROMPT_TOKENS: u32 = 1024;
+pub const PRIME_MAX_PROMPT_TOKENS: u32 = 1 << 20;
+pub const PRIME_CONCURRENCY: u32 = 4;
+pub const PRIME_MAX_CONCURRENCY: u32 = 1024;
+
+/// Whole-plan preflight: most requests the dry run plans before it says
+/// the rest is checked as it is planned. Bounded so a workload that plans
+/// without end cannot stall a run's start; 10 million requests is hours of
+/// serving on any engine.
+pub const PREFLIGHT_PLAN_MAX: u64 = 10_000_000;
+
+/// Server build info (`GET /version`): how long to wait, and how much of
+/// the answer goes into manifest.json.
+pub const SERVER_INFO_TIMEOUT: Duration = Duration::from_secs(3);
+pub const SERVER_INFO_BYTES: usize = 4096;
+
+/// `/v1/models` probe for a local model directory to take the tokenizer
+/// from, when `--tokenizer` is not given.
+pub const MODEL_DIR_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Cross-run prompt reuse check: distinct prompt digests read per run.
+/// A run with more is checked on its first this many (recorded).
+pub const REUSE_CHECK_MAX_PROMPTS: usize = 1_000_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;

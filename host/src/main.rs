@@ -39,6 +39,7 @@ fn main() -> std::process::ExitCode {
             Command::Matrix(args) => commands::matrix::matrix(args).await,
             Command::Search(args) => commands::search::search(*args).await,
             Command::Sim(args) => commands::sim::sim(*args).await,
+            Command::CalibrateDisk(args) => commands::calibrate_disk::calibrate_disk(args).await,
             Command::Bench(args) => commands::bench::bench(args).await,
             Command::TruthServer(args) => commands::truth_server::truth_server(args).await,
         }

@@ -3,11 +3,11 @@
 //! Layout:
 //! - [`plan`]: [`RunPlan`], everything resolved once from the flags and the
 //!   workload before the run directory exists.
-//! - [`execute`]: the threads and tasks of a run (model wait, plan feed,
-//!   recorder, dispatcher, model watcher, Ctrl-C); returns one
-//!   [`RunOutcome`](execute::RunOutcome).
-//! - [`finish`]: telemetry closed, the verdict, the run's validity,
-//!   `summary.json`, histograms, goodput, the report and the table.
+//! - [`execute`]: the threads and tasks of a run (model wait, whole-plan
+//!   preflight, plan feed, KV reset and warm-up, recorder, dispatcher, model
+//!   watcher, Ctrl-C); returns one [`RunOutcome`](execute::RunOutcome).
+//! - [`finish`]: telemetry closed, the verdict, the run's validity, the disk
+//!   ceiling, `summary.json`, histograms, goodput, the report and the table.
 
 pub mod execute;
 pub mod finish;

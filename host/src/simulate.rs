@@ -122,8 +122,23 @@ impl SimPlan {
         kv: KvMode,
         a: &SimEndpointArgs,
         tokenizer: Option<&Path>,
+        device_sets: &[(String, String)],
     ) -> anyhow::Result<SimPlan> {
-        let p = profile(spec, &a.sim_set, "--endpoint sim:", "--sim-set")?;
+        // A measured device profile's disk bandwidths first, so an explicit
+        // --sim-set still wins.
+        let mut p = profile(spec, &a.sim_set, "--endpoint sim:", "--sim-set")?;
+        if !device_sets.is_empty() {
+            let explicit: Vec<&str> = a.sim_set.iter().map(|(k, _)| k.as_str()).collect();
+            let sets: Vec<(String, String)> = device_sets
+                .iter()
+                .filter(|(k, _)| !explicit.contains(&k.as_str()))
+                .cloned()
+                .collect();
+            let name = p.name.clone();
+            p = p
+                .with_sets(&sets)
+                .with_context(|| format!("--device-profile's disk bandwidths (profile {name})"))?;
+        }
         let mut config = SimConfig::new(p, tier_of(kv));
         config.naming = naming(a.sim_kvbm_naming);
         config.lies = lies(&a.sim_lies);

@@ -18,7 +18,16 @@ pub enum TokenizeError {
     },
     #[error("{path} is not a Hugging Face tokenizer.json: {message}")]
     Parse { path: String, message: String },
+    #[error(
+        "{path} is a directory without tokenizer.json; give a tokenizer.json or a model directory holding one"
+    )]
+    NoTokenizerInDir { path: String },
+    #[error("{path}: {message}")]
+    Config { path: String, message: String },
 }
+
+/// A model directory's tokenizer_config.json larger than this is not one.
+const TOKENIZER_CONFIG_MAX_BYTES: u64 = 16 << 20;
 
 /// Counts and fits text in tokens.
 pub enum TokenCounter {
@@ -28,6 +37,9 @@ pub enum TokenCounter {
     Hf {
         tokenizer: Box<tokenizers::Tokenizer>,
         sha256: String,
+        /// sha256 of the model directory's chat template
+        /// (tokenizer_config.json's `chat_template`), when loaded from one.
+        chat_template_sha256: Option<String>,
     },
 }
 
@@ -40,6 +52,37 @@ impl std::fmt::Debug for TokenCounter {
 pub const HEURISTIC_ID: &str = "heuristic:v1";
 
 impl TokenCounter {
+    /// A tokenizer.json, or a model directory holding one (and, optionally,
+    /// a tokenizer_config.json whose chat template's digest is recorded).
+    ///
+    /// The template is not rendered: counts are of the message contents,
+    /// and the template's own tokens are what `--input-token-safety-margin`
+    /// keeps room for.
+    pub fn from_path(path: &Path) -> Result<Self, TokenizeError> {
+        if !path.is_dir() {
+            return Self::from_file(path);
+        }
+        let file = path.join("tokenizer.json");
+        if !file.is_file() {
+            return Err(TokenizeError::NoTokenizerInDir {
+                path: path.display().to_string(),
+            });
+        }
+        let mut t = Self::from_file(&file)?;
+        let cfg = path.join("tokenizer_config.json");
+        if cfg.is_file() {
+            let template = chat_template(&cfg)?;
+            if let TokenCounter::Hf {
+                chat_template_sha256,
+                ..
+            } = &mut t
+            {
+                *chat_template_sha256 = template.map(|t| sha256_hex(t.as_bytes()));
+            }
+        }
+        Ok(t)
+    }
+
     pub fn from_file(path: &Path) -> Result<Self, TokenizeError> {
         let p = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| TokenizeError::Read {
@@ -54,14 +97,26 @@ impl TokenCounter {
         Ok(TokenCounter::Hf {
             tokenizer: Box::new(tokenizer),
             sha256: sha256_hex(&bytes),
+            chat_template_sha256: None,
         })
     }
 
-    /// `heuristic:v1` or `sha256:<hex of tokenizer.json>`.
+    /// `heuristic:v1`, `sha256:<hex of tokenizer.json>`, and from a model
+    /// directory with a chat template
+    /// `sha256:<tokenizer.json>+chat_template:sha256:<template>`.
     pub fn id(&self) -> String {
         match self {
             TokenCounter::Heuristic => HEURISTIC_ID.to_owned(),
-            TokenCounter::Hf { sha256, .. } => format!("sha256:{sha256}"),
+            TokenCounter::Hf {
+                sha256,
+                chat_template_sha256: None,
+                ..
+            } => format!("sha256:{sha256}"),
+            TokenCounter::Hf {
+                sha256,
+                chat_template_sha256: Some(t),
+                ..
+            } => format!("sha256:{sha256}+chat_template:sha256:{t}"),
         }
     }
 
@@ -141,6 +196,49 @@ impl TokenCounter {
         }
         best
     }
+}
+
+/// tokenizer_config.json's `chat_template`: a string, or (newer models) a
+/// list of `{name, template}` of which `default` is the one used.
+fn chat_template(cfg: &Path) -> Result<Option<String>, TokenizeError> {
+    let p = cfg.display().to_string();
+    let err = |message: String| TokenizeError::Config {
+        path: p.clone(),
+        message,
+    };
+    let len = std::fs::metadata(cfg)
+        .map_err(|source| TokenizeError::Read {
+            path: p.clone(),
+            source,
+        })?
+        .len();
+    if len > TOKENIZER_CONFIG_MAX_BYTES {
+        return Err(err(format!(
+            "{len} bytes; a tokenizer_config.json is at most {TOKENIZER_CONFIG_MAX_BYTES}"
+        )));
+    }
+    let bytes = std::fs::read(cfg).map_err(|source| TokenizeError::Read {
+        path: p.clone(),
+        source,
+    })?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| err(format!("not JSON: {e}")))?;
+    Ok(match v.get("chat_template") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Array(list)) => list
+            .iter()
+            .find(|e| e.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .or_else(|| list.first())
+            .and_then(|e| e.get("template"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned),
+        Some(_) => {
+            return Err(err(
+                "chat_template is neither a string nor a list of {name, template}".into(),
+            ));
+        }
+    })
 }
 
 fn is_word(c: char) -> bool {
@@ -235,6 +333,45 @@ impl Iterator for HeuristicSpans<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    const WORD_LEVEL: &str = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,"model":{"type":"WordLevel","vocab":{"[UNK]":0,"hello":1,"world":2},"unk_token":"[UNK]"}}"#;
+
+    #[test]
+    fn a_model_directory_gives_its_tokenizer_and_chat_template_digest() {
+        let d = tempfile::tempdir().unwrap();
+        let e = TokenCounter::from_path(d.path()).unwrap_err().to_string();
+        assert!(e.contains("without tokenizer.json"), "{e}");
+        std::fs::write(d.path().join("tokenizer.json"), WORD_LEVEL).unwrap();
+        let plain = TokenCounter::from_path(d.path()).unwrap();
+        let file = TokenCounter::from_path(&d.path().join("tokenizer.json")).unwrap();
+        assert_eq!(
+            plain.id(),
+            file.id(),
+            "no tokenizer_config.json: the file's id"
+        );
+        assert_eq!(plain.count("hello world hello"), 3);
+        std::fs::write(
+            d.path().join("tokenizer_config.json"),
+            r#"{"chat_template":[{"name":"tool_use","template":"x"},{"name":"default","template":"{{ messages }}"}]}"#,
+        )
+        .unwrap();
+        let t = TokenCounter::from_path(d.path()).unwrap();
+        assert_eq!(
+            t.id(),
+            format!(
+                "{}+chat_template:sha256:{}",
+                file.id(),
+                sha256_hex(b"{{ messages }}")
+            )
+        );
+        std::fs::write(
+            d.path().join("tokenizer_config.json"),
+            r#"{"chat_template":3}"#,
+        )
+        .unwrap();
+        let e = TokenCounter::from_path(d.path()).unwrap_err().to_string();
+        assert!(e.contains("chat_template is neither"), "{e}");
+    }
     use super::*;
 
     #[test]

@@ -577,3 +577,57 @@ fn too_many_errors_invalidate_the_run_and_a_kv_tier_needs_kvbm_metrics() {
     );
     assert_eq!(summary["kv_mode"]["mode"], "cpu_disk");
 }
+
+/// A run against a model the frontend lists by a local directory (the
+/// mocker serving the model dir under its own path) counts tokens with that
+/// directory's tokenizer without `--tokenizer`, chat template digest and all.
+#[test]
+fn a_model_listed_by_its_local_directory_gives_the_tokenizer() {
+    let model_dir = tokenizer().parent().unwrap().canonicalize().unwrap();
+    let stack = DynamoStack::start(crate::support::dynamo::StackOptions {
+        model_name: model_dir.display().to_string(),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("starting the Dynamo stack: {e}"));
+    let d = dirs();
+    let wasm = synthetic();
+    let run_id = "model-dir";
+    let out = sparkhost(
+        &[
+            "run",
+            wasm.to_str().unwrap(),
+            "--endpoint",
+            &stack.endpoint,
+            "--results-root",
+            d.results.path().to_str().unwrap(),
+            "--run-id",
+            run_id,
+            "--model-resolve-timeout",
+            "30s",
+            "--kv-mode",
+            "off",
+            "--requests",
+            "2",
+            "--warmup",
+            "0",
+            "--max-tokens",
+            "4",
+            "--param",
+            "short-range=16:32",
+            "--no-report",
+            "--quiet",
+        ],
+        d.cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let c = read_json(&d.results.path().join(run_id).join("config.json"));
+    let tok = c["tokenizer"].as_str().unwrap();
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(tokenizer()).unwrap()))
+    };
+    assert!(
+        tok.starts_with(&format!("sha256:{digest}+chat_template:sha256:")),
+        "{tok}"
+    );
+}

@@ -693,7 +693,8 @@ fn nothing_listening_means_model_unavailable() {
 #[test]
 fn refused_completions_are_recorded_as_connect_refused() {
     let server = FakeServer::start(FakeConfig {
-        close_after_models: Some(1),
+        // The tokenizer probe, then resolution.
+        close_after_models: Some(2),
         ..FakeConfig::default()
     });
     let dirs = Dirs::new();
@@ -707,7 +708,7 @@ fn refused_completions_are_recorded_as_connect_refused() {
     // A refused connection has no HTTP status, so it never triggers the
     // model check; but a run in which nothing succeeded measured nothing.
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert_eq!(server.models_served(), 1);
+    assert_eq!(server.models_served(), 2);
     assert!(server.completions().is_empty());
     let rows = rows_of(&dirs.run_dir());
     assert_eq!(rows.len(), 3);
@@ -726,8 +727,10 @@ fn refused_completions_are_recorded_as_connect_refused() {
 /// answers; returns the summary, the rows and the manifest's length.
 fn run_with_model_drop(planned: u64, extra: &[&str]) -> (Value, Vec<Value>, usize) {
     let server = FakeServer::start(FakeConfig {
-        // Resolution sees the model; the check after the first 500 does not.
-        models_listed_for: Some(1),
+        // The tokenizer probe (no --tokenizer: does the model name a local
+        // directory?) and resolution see the model; the check after the
+        // first 500 does not.
+        models_listed_for: Some(2),
         script: vec![Behaviour::Normal, Behaviour::Normal],
         then: Behaviour::Http500,
         // Slow 500s leave the model check time to stop the run long before

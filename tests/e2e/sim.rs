@@ -629,3 +629,283 @@ fn smoke_against_endpoint_sim() {
     assert!(stdout.contains("SIMULATED"), "{stdout}");
     assert_eq!(stdout.matches("  ok ").count(), 4, "{stdout}");
 }
+
+/// Bytes read from `dev` so far, by `/proc/diskstats` (512-byte sectors).
+fn device_read_bytes(dev: &str) -> u64 {
+    std::fs::read_to_string("/proc/diskstats")
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&dev))
+        .map(|f| f[5].parse::<u64>().unwrap() * 512)
+        .unwrap()
+}
+
+/// The physical ceiling end to end: `calibrate-disk` measures the loop
+/// device with O_DIRECT (its reads reach the device: no page cache), a
+/// B2 run given the profile takes its disk bandwidth from it, starts from
+/// an emptied cache (`--kv-reset-sim`), and reports its disk reads as a
+/// fraction of the measured figure, in summary.json and report.md.
+#[test]
+fn calibrate_disk_sets_the_ceiling_a_b2_run_is_measured_against() {
+    let Some((d, disk, profile)) = setup("calibrate-disk") else {
+        return;
+    };
+    let cal = disk.mnt().join("calibrate");
+    std::fs::create_dir(&cal).unwrap();
+    let out_file = d.results.path().join("device-profile.json");
+    let before = device_read_bytes(&disk.name());
+    let out = sparkhost(
+        &[
+            "calibrate-disk",
+            "--dir",
+            cal.to_str().unwrap(),
+            "--size",
+            "16M",
+            "--block-size",
+            "32K",
+            "--queue-depth",
+            "4",
+            "--max-test-time",
+            "30s",
+            "--output",
+            out_file.to_str().unwrap(),
+        ],
+        d.cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let read = device_read_bytes(&disk.name()) - before;
+    assert!(
+        read >= 32 << 20,
+        "seq_read + rand_read of a 16 MiB file read {read} bytes from the device: the page cache served them"
+    );
+    assert_eq!(
+        std::fs::read_dir(&cal).unwrap().count(),
+        0,
+        "test file removed"
+    );
+    let p = read_json(&out_file);
+    assert_eq!(p["kind"], "sparkhost-device-profile");
+    assert_eq!(p["block_device"], disk.name().as_str());
+    assert_eq!(p["o_direct"], true);
+    let names: Vec<&str> = p["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["seq_write", "seq_read", "rand_read", "rand_write"]);
+    let rand = p["tests"][2]["gbps"].as_f64().unwrap();
+    assert!(rand > 0.0);
+    assert_eq!(p["tests"][2]["block_size_bytes"], 32 << 10);
+
+    let sim = Sim {
+        d: &d,
+        disk: &disk,
+        profile,
+    };
+    let extra = [
+        &EVICTION[..],
+        &[
+            "--device-profile",
+            out_file.to_str().unwrap(),
+            "--kv-reset-sim",
+        ],
+    ]
+    .concat();
+    let dir = sim.run("eviction_replay", "B2", "ceiling-B2", &extra);
+    let s = read_json(&dir.join("summary.json"));
+    let m = read_json(&dir.join("manifest.json"));
+    let c = &s["disk_ceiling"];
+    assert_eq!(c["same_device"], true, "{c:#}");
+    assert_eq!(c["random_read_gbps"].as_f64(), Some(rand));
+    assert_eq!(c["simulated"], true);
+    let statement = c["statement"].as_str().unwrap();
+    let best = &c["best"];
+    match best["achieved_read_gbps"].as_f64() {
+        Some(achieved) => {
+            assert!(achieved > 0.0, "{c:#}");
+            let frac = best["fraction_of_random_read"].as_f64().unwrap();
+            assert!((frac - achieved / rand).abs() < 1e-9, "{c:#}");
+            assert!(
+                statement.starts_with(&format!(
+                    "the SSD tier delivered {achieved:.2} GB/s of {rand:.2} GB/s measured"
+                )),
+                "{statement}"
+            );
+        }
+        // A few MiB from a loop device whose image is in the page cache can
+        // take under one 1 ms io_ticks tick: then no bandwidth is claimed.
+        None => {
+            let p = &c["phases"][0];
+            assert!(p["read_bytes"].as_u64().unwrap() > 0, "{c:#}");
+            assert_eq!(p["busy_s"], 0.0, "{c:#}");
+            assert!(statement.contains("too briefly"), "{statement}");
+        }
+    }
+    assert!(c["host_tier_note"].as_str().unwrap().contains("LPDDR5x"));
+    // The simulator's disk bandwidth is the measured one.
+    assert_eq!(
+        m["simulator"]["profile"]["disk_read_gbps"].as_f64(),
+        Some(rand)
+    );
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&out_file).unwrap()))
+    };
+    assert_eq!(m["device_profile_sha256"], digest.as_str());
+    assert_eq!(m["stack_config_sha256"], Value::Null);
+    // The simulator exposes no build info: recorded as not seen.
+    assert_eq!(m["server_build"], Value::Null);
+    let sha = m["sparkhost_git_sha"].as_str().unwrap();
+    assert!(
+        sha == "unknown" || (sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{sha}"
+    );
+    let r = &s["kv_reset"];
+    assert_eq!(
+        (r["method"].as_str(), r["ok"].as_bool()),
+        (Some("sim"), Some(true)),
+        "{r}"
+    );
+    assert_eq!(r["status"], 200);
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("## Disk Ceiling") && md.contains("LPDDR5x"),
+        "{md}"
+    );
+    assert!(md.contains(statement), "{md}");
+    assert!(md.contains("KV reset before the first phase: sim"), "{md}");
+}
+
+/// Request 35 of 40 is too long for the engine; with `--lookahead 8` the
+/// look-ahead window alone would have sent 34 requests before finding it.
+/// The whole plan is checked first: nothing is sent.
+#[test]
+fn a_late_over_long_prompt_is_refused_before_anything_is_sent() {
+    let d = dirs();
+    let trace = d.results.path().join("trace.jsonl");
+    let rows: String = (0..40)
+        .map(|i| {
+            // 64-token blocks: one for a short prompt, 47 for the long one.
+            let (len, blocks) = if i == 34 { (3000, 47) } else { (64, 1) };
+            let ids: Vec<String> = (0..blocks).map(|k| (i * 1000 + k).to_string()).collect();
+            format!(
+                "{{\"timestamp\": {}, \"input_length\": {len}, \"output_length\": 4, \"hash_ids\": [{}]}}\n",
+                i * 5,
+                ids.join(", ")
+            )
+        })
+        .collect();
+    std::fs::write(&trace, rows).unwrap();
+    let wasm = workload("trace_replay");
+    let out = sparkhost(
+        &[
+            "run",
+            wasm.to_str().unwrap(),
+            "--param",
+            &format!("trace=@{}", trace.display()),
+            "--param",
+            "block-size=64",
+            "--endpoint",
+            "sim:tiny",
+            "--kv-mode",
+            "off",
+            "--lookahead",
+            "8",
+            "--engine-max-input-tokens",
+            "1024",
+            "--input-token-safety-margin",
+            "16",
+            "--no-telemetry",
+            "--no-report",
+            "--results-root",
+            d.results.path().to_str().unwrap(),
+            "--run-id",
+            "late",
+            "--quiet",
+        ],
+        d.cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let dir = d.results.path().join("late");
+    let s = read_json(&dir.join("summary.json"));
+    assert_eq!(s["invalid_reason"], "prompt_preflight_failed", "{s:#}");
+    assert_eq!(s["dispatch"]["recorded"], 0);
+    assert_eq!(s["dispatch"]["unsent"], 40);
+    let w = &s["preflight"]["whole_plan"];
+    assert_eq!(
+        (w["checked"].as_u64(), w["failure_count"].as_u64()),
+        (Some(40), Some(1)),
+        "{w}"
+    );
+    assert_eq!(w["complete"], true);
+    assert!(
+        s["preflight"]["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("trace-000034: "),
+        "{s:#}"
+    );
+    let rows = std::fs::read_to_string(dir.join("requests.jsonl")).unwrap_or_default();
+    assert!(rows.trim().is_empty(), "nothing may be sent: {rows}");
+    let c = read_json(&dir.join("config.json"));
+    assert_eq!(c["preflight"]["result"]["whole_plan"]["complete"], true);
+}
+
+/// `--tokenizer` takes a model directory (its chat template's digest goes
+/// into the tokenizer id), and a simulator whose model is that directory
+/// is counted with it without the flag.
+#[test]
+fn a_model_directory_is_the_tokenizer() {
+    let tok = crate::tokenizer();
+    let model_dir = tok.parent().unwrap().canonicalize().unwrap();
+    let d = dirs();
+    let run = |id: &str, extra: &[&str]| {
+        let wasm = workload("synthetic");
+        let mut args = vec![
+            "run",
+            wasm.to_str().unwrap(),
+            "--endpoint",
+            "sim:tiny",
+            "--kv-mode",
+            "off",
+            "--requests",
+            "2",
+            "--warmup",
+            "0",
+            "--param",
+            "short-range=16:32",
+            "--max-tokens",
+            "4",
+            "--no-telemetry",
+            "--no-report",
+            "--results-root",
+            d.results.path().to_str().unwrap(),
+            "--run-id",
+            id,
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        let out = sparkhost(&args, d.cache.path());
+        assert_eq!(out.status.code(), Some(0), "{id}: {}", text(&out));
+        read_json(&d.results.path().join(id).join("config.json"))["tokenizer"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let file_id = run("file", &["--tokenizer", tok.to_str().unwrap()]);
+    let dir_id = run("dir", &["--tokenizer", model_dir.to_str().unwrap()]);
+    assert!(
+        file_id.starts_with("sha256:") && !file_id.contains('+'),
+        "{file_id}"
+    );
+    assert!(
+        dir_id.starts_with(&format!("{file_id}+chat_template:sha256:")),
+        "{dir_id}"
+    );
+    let set = format!("model={}", model_dir.display());
+    let auto = run("auto", &["--sim-set", &set]);
+    assert_eq!(auto, dir_id, "the simulator's model directory was not used");
+    assert_eq!(run("none", &[]), "heuristic:v1");
+}

@@ -202,6 +202,9 @@ pub struct CompareReport {
     pub metrics: Vec<MetricResult>,
     pub reason_codes: Vec<String>,
     pub verdict: String,
+    /// Prompts a later run resent after an earlier one (cache hits that
+    /// come from run order); flagged → `PROMPT_REUSED_ACROSS_RUNS`.
+    pub prompt_reuse_across_runs: super::reuse::CrossRunReuse,
 }
 
 pub fn metric_label(m: &str) -> String {
@@ -557,6 +560,10 @@ pub fn compare(runs: &[RunRecord], cfg: &CompareConfig) -> anyhow::Result<Compar
     if unpaired {
         reason_codes.push("UNPAIRED_RUNS_EXCLUDED".into());
     }
+    let reuse = super::reuse::cross_run_prompt_reuse(runs);
+    if reuse.flagged {
+        reason_codes.push(super::reuse::PROMPT_REUSED_ACROSS_RUNS.into());
+    }
     let primary = metrics
         .iter()
         .find(|r| r.metric == cfg.primary)
@@ -616,6 +623,7 @@ pub fn compare(runs: &[RunRecord], cfg: &CompareConfig) -> anyhow::Result<Compar
         metrics,
         reason_codes,
         verdict,
+        prompt_reuse_across_runs: reuse,
     })
 }
 
@@ -768,6 +776,9 @@ pub fn render_text(r: &CompareReport) -> String {
     }
     if !r.reason_codes.is_empty() {
         let _ = writeln!(s, "reason codes: {}", r.reason_codes.join(", "));
+    }
+    if r.prompt_reuse_across_runs.flagged {
+        let _ = writeln!(s, "prompt reuse: {}", r.prompt_reuse_across_runs.note);
     }
     let _ = writeln!(s, "verdict: {}", r.verdict);
     s

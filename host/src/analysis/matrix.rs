@@ -354,6 +354,9 @@ pub struct MatrixIndex {
     pub results_root: String,
     pub updated_utc: String,
     pub cells: Vec<CellRecord>,
+    /// Prompts a later cell resent after an earlier one without a KV reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_reuse_across_runs: Option<super::reuse::CrossRunReuse>,
 }
 
 impl MatrixIndex {

@@ -88,6 +88,7 @@ pub async fn matrix(args: MatrixArgs) -> anyhow::Result<Exit> {
                 error: None,
             })
             .collect(),
+        prompt_reuse_across_runs: None,
     };
     let total = cells.len();
     for (i, c) in cells.iter().enumerate() {
@@ -175,6 +176,16 @@ pub async fn matrix(args: MatrixArgs) -> anyhow::Result<Exit> {
         .filter_map(|c| RunRecord::load(Path::new(&c.run_dir)).ok())
         .collect();
     if !runs.is_empty() {
+        let reuse = crate::analysis::reuse::cross_run_prompt_reuse(&runs);
+        if reuse.flagged {
+            println!(
+                "WARNING {}: {}",
+                crate::analysis::reuse::PROMPT_REUSED_ACROSS_RUNS,
+                reuse.note
+            );
+        }
+        index.prompt_reuse_across_runs = Some(reuse);
+        index.write(&root)?;
         let t = table(&runs, args.slo.as_ref());
         print!("{}", render_text(&t));
         let csv = root.join("summary.csv");

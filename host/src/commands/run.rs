@@ -14,6 +14,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         plan,
         sandbox,
         workload,
+        checker,
         client,
         tokens,
     } = RunPlan::resolve(args)?;
@@ -23,7 +24,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         let _ = std::fs::remove_dir_all(rd.path());
         return Err(e.into());
     }
-    let outcome = execute::execute(&plan, workload, client, tokens, &rd).await;
+    let outcome = execute::execute(&plan, workload, checker, client, tokens, &rd).await;
     // Whatever happened, the closing documents get the space kept for them.
     rd.release_closing_space();
     let outcome = outcome?;

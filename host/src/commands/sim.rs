@@ -9,7 +9,18 @@ use crate::cli::SimArgs;
 use crate::simulate::{self, SimPlan, SimRun};
 
 pub async fn sim(args: SimArgs) -> anyhow::Result<Exit> {
-    let profile = simulate::profile(&args.profile, &args.sets, "--profile", "--set")?;
+    // A measured device profile's disk bandwidths first; an explicit --set wins.
+    let mut sets = match &args.device_profile {
+        Some(p) => crate::devprofile::DeviceProfile::load(p)
+            .context("--device-profile")?
+            .sim_sets()
+            .into_iter()
+            .filter(|(k, _)| !args.sets.iter().any(|(s, _)| s == k))
+            .collect(),
+        None => Vec::new(),
+    };
+    sets.extend(args.sets.iter().cloned());
+    let profile = simulate::profile(&args.profile, &sets, "--profile", "--set")?;
     let tier = simulate::tier_mode(&args.tier_mode, "--tier-mode")?;
     let listen = simulate::listen_addr(&args.listen, "--listen")?;
     let metrics_listen = match args.metrics_listen.trim() {

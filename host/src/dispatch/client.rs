@@ -134,6 +134,15 @@ fn mentions_prompt_limit(message: &str) -> bool {
     m.contains("max_num_tokens") || m.contains("maximum context length")
 }
 
+/// The answer to [`Client::plain`].
+#[derive(Debug, Clone)]
+pub struct Plain {
+    pub status: StatusCode,
+    /// The `Server` header.
+    pub server: Option<String>,
+    pub body: Bytes,
+}
+
 /// HTTP/1.1 keep-alive client for one endpoint, with its untimed sibling
 /// for discovery and probes.
 #[derive(Clone)]
@@ -196,31 +205,50 @@ impl Client {
     /// body: prewarming opens connections this way, and the benchmarks fetch
     /// the ground truth over the connections they measure.
     pub async fn get(&self, path: &str) -> Result<(StatusCode, Bytes), String> {
-        let request = self.pool.endpoint.request("GET", path, false, b"");
+        self.plain("GET", path, b"", self.timeout.min(UNTIMED_TIMEOUT))
+            .await
+            .map(|r| (r.status, r.body))
+    }
+
+    /// A plain request (JSON body, may be empty) and its whole answer within
+    /// `limit`, for requests off the timing path: `/version`, a KV reset.
+    pub async fn plain(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        limit: Duration,
+    ) -> Result<Plain, String> {
+        let request = self.pool.endpoint.request(method, path, false, body);
         let url = format!("{}{path}", self.base);
-        let expiry = tokio::time::sleep(self.timeout.min(UNTIMED_TIMEOUT));
+        let expiry = tokio::time::sleep(limit);
         tokio::pin!(expiry);
         let (mut resp, _) = self
             .start(&request, expiry.as_mut())
             .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| format!("{method} {url}: {e}"))?;
         let mut body = Vec::new();
         loop {
             match resp.next(expiry.as_mut()).await {
                 Ok(Some(_)) if body.len() + resp.data().len() > MAX_UNTIMED_BODY => {
                     return Err(format!(
-                        "GET {url}: the body is longer than {MAX_UNTIMED_BODY} bytes"
+                        "{method} {url}: the body is longer than {MAX_UNTIMED_BODY} bytes"
                     ));
                 }
                 Ok(Some(_)) => body.extend_from_slice(resp.data()),
                 Ok(None) => break,
-                Err(e) => return Err(format!("GET {url}: body: {e}")),
+                Err(e) => return Err(format!("{method} {url}: body: {e}")),
             }
         }
         let status = StatusCode::from_u16(resp.head.status)
-            .map_err(|_| format!("GET {url}: bad status {}", resp.head.status))?;
+            .map_err(|_| format!("{method} {url}: bad status {}", resp.head.status))?;
+        let server = resp.head.server.clone();
         resp.finish(&self.pool);
-        Ok((status, body.into()))
+        Ok(Plain {
+            status,
+            server,
+            body: body.into(),
+        })
     }
 
     /// Opens up to `n` keep-alive connections before a run, by sending `n`

@@ -504,6 +504,8 @@ pub struct Head {
     pub status: u16,
     pub content_type: Option<String>,
     pub request_id: Option<String>,
+    /// The `Server` header: what the server says it is (manifest.json).
+    pub server: Option<String>,
     /// The read that completed the head.
     pub read: Read,
     keep_alive: bool,
@@ -547,6 +549,7 @@ impl Head {
             status,
             content_type: text("content-type"),
             request_id: text("x-request-id"),
+            server: text("server"),
             read,
             keep_alive,
         };

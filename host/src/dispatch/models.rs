@@ -19,6 +19,29 @@ struct ModelList {
 #[derive(Deserialize)]
 struct ModelEntry {
     id: String,
+    /// vLLM and others: the path or repo the model was loaded from.
+    #[serde(default)]
+    root: Option<String>,
+}
+
+/// A local model directory the endpoint's model (`wanted`, or the first
+/// listed) names, by its id or its `root`: one holding a tokenizer.json.
+/// `None` when the server is not up, or names nothing local.
+pub async fn local_model_dir(client: &Client, wanted: Option<&str>) -> Option<std::path::PathBuf> {
+    let (status, body) = client.get("/v1/models").await.ok()?;
+    if !status.is_success() {
+        return None;
+    }
+    let list: ModelList = serde_json::from_slice(&body).ok()?;
+    let entry = match wanted {
+        Some(w) => list.data.into_iter().find(|m| m.id == w)?,
+        None => list.data.into_iter().next()?,
+    };
+    [Some(entry.id), entry.root]
+        .into_iter()
+        .flatten()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.join("tokenizer.json").is_file())
 }
 
 #[derive(Debug, thiserror::Error)]

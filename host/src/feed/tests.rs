@@ -183,6 +183,7 @@ async fn drive(phases: &[(&str, LoadModel)], script: Vec<Step>, lookahead: usize
             batch_max: 1,
             lookahead,
             preflight: None,
+            refuse: false,
         },
         tokens.clone(),
         rd.jsonl("request_manifest.jsonl").unwrap(),
@@ -397,4 +398,112 @@ async fn a_workload_failure_mid_run_keeps_the_requests_already_planned() {
     );
     assert!(Arc::ptr_eq(&error, run.report.error.as_ref().unwrap()));
     assert_eq!(run.report.planned, 3);
+}
+
+fn scripted(script: Vec<Step>) -> ScriptedPlanner {
+    ScriptedPlanner {
+        phases: vec![],
+        script: script.into(),
+        planned: Arc::new(AtomicU64::new(0)),
+        responses: Arc::new(Mutex::new(Vec::new())),
+    }
+}
+
+const PF: Preflight = Preflight {
+    engine_max_input_tokens: 64,
+    input_token_safety_margin: 8,
+};
+
+/// Request 35 of 40 is too long: the dry run finds it although a
+/// look-ahead window of 8 would have sent 34 requests first.
+#[test]
+fn the_whole_plan_check_finds_a_late_offender() {
+    let mut steps = Vec::new();
+    for b in 0..5 {
+        steps.push(Step::Plan(
+            (0..8)
+                .map(|i| {
+                    let n = b * 8 + i + 1;
+                    let mut r = asap(&format!("r{n}"));
+                    if n == 35 {
+                        r.prompt = Prompt::Text("word ".repeat(60));
+                    }
+                    r
+                })
+                .collect(),
+        ));
+    }
+    let mut report = PreflightReport::default();
+    let w = check_whole_plan(
+        &mut scripted(steps),
+        PF,
+        &TokenCounter::Heuristic,
+        8,
+        1000,
+        &mut report,
+    );
+    assert!(w.complete && w.stopped.is_none(), "{w:?}");
+    assert_eq!((w.checked, w.failure_count), (40, 1));
+    assert!(report.failed);
+    assert_eq!(report.errors.len(), 1);
+    assert!(
+        report.errors[0].starts_with("r35: 60 prompt tokens > ceiling 53"),
+        "{:?}",
+        report.errors
+    );
+    assert!(
+        w.guarantee.contains("every one of the 40"),
+        "{}",
+        w.guarantee
+    );
+    assert_eq!(report.whole_plan.as_ref(), Some(&w));
+}
+
+/// A workload that waits for answers cannot be planned ahead: the check
+/// says how far it got and what the run guarantees beyond that.
+#[test]
+fn the_whole_plan_check_says_where_it_stopped() {
+    let steps = vec![
+        Step::Plan(vec![asap("a"), asap("b")]),
+        Step::AwaitResponse,
+        Step::Plan(vec![asap("c")]),
+    ];
+    let mut report = PreflightReport::default();
+    let w = check_whole_plan(
+        &mut scripted(steps),
+        PF,
+        &TokenCounter::Heuristic,
+        8,
+        1000,
+        &mut report,
+    );
+    assert!(!w.complete);
+    assert_eq!(w.checked, 2);
+    assert!(
+        w.stopped
+            .as_deref()
+            .unwrap()
+            .contains("waits for responses")
+    );
+    assert!(
+        w.guarantee.contains("first 2 planned requests") && w.guarantee.contains("stops the run"),
+        "{}",
+        w.guarantee
+    );
+    assert!(!report.failed);
+
+    // The cap bounds a plan without end.
+    let steps = (0..10)
+        .map(|i| Step::Plan(vec![asap(&format!("x{i}"))]))
+        .collect();
+    let w = check_whole_plan(
+        &mut scripted(steps),
+        PF,
+        &TokenCounter::Heuristic,
+        8,
+        3,
+        &mut PreflightReport::default(),
+    );
+    assert_eq!(w.checked, 3);
+    assert!(w.stopped.unwrap().contains("cap of 3"));
 }

@@ -1,6 +1,7 @@
 //! The run directory's JSON documents as types: `config.json` (what was
 //! asked), `manifest.json` (what ran: component, host, versions) and
-//! `summary.json` (what was measured). The run writes each once, and every
+//! `summary.json` (what was measured), and `calibrate-disk`'s
+//! `device-profile.json`. The run writes each once, and every
 //! reader (summarize, compare, matrix, search, goodput, bench, tests)
 //! deserializes the same types.
 //!
@@ -196,8 +197,20 @@ pub struct ManifestDoc {
     pub run_id: String,
     pub created_utc: String,
     pub sparkhost_version: String,
+    /// The git commit sparkhost was built from (`build.rs`), or `unknown`
+    /// for a build outside a git checkout.
+    pub sparkhost_git_sha: String,
     pub wasmtime_version: String,
     pub host: HostInfo,
+    /// What the server said about its own build, or `None` when it said
+    /// nothing (no `/version`, no `Server` header).
+    pub server_build: Option<ServerBuildDoc>,
+    /// sha256 of the stack profile's rendered engine config, when the run
+    /// was started through a stack profile.
+    pub stack_config_sha256: Option<String>,
+    /// sha256 of the `--device-profile` file the run compared its disk
+    /// bandwidth with.
+    pub device_profile_sha256: Option<String>,
     pub workload: WorkloadDoc,
     pub scenario: String,
     pub params: BTreeMap<String, String>,
@@ -217,6 +230,171 @@ pub struct ManifestDoc {
     /// serving engine.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulator: Option<sparkhost_kvbm::SimInfo>,
+}
+
+/// What the server exposed about its build, as seen, bounded in size.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ServerBuildDoc {
+    /// The `Server` response header of `GET /v1/models`.
+    pub server_header: Option<String>,
+    /// HTTP status of `GET /version`, when it answered at all.
+    pub version_status: Option<u16>,
+    /// The body of a 2xx `GET /version`: JSON when it parsed as JSON, else
+    /// the text, cut to a few KiB.
+    pub version: Option<Value>,
+}
+
+/// One I/O test of `sparkhost calibrate-disk`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct DiskTestDoc {
+    /// `seq_write`, `seq_read`, `rand_read` or `rand_write`.
+    pub name: String,
+    pub block_size_bytes: u64,
+    pub queue_depth: u32,
+    pub bytes: u64,
+    pub ios: u64,
+    /// Wall time of the test, a final `fdatasync` included for writes.
+    pub elapsed_s: f64,
+    /// Decimal GB/s (10^9 bytes per second), the unit drive specs use.
+    pub gbps: f64,
+    pub iops: f64,
+    /// Stopped at `--max-test-time` before it covered the test file.
+    pub stopped_early: bool,
+}
+
+/// `device-profile.json`: a disk's O_DIRECT bandwidth as `sparkhost
+/// calibrate-disk` measured it, for `run --device-profile` to compare a KV
+/// tier's achieved bandwidth with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct DeviceProfileDoc {
+    /// Always `sparkhost-device-profile`.
+    pub kind: String,
+    /// Format version, 1.
+    pub version: u32,
+    pub created_utc: String,
+    pub sparkhost_version: String,
+    pub sparkhost_git_sha: String,
+    pub host: HostInfo,
+    /// The directory the test file was written in.
+    pub dir: String,
+    /// Its block device as `/proc/diskstats` names it (a partition or a
+    /// whole disk), when it has one.
+    pub block_device: Option<String>,
+    /// The whole disk that device belongs to.
+    pub disk: Option<String>,
+    /// Why the block device is unknown (overlay, tmpfs, …).
+    pub block_device_error: Option<String>,
+    /// Always true: every test used O_DIRECT (no page cache).
+    pub o_direct: bool,
+    pub file_bytes: u64,
+    /// Seeds the random offsets and the written bytes.
+    pub seed: u64,
+    pub tests: Vec<DiskTestDoc>,
+}
+
+impl DeviceProfileDoc {
+    pub const KIND: &'static str = "sparkhost-device-profile";
+    pub const VERSION: u32 = 1;
+
+    pub fn test(&self, name: &str) -> Option<&DiskTestDoc> {
+        self.tests.iter().find(|t| t.name == name)
+    }
+}
+
+/// One phase's disk reads next to the device profile's ceiling.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct DiskPhaseBandwidth {
+    pub phase: String,
+    pub block_device: String,
+    pub read_bytes: u64,
+    /// Device-busy time in the phase (`/proc/diskstats` io_ticks delta).
+    pub busy_s: f64,
+    /// `read_bytes / busy_s`, decimal GB/s: what the device delivered while
+    /// it was working (a lower bound when writes shared the busy time).
+    pub achieved_read_gbps: Option<f64>,
+    pub fraction_of_random_read: Option<f64>,
+    pub fraction_of_sequential_read: Option<f64>,
+}
+
+/// `summary.json`'s `disk_ceiling`: the KV disk's achieved read bandwidth
+/// as a fraction of what `calibrate-disk` measured on it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct DiskCeilingDoc {
+    pub device_profile_sha256: String,
+    /// The device the profile measured, and the one the run's phase deltas
+    /// are of; a comparison across devices is flagged.
+    pub profile_block_device: Option<String>,
+    pub run_block_device: Option<String>,
+    pub same_device: Option<bool>,
+    pub random_read_gbps: f64,
+    pub random_read_block_bytes: u64,
+    pub sequential_read_gbps: f64,
+    pub queue_depth: u32,
+    pub phases: Vec<DiskPhaseBandwidth>,
+    /// The phase with the highest achieved read bandwidth.
+    pub best: Option<DiskPhaseBandwidth>,
+    /// One sentence: "the SSD tier delivered X GB/s of Y GB/s measured".
+    pub statement: String,
+    /// Where the host tier lives on a DGX Spark (the GPU's own LPDDR5x).
+    pub host_tier_note: String,
+    /// The endpoint was the simulator: its disk reads are real, the engine
+    /// around them is modelled.
+    pub simulated: bool,
+}
+
+/// How the KV cache was reset before the run (`--kv-reset-*`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct KvResetDoc {
+    /// `url` (POST), `command` or `sim` (the simulator's `POST /reset`).
+    pub method: String,
+    /// The URL or the command line.
+    pub target: String,
+    pub ok: bool,
+    /// HTTP status, or the command's exit code.
+    pub status: Option<i64>,
+    pub elapsed_ms: f64,
+    /// The answer's body or the command's output, cut to a few KiB.
+    pub output: String,
+    pub error: Option<String>,
+}
+
+/// The warm-up that primed the KV tiers before the measured phases
+/// (`--prime-tokens`): distinct filler prompts, never the workload's, so
+/// nothing it leaves in the cache can be hit by a measured request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct PrimeDoc {
+    pub target_prompt_tokens: u64,
+    pub prompt_tokens_per_request: u32,
+    pub concurrency: u32,
+    pub requests: u64,
+    pub ok: u64,
+    pub failed: u64,
+    /// Prompt tokens sent, by the run's tokenizer.
+    pub prompt_tokens_sent: u64,
+    pub elapsed_s: f64,
+    /// The first failures, for diagnosis.
+    pub errors: Vec<String>,
+}
+
+/// reuse_verify's identity verdict (the seed's `reuse_verify_identity`):
+/// `identical_inputs_confirmed` when ≥ 2 requests of the `reuse*` phases
+/// share one request identity, one prompt and one generation-params hash;
+/// else `identity_mismatch_detected`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ReuseIdentityDoc {
+    pub verdict: String,
+    pub reuse_requests: u64,
+    pub unique_request_identity_sha256: u64,
+    pub unique_prompt_sha256: u64,
+    pub unique_generation_params_sha256: u64,
 }
 
 /// How dispatch went: what was planned, sent and left unsent.
@@ -347,6 +525,18 @@ pub struct SummaryDoc {
     /// latencies come from a model, not an accelerator.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulator: Option<sparkhost_kvbm::SimInfo>,
+    /// Present with `--device-profile`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_ceiling: Option<DiskCeilingDoc>,
+    /// Present with `--kv-reset-*`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_reset: Option<KvResetDoc>,
+    /// Present with `--prime-tokens`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prime: Option<PrimeDoc>,
+    /// Present for the reuse_verify workload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse_verify_identity: Option<ReuseIdentityDoc>,
 }
 
 impl SummaryDoc {
@@ -378,6 +568,10 @@ pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("config.schema.json", schemars::schema_for!(ConfigDoc)),
         ("manifest.schema.json", schemars::schema_for!(ManifestDoc)),
         ("summary.schema.json", schemars::schema_for!(SummaryDoc)),
+        (
+            "device_profile.schema.json",
+            schemars::schema_for!(DeviceProfileDoc),
+        ),
         (
             "requests.row.schema.json",
             schemars::schema_for!(crate::results::records::RequestRow<'static>),

@@ -1,6 +1,8 @@
-//! The live part of a run: waits for the model, writes `config.json` and
-//! `manifest.json` once, and owns every thread and task until the last
-//! request is recorded — the plan feed (thread), the recorder (thread), the
+//! The live part of a run: waits for the model, checks the whole plan
+//! (preflight, a second workload instance on its own thread), writes
+//! `config.json` and `manifest.json` once, resets and primes the KV cache
+//! when asked, and owns every thread and task until the last request is
+//! recorded — the plan feed (thread), the recorder (thread), the
 //! dispatcher, the model watcher and the Ctrl-C handler (tasks). Returns one
 //! [`RunOutcome`]; nothing here decides what the run means.
 
@@ -17,7 +19,7 @@ use crate::dispatch::models;
 use crate::dispatch::runner::{Runner, StopReason};
 use crate::evidence::{InvalidReason, Validity};
 use crate::feed::{self, FeedConfig, FeedReport, PreflightReport};
-use crate::results::documents::DispatchDoc;
+use crate::results::documents::{DispatchDoc, KvResetDoc, PrimeDoc, ServerBuildDoc};
 use crate::results::recorder::{PhaseResult, Recorder};
 use crate::results::rundir::RunDir;
 use crate::results::summary::Accumulator;
@@ -43,6 +45,10 @@ pub struct RunOutcome {
     /// The in-process simulator, still running: `finish` stops it after
     /// telemetry's last scrape, so the run-end snapshot still reaches it.
     pub sim: Option<SimRun>,
+    /// The KV reset before the first phase, when one was asked for.
+    pub kv_reset: Option<KvResetDoc>,
+    /// The warm-up before the first phase, when one was asked for.
+    pub prime: Option<PrimeDoc>,
 }
 
 impl RunOutcome {
@@ -67,6 +73,8 @@ impl RunOutcome {
             validity,
             telemetry: None,
             sim: None,
+            kv_reset: None,
+            prime: None,
         }
     }
 }
@@ -75,6 +83,7 @@ impl RunOutcome {
 pub async fn execute(
     plan: &RunPlan,
     workload: WorkloadInstance,
+    checker: Option<WorkloadInstance>,
     client: Option<Client>,
     tokens: Arc<TokenCounter>,
     rd: &RunDir,
@@ -157,13 +166,26 @@ pub async fn execute(
                 e
             };
             validity.invalidate(InvalidReason::ModelUnavailable, e);
-            write_docs(plan, rd, None, None, sim_info)?;
+            write_docs(plan, rd, None, None, sim_info, None)?;
             let mut out = RunOutcome::empty(plan, None, validity);
             out.telemetry = telemetry;
             out.sim = sim;
             return Ok(out);
         }
     };
+
+    let server_build = crate::hygiene::server_build(&client).await;
+
+    // The whole plan, checked before anything is sent: a second instance
+    // of the workload plans it through the preflight rule and is dropped.
+    let whole = match (checker, plan.feed.preflight) {
+        (Some(c), Some(pf)) => Some(whole_plan(c, pf, tokens.clone(), plan.feed.batch_max).await?),
+        _ => None,
+    };
+    // A failed whole-plan check still lets the feed plan and record the
+    // initial window (the manifest shows what was planned), sending nothing.
+    let whole_failed = whole.as_ref().filter(|w| w.failed).cloned();
+    let whole_plan_doc = whole.and_then(|w| w.whole_plan);
 
     let mut feed = feed::spawn(
         Box::new(workload),
@@ -175,6 +197,7 @@ pub async fn execute(
             batch_max: plan.feed.batch_max,
             lookahead: plan.feed.lookahead,
             preflight: plan.feed.preflight,
+            refuse: whole_failed.is_some(),
         },
         tokens.clone(),
         rd.jsonl("request_manifest.jsonl")?,
@@ -187,13 +210,31 @@ pub async fn execute(
     if initial.preflight_failed {
         drop(feed.requests);
         drop(feed.responses);
-        let report = join_feed(feed.thread).await?;
-        write_docs(plan, rd, Some(&model), Some(&report.preflight), sim_info)?;
+        let mut report = join_feed(feed.thread).await?;
+        // The whole plan's offenders, not only the window's.
+        let planned = match whole_failed {
+            Some(w) => {
+                report.preflight = w;
+                report.planned.max(report.preflight.checked)
+            }
+            None => {
+                report.preflight.whole_plan = whole_plan_doc.clone();
+                report.planned
+            }
+        };
+        write_docs(
+            plan,
+            rd,
+            Some(&model),
+            Some(&report.preflight),
+            sim_info,
+            server_build.as_ref(),
+        )?;
         validity.invalidate(
             InvalidReason::PromptPreflightFailed,
             format!(
                 "{} of {} planned requests cannot fit the engine; nothing was sent (lower the prompt sizes or max tokens, or set --engine-max-input-tokens to the engine's real limit)",
-                report.preflight.failure_count, report.planned
+                report.preflight.failure_count, planned
             ),
         );
         validity
@@ -201,9 +242,9 @@ pub async fn execute(
             .extend(report.preflight.errors.iter().cloned());
         let mut out = RunOutcome::empty(plan, Some(model), validity);
         out.dispatch = DispatchDoc {
-            planned: report.planned,
+            planned,
             initially_planned,
-            unsent: report.planned,
+            unsent: planned,
             ..Default::default()
         };
         out.preflight = Some(report.preflight);
@@ -215,9 +256,77 @@ pub async fn execute(
     // was asked to do is now fully known.
     let initial_preflight = plan.feed.preflight.map(|_| PreflightReport {
         checked: initially_planned,
+        whole_plan: whole_plan_doc.clone(),
         ..Default::default()
     });
-    write_docs(plan, rd, Some(&model), initial_preflight.as_ref(), sim_info)?;
+    write_docs(
+        plan,
+        rd,
+        Some(&model),
+        initial_preflight.as_ref(),
+        sim_info,
+        server_build.as_ref(),
+    )?;
+
+    // Cache hygiene, after the plan is known good and before the first
+    // send: empty the KV cache, then prime it with the warm-up.
+    let kv_reset = match &plan.kv_reset {
+        Some(r) => {
+            let doc = crate::hygiene::reset(r, &endpoint).await;
+            if !plan.quiet {
+                eprintln!(
+                    "sparkhost: KV reset ({} {}): {}",
+                    doc.method,
+                    doc.target,
+                    if doc.ok {
+                        "ok".to_owned()
+                    } else {
+                        doc.error.clone().unwrap_or_default()
+                    }
+                );
+            }
+            Some(doc)
+        }
+        None => None,
+    };
+    if let Some(doc) = kv_reset.as_ref().filter(|d| !d.ok) {
+        drop(feed.requests);
+        drop(feed.responses);
+        let report = join_feed(feed.thread).await?;
+        validity.invalidate(
+            InvalidReason::KvResetFailed,
+            format!(
+                "the KV reset ({} {}) failed: {}; nothing was sent, since the cache may hold an earlier run's KV",
+                doc.method,
+                doc.target,
+                doc.error.as_deref().unwrap_or("no detail")
+            ),
+        );
+        let mut out = RunOutcome::empty(plan, Some(model), validity);
+        out.dispatch = DispatchDoc {
+            planned: report.planned,
+            initially_planned,
+            unsent: report.planned,
+            ..Default::default()
+        };
+        out.telemetry = telemetry;
+        out.sim = sim;
+        out.kv_reset = kv_reset;
+        return Ok(out);
+    }
+    let prime = match &plan.prime {
+        Some(p) => {
+            let doc = crate::hygiene::prime(&client, &model, p, tokens.clone(), plan.seed).await;
+            if !plan.quiet {
+                eprintln!(
+                    "sparkhost: warm-up sent {} filler requests ({} prompt tokens, {} failed) in {:.1} s",
+                    doc.requests, doc.prompt_tokens_sent, doc.failed, doc.elapsed_s
+                );
+            }
+            Some(doc)
+        }
+        None => None,
+    };
 
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (alarm_tx, alarm_rx) = mpsc::unbounded_channel();
@@ -300,7 +409,8 @@ pub async fn execute(
         .map_err(|_| anyhow::anyhow!("the recorder thread panicked"))?;
     progress.finish();
     watcher.abort();
-    let feed_report = join_feed(feed.thread).await?;
+    let mut feed_report = join_feed(feed.thread).await?;
+    feed_report.preflight.whole_plan = whole_plan_doc;
 
     match &dispatch_end.stopped {
         Some(StopReason::ModelDropped(d)) => {
@@ -395,6 +505,8 @@ pub async fn execute(
         validity,
         telemetry,
         sim,
+        kv_reset,
+        prime,
     })
 }
 
@@ -404,10 +516,41 @@ fn write_docs(
     model: Option<&str>,
     preflight: Option<&PreflightReport>,
     sim: Option<(&str, &sparkhost_kvbm::SimInfo)>,
+    server: Option<&ServerBuildDoc>,
 ) -> anyhow::Result<()> {
     rd.write_json("config.json", &plan.config_doc(model, preflight))?;
-    rd.write_json("manifest.json", &plan.manifest_doc(model, sim))?;
+    rd.write_json("manifest.json", &plan.manifest_doc(model, sim, server))?;
     Ok(())
+}
+
+/// Runs the whole-plan check on its own thread (guest calls may block),
+/// like the plan feed.
+async fn whole_plan(
+    checker: WorkloadInstance,
+    pf: feed::Preflight,
+    tokens: Arc<TokenCounter>,
+    batch_max: u32,
+) -> anyhow::Result<PreflightReport> {
+    let thread = std::thread::Builder::new()
+        .name("plan-check".into())
+        .spawn(move || {
+            let mut checker = checker;
+            let mut report = PreflightReport::default();
+            feed::check_whole_plan(
+                &mut checker,
+                pf,
+                &tokens,
+                batch_max,
+                crate::limits::PREFLIGHT_PLAN_MAX,
+                &mut report,
+            );
+            report
+        })
+        .context("starting the whole-plan check")?;
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .context("joining the whole-plan check")?
+        .map_err(|_| anyhow::anyhow!("the whole-plan check panicked"))
 }
 
 async fn join_feed(thread: std::thread::JoinHandle<FeedReport>) -> anyhow::Result<FeedReport> {

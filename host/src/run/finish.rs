@@ -43,6 +43,8 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
         mut validity,
         telemetry,
         sim,
+        kv_reset,
+        prime,
     } = run;
     let telemetry = match telemetry {
         Some(t) => t.close().await,
@@ -124,6 +126,16 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
         }
         _ => None,
     };
+    let disk_ceiling = plan
+        .device_profile
+        .as_ref()
+        .map(|p| disk_ceiling(p, &phases, &telemetry, simulator.is_some()));
+    let reuse_verify_identity = (plan.workload.doc.name == "reuse_verify")
+        .then(|| crate::hygiene::reuse_verify_identity(&rd.path().join("request_manifest.jsonl")))
+        .and_then(|r| {
+            r.map_err(|e| tracing::warn!("reuse_verify identity not computed: {e}"))
+                .ok()
+        });
     let summary = SummaryDoc {
         run_id: plan.run_id.clone(),
         created_utc: plan.created_utc.clone(),
@@ -164,6 +176,10 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
         goodput,
         notes: NOTES.iter().map(|s| s.to_string()).collect(),
         simulator,
+        disk_ceiling,
+        kv_reset,
+        prime,
+        reuse_verify_identity,
     };
     rd.write_json("summary.json", &summary)?;
     if let Some((start_time, base)) = started {
@@ -209,6 +225,46 @@ const NOTES: [&str; 3] = [
     "TTFT is the first chunk carrying generated text; TTFC is the first SSE event of any kind; unary requests have neither.",
     "ITL and TPOT are per token: a chunk carrying k tokens contributes k samples.",
 ];
+
+/// Each phase's reads from the KV disk (its own delta when telemetry
+/// resolved one, else the primary block device's) against the profile.
+fn disk_ceiling(
+    profile: &crate::devprofile::DeviceProfile,
+    phases: &[PhaseResult],
+    telemetry: &TelemetryOutcome,
+    simulated: bool,
+) -> crate::results::documents::DiskCeilingDoc {
+    let kv_disk = telemetry
+        .report
+        .as_ref()
+        .and_then(|r| r.kv_disk_device.clone());
+    let rows: Vec<crate::devprofile::PhaseDisk<'_>> = phases
+        .iter()
+        .filter_map(|p| {
+            let d = telemetry.phase(&p.name)?;
+            let (dev, delta) = match kv_disk
+                .as_deref()
+                .and_then(|k| d.os_io.block_devices_delta.get(k).map(|x| (k, x)))
+            {
+                Some((k, x)) => (Some(k), x),
+                None => (
+                    d.os_io.block_device.as_deref(),
+                    d.os_io.block_device_delta.as_ref()?,
+                ),
+            };
+            Some(crate::devprofile::PhaseDisk {
+                phase: &p.name,
+                block_device: dev,
+                read_bytes: delta.read_bytes_delta,
+                busy_ms: delta.after.io_ms.saturating_sub(delta.before.io_ms),
+            })
+        })
+        .collect();
+    let run_device = kv_disk
+        .as_deref()
+        .or_else(|| rows.iter().find_map(|r| r.block_device));
+    crate::devprofile::disk_ceiling(profile, &rows, run_device, simulated)
+}
 
 fn phase_doc(p: &PhaseSummary, telemetry: &TelemetryOutcome) -> PhaseDoc {
     let mut doc = PhaseDoc {
@@ -292,6 +348,12 @@ fn print_table(phases: &[PhaseSummary], summary: &SummaryDoc, validity: &Validit
     }
     if !overall.errors_by_kind.is_empty() {
         out.push_str(&format!("errors: {:?}\n", overall.errors_by_kind));
+    }
+    if let Some(c) = &summary.disk_ceiling {
+        out.push_str(&format!("disk ceiling: {}\n", c.statement));
+    }
+    if let Some(r) = &summary.reuse_verify_identity {
+        out.push_str(&format!("reuse_verify identity: {}\n", r.verdict));
     }
     match validity.invalid_reason {
         None => out.push_str(&format!("run valid: {}\n", rd.path().display())),

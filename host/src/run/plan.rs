@@ -20,7 +20,7 @@ use crate::plan::{LoadModel, PhasePlan};
 use crate::report::ReportOptions;
 use crate::results::documents::{
     ClientParams, ConfigDoc, DataFile, HostInfo, KvModeDoc, KvModeField, ManifestDoc, PhaseDecl,
-    PreflightDoc, WorkloadDoc,
+    PreflightDoc, ServerBuildDoc, WorkloadDoc,
 };
 use crate::sandbox::{DATA_DIR, DataGrants, Limits, Sandbox, WorkloadInfo, WorkloadInstance};
 use crate::tokenize::TokenCounter;
@@ -158,6 +158,15 @@ pub struct RunPlan {
     pub slo: Option<Slo>,
     pub variant_tags: Vec<String>,
     pub quiet: bool,
+    /// `--device-profile`: the disk ceiling to compare the KV disk with.
+    pub device_profile: Option<crate::devprofile::DeviceProfile>,
+    /// `--kv-reset-*`: emptied before the first phase.
+    pub kv_reset: Option<crate::hygiene::ResetPlan>,
+    /// `--prime-tokens`: the warm-up before the first phase.
+    pub prime: Option<crate::hygiene::PrimePlan>,
+    /// The stack profile's rendered engine config digest (set by a run
+    /// started through a stack profile; `None` otherwise).
+    pub stack_config_sha256: Option<String>,
 }
 
 /// A plan and what it resolved to: the instantiated workload, the client,
@@ -168,6 +177,10 @@ pub struct Resolved {
     /// deadlines fire.
     pub sandbox: Sandbox,
     pub workload: WorkloadInstance,
+    /// A second instance, same seed and params, that the whole-plan
+    /// preflight plans through before anything is sent (`None`: preflight
+    /// off).
+    pub checker: Option<WorkloadInstance>,
     /// `None` for a simulator, whose address is known once it runs.
     pub client: Option<Client>,
     pub tokens: Arc<TokenCounter>,
@@ -183,15 +196,33 @@ impl RunPlan {
             args.kv_cpu_cache_gb,
             args.kv_disk_cache_gb,
         )?;
+        let device_profile = match &args.hygiene.device_profile {
+            Some(p) => Some(crate::devprofile::DeviceProfile::load(p).context("--device-profile")?),
+            None => None,
+        };
+        let kv_reset = crate::hygiene::ResetPlan::from_args(&args.hygiene)?;
+        let prime = crate::hygiene::PrimePlan::from_args(&args.hygiene)?;
+        // The simulator reads a tokenizer.json; a model directory names one.
+        let sim_tokenizer = args.tokenizer.as_deref().map(|t| {
+            if t.is_dir() {
+                t.join("tokenizer.json")
+            } else {
+                t.to_path_buf()
+            }
+        });
         // A bad endpoint is a flag error: say so before any work is done. A
         // simulator's address exists only once it runs, so its client is
         // made then.
-        let sim = match crate::simulate::endpoint_profile(&args.endpoint.endpoint) {
+        let mut sim = match crate::simulate::endpoint_profile(&args.endpoint.endpoint) {
             Some(spec) => Some(crate::simulate::SimPlan::for_run(
                 spec,
                 kv.mode,
                 &args.sim,
-                args.tokenizer.as_deref(),
+                sim_tokenizer.as_deref(),
+                &device_profile
+                    .as_ref()
+                    .map(crate::devprofile::DeviceProfile::sim_sets)
+                    .unwrap_or_default(),
             )?),
             None => {
                 check_no_sim_flags(&args.sim)?;
@@ -208,8 +239,24 @@ impl RunPlan {
         };
         let default_load = default_load(&args)?;
         let tokens = Arc::new(match &args.tokenizer {
-            Some(p) => TokenCounter::from_file(p)?,
-            None => TokenCounter::Heuristic,
+            Some(p) => TokenCounter::from_path(p).context("--tokenizer")?,
+            None => match (client.as_ref(), sim.as_mut()) {
+                (Some(c), _) => local_model_tokenizer(c, &args.model)?,
+                // A simulator whose profile's model is a local directory
+                // (`--sim-set model=DIR`): both sides count with its tokenizer.
+                (None, Some(s))
+                    if Path::new(&s.config.profile.model)
+                        .join("tokenizer.json")
+                        .is_file() =>
+                {
+                    let dir = PathBuf::from(&s.config.profile.model);
+                    s.config.tokenizer = Some(dir.join("tokenizer.json"));
+                    TokenCounter::from_path(&dir).with_context(|| {
+                        format!("the simulator's model directory {}", dir.display())
+                    })?
+                }
+                (None, _) => TokenCounter::Heuristic,
+            },
         });
         let sandbox_limits = Limits::from(&args.sandbox);
         let sandbox = Sandbox::new(args.sandbox.cache_dir.clone(), sandbox_limits)?;
@@ -232,14 +279,23 @@ impl RunPlan {
         // Guest calls may do blocking WASI I/O (a granted data file), which
         // wasmtime-wasi runs through the current tokio runtime: leave the
         // async context for them.
-        let (workload, info, params, phases) = in_blocking_context(|| -> anyhow::Result<_> {
-            let mut inst = sandbox.instantiate(&loaded, tokens.clone(), args.seed, &grants)?;
-            let info = inst.describe()?;
-            let (explicit, params) = effective_params(&info, &user_params, &args)?;
-            inst.create(&explicit, args.seed)?;
-            let phases = inst.phases()?;
-            Ok((inst, info, params, phases))
-        })?;
+        let preflight_on = args.engine_max_input_tokens > 0;
+        let (workload, checker, info, params, phases) =
+            in_blocking_context(|| -> anyhow::Result<_> {
+                let mut inst = sandbox.instantiate(&loaded, tokens.clone(), args.seed, &grants)?;
+                let info = inst.describe()?;
+                let (explicit, params) = effective_params(&info, &user_params, &args)?;
+                inst.create(&explicit, args.seed)?;
+                let phases = inst.phases()?;
+                let checker = if preflight_on {
+                    let mut c = sandbox.instantiate(&loaded, tokens.clone(), args.seed, &grants)?;
+                    c.create(&explicit, args.seed)?;
+                    Some(c)
+                } else {
+                    None
+                };
+                Ok((inst, checker, info, params, phases))
+            })?;
         check_phases(&phases, &format!("{} {}", info.name, info.version))?;
 
         let run_id = args
@@ -331,11 +387,16 @@ impl RunPlan {
             slo: args.slo.clone(),
             variant_tags: args.variant_tags.clone(),
             quiet: args.quiet,
+            device_profile,
+            kv_reset,
+            prime,
+            stack_config_sha256: None,
         };
         Ok(Resolved {
             plan,
             sandbox,
             workload,
+            checker,
             client,
             tokens,
         })
@@ -396,13 +457,18 @@ impl RunPlan {
         &self,
         model: Option<&str>,
         sim: Option<(&str, &sparkhost_kvbm::SimInfo)>,
+        server_build: Option<&ServerBuildDoc>,
     ) -> ManifestDoc {
         ManifestDoc {
             run_id: self.run_id.clone(),
             created_utc: self.created_utc.clone(),
             sparkhost_version: env!("CARGO_PKG_VERSION").into(),
+            sparkhost_git_sha: crate::devprofile::GIT_SHA.into(),
             wasmtime_version: crate::sandbox::WASMTIME_VERSION.into(),
             host: HostInfo::current(),
+            server_build: server_build.cloned(),
+            stack_config_sha256: self.stack_config_sha256.clone(),
+            device_profile_sha256: self.device_profile.as_ref().map(|d| d.sha256.clone()),
             workload: self.workload.doc.clone(),
             scenario: self.workload.doc.name.clone(),
             params: self.params_map(),
@@ -419,6 +485,35 @@ impl RunPlan {
             args: self.command_line.clone(),
             simulator: sim.map(|(_, info)| info.clone()),
         }
+    }
+}
+
+/// Without `--tokenizer`: the tokenizer of the local model directory the
+/// endpoint's model names (by its id or `root`), when there is one; else
+/// the heuristic. A server that is not up yet gives the heuristic too (the
+/// run then waits for it as usual).
+fn local_model_tokenizer(client: &Client, model: &str) -> anyhow::Result<TokenCounter> {
+    let wanted = (model != "auto").then_some(model);
+    let probe = crate::dispatch::models::local_model_dir(client, wanted);
+    let dir = match tokio::runtime::Handle::try_current() {
+        Ok(h) => tokio::task::block_in_place(|| {
+            h.block_on(async {
+                tokio::time::timeout(limits::MODEL_DIR_PROBE_TIMEOUT, probe)
+                    .await
+                    .ok()
+                    .flatten()
+            })
+        }),
+        Err(_) => None,
+    };
+    match dir {
+        Some(d) => TokenCounter::from_path(&d).with_context(|| {
+            format!(
+                "the endpoint's model names the local directory {}, whose tokenizer does not load (pass --tokenizer to choose one)",
+                d.display()
+            )
+        }),
+        None => Ok(TokenCounter::Heuristic),
     }
 }
 

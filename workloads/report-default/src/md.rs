@@ -185,6 +185,7 @@ pub fn render(run: &Run) -> String {
     overall(&mut s, run);
     phases(&mut s, run);
     kvbm(&mut s, run);
+    disk_ceiling(&mut s, run);
     gpu(&mut s, run);
     identity(&mut s, run);
     timing(&mut s, run);
@@ -277,10 +278,43 @@ fn fingerprint(s: &mut String, run: &Run) {
         vec![
             "sparkhost".to_owned(),
             format!(
-                "{} (wasmtime {})",
+                "{} (git {}, wasmtime {})",
                 text(m.get("sparkhost_version")),
+                text(m.get("sparkhost_git_sha")),
                 text(m.get("wasmtime_version"))
             ),
+        ],
+        vec![
+            "server build".to_owned(),
+            match m.get("server_build").filter(|v| !v.is_null()) {
+                Some(b) => format!(
+                    "Server header {}; /version {}",
+                    text(b.get("server_header")),
+                    match b.get("version").filter(|v| !v.is_null()) {
+                        Some(v) if v.is_string() => text(Some(v)),
+                        Some(v) => format!("`{v}`"),
+                        None => format!("not served (HTTP {})", text(b.get("version_status"))),
+                    }
+                ),
+                // Absent: written before sparkhost recorded it; null: the
+                // server said nothing about its build.
+                None if m.get("server_build").is_none() => "not recorded".to_owned(),
+                None => "not exposed by the server".to_owned(),
+            },
+        ],
+        vec![
+            "stack config".to_owned(),
+            m.get("stack_config_sha256")
+                .filter(|v| !v.is_null())
+                .map(|v| format!("sha256 `{}`", text(Some(v))))
+                .unwrap_or_else(|| DASH.to_owned()),
+        ],
+        vec![
+            "device profile".to_owned(),
+            m.get("device_profile_sha256")
+                .filter(|v| !v.is_null())
+                .map(|v| format!("sha256 `{}`", text(Some(v))))
+                .unwrap_or_else(|| DASH.to_owned()),
         ],
         vec![
             "host".to_owned(),
@@ -362,6 +396,39 @@ fn fingerprint(s: &mut String, run: &Run) {
     table_aligned(s, &["what", "value"], &rows, false);
 }
 
+/// The KV reset and warm-up that preceded the measured phases.
+fn hygiene(s: &mut String, run: &Run) {
+    if let Some(r) = run.s(&["kv_reset"]).filter(|v| v.is_object()) {
+        let _ = writeln!(
+            s,
+            "- KV reset before the first phase: {} `{}` → {} (status {}, {} ms){}",
+            text(r.get("method")),
+            text(r.get("target")),
+            if r.get("ok").and_then(Value::as_bool) == Some(true) {
+                "ok"
+            } else {
+                "FAILED"
+            },
+            text(r.get("status")),
+            json_num(r.get("elapsed_ms")),
+            r.get("error")
+                .filter(|e| !e.is_null())
+                .map(|e| format!(": {}", text(Some(e))))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(p) = run.s(&["prime"]).filter(|v| v.is_object()) {
+        let _ = writeln!(
+            s,
+            "- Warm-up: {} distinct filler requests ({} prompt tokens, {} failed, {} s) before the first phase; not in requests.jsonl",
+            json_num(p.get("requests")),
+            json_num(p.get("prompt_tokens_sent")),
+            json_num(p.get("failed")),
+            json_num(p.get("elapsed_s"))
+        );
+    }
+}
+
 fn kv_config(s: &mut String, run: &Run) {
     s.push_str("## KV Configuration\n\n");
     let kvm = run.s(&["kv_mode"]);
@@ -399,7 +466,9 @@ fn kv_config(s: &mut String, run: &Run) {
             tags.join(", ")
         }
     );
-    s.push_str("- These are the labels given to `sparkhost run`; the server's configuration is not verified from them.\n\n");
+    s.push_str("- These are the labels given to `sparkhost run`; the server's configuration is not verified from them.\n");
+    hygiene(s, run);
+    s.push('\n');
 }
 
 fn latency_rows(v: &Value) -> Vec<Vec<String>> {
@@ -716,6 +785,60 @@ fn gpu(s: &mut String, run: &Run) {
     table(s, &["series", "group", "samples", "mean", "max"], &rows);
 }
 
+/// The KV disk's achieved read bandwidth against its measured ceiling
+/// (`--device-profile`), and where the host tier lives on a DGX Spark.
+fn disk_ceiling(s: &mut String, run: &Run) {
+    let Some(c) = run.s(&["disk_ceiling"]).filter(|v| v.is_object()) else {
+        return;
+    };
+    s.push_str("## Disk Ceiling\n\n");
+    let _ = writeln!(s, "{}.\n", text(c.get("statement")));
+    let rows: Vec<Vec<String>> = c
+        .get("phases")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    let pct = |k: &str| {
+                        p.get(k)
+                            .and_then(Value::as_f64)
+                            .map(|f| format!("{:.0}%", f * 100.0))
+                            .unwrap_or_else(|| DASH.to_owned())
+                    };
+                    vec![
+                        text(p.get("phase")),
+                        text(p.get("block_device")),
+                        json_num(p.get("read_bytes")),
+                        json_num(p.get("busy_s")),
+                        p.get("achieved_read_gbps")
+                            .and_then(Value::as_f64)
+                            .map(|g| format!("{g:.3}"))
+                            .unwrap_or_else(|| DASH.to_owned()),
+                        pct("fraction_of_random_read"),
+                        pct("fraction_of_sequential_read"),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !rows.is_empty() {
+        table(
+            s,
+            &[
+                "phase",
+                "device",
+                "read bytes",
+                "busy s",
+                "GB/s",
+                "of random read",
+                "of sequential read",
+            ],
+            &rows,
+        );
+    }
+    let _ = writeln!(s, "{}\n", text(c.get("host_tier_note")));
+}
+
 fn identity(s: &mut String, run: &Run) {
     s.push_str("## Request Identity\n\n");
     let id = &run.identity;
@@ -751,6 +874,17 @@ fn identity(s: &mut String, run: &Run) {
         run.phases.iter().filter_map(|p| p.kvbm.as_ref()),
         "matched_tokens",
     );
+    if let Some(r) = run.s(&["reuse_verify_identity"]).filter(|v| v.is_object()) {
+        let _ = writeln!(
+            s,
+            "- reuse_verify identity: **`{}`** ({} reuse requests; {} request identities, {} prompts, {} generation params)",
+            text(r.get("verdict")),
+            json_num(r.get("reuse_requests")),
+            json_num(r.get("unique_request_identity_sha256")),
+            json_num(r.get("unique_prompt_sha256")),
+            json_num(r.get("unique_generation_params_sha256"))
+        );
+    }
     if id.prefix_repeats + id.prompt_repeats > 0 && matched == Some(0.0) {
         s.push_str("- **Reuse was offered but KVBM matched no tokens**: this run cannot support a KV-reuse claim.\n");
     }
