@@ -12,7 +12,9 @@ use sparkhost_collectors::session::{
 use sparkhost_collectors::{Config, Policy, SourceId, procio::CgroupTarget, verdict};
 
 mod reports;
+mod stack;
 pub use reports::*;
+pub use stack::*;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +57,10 @@ pub enum Command {
     Search(Box<SearchArgs>),
     /// Serve a SIMULATED engine (KV tiers GPU/host/disk, KVBM metrics, real disk I/O) until Ctrl-C.
     Sim(Box<SimArgs>),
+    /// Start, check and stop a serving stack from a profile, per tier mode (up, down, status, logs, render).
+    Stack(StackArgs),
+    /// The seed's health check: /health, /v1/models, KVBM metrics, NATS; for an endpoint or a running stack.
+    Health(HealthArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

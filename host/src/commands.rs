@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod compare;
+pub mod health;
 pub mod inspect;
 pub mod matrix;
 pub mod report;
@@ -9,6 +10,7 @@ pub mod run;
 pub mod search;
 pub mod sim;
 pub mod smoke;
+pub mod stack;
 pub mod summarize;
 pub mod truth_server;
 pub mod wait_ready;

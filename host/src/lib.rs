@@ -23,6 +23,8 @@
 //! - [`progress`]: the live progress line of `run`.
 //! - [`truth`]: a ground-truth server that streams on an exact schedule (benchmarks).
 //! - [`simulate`]: the simulated engine (`sparkhost-kvbm`) for `sim` and `--endpoint sim[:PROFILE]`.
+//! - [`stack`]: serving stacks from TOML profiles per tier mode: render,
+//!   start, health and tier checks, stop (`stack`, `health`).
 //! - [`harness`]: what sparkhost itself cost (CPU, memory, start-up).
 
 pub mod analysis;
@@ -42,6 +44,7 @@ pub mod results;
 pub mod run;
 pub mod sandbox;
 pub mod simulate;
+pub mod stack;
 pub mod telemetry;
 pub mod tokenize;
 pub mod truth;

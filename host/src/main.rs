@@ -33,6 +33,8 @@ fn main() -> std::process::ExitCode {
             Command::Matrix(args) => commands::matrix::matrix(args).await,
             Command::Search(args) => commands::search::search(*args).await,
             Command::Sim(args) => commands::sim::sim(*args).await,
+            Command::Stack(args) => commands::stack::stack(args),
+            Command::Health(args) => commands::health::health(args),
             Command::Bench(args) => commands::bench::bench(args).await,
             Command::TruthServer(args) => commands::truth_server::truth_server(args).await,
         }
