@@ -5,7 +5,9 @@
 //!
 //! Hard failures (`run_valid: false`) follow the test plan's P6: the run was
 //! already invalid for the host (model dropped, …), the error rate is above the
-//! gate, or KVBM metrics are missing while a KV tier is on. Soft failures leave
+//! gate, KVBM metrics are missing while a KV tier is on, or the server did
+//! what another tier mode does (`TIER_MODE_MISMATCH`: KVBM moved blocks in
+//! B0, or moved blocks to or from disk in B1; see [`tier_mode_mismatch`]). Soft failures leave
 //! the run valid but not decision-grade: errors present, disk tier configured
 //! but no disk I/O, disk I/O that KVBM's counters do not account for, high reuse
 //! opportunity but no matched tokens.
@@ -344,10 +346,13 @@ pub enum ReasonCode {
     ReuseOpportunityUnknown,
     /// A tier onboarded blocks in a phase while its hit-rate gauge read 0.
     HitRateGaugeStale,
+    /// The server did what another tier mode does: KVBM moved blocks in
+    /// B0, or offloaded to (or onboarded from) disk in B1.
+    TierModeMismatch,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 11] = [
+    pub const ALL: [ReasonCode; 12] = [
         ReasonCode::RunInvalid,
         ReasonCode::ErrorRateAboveThreshold,
         ReasonCode::KvbmMetricsMissing,
@@ -359,6 +364,7 @@ impl ReasonCode {
         ReasonCode::ReuseWithoutMatchedTokens,
         ReasonCode::ReuseOpportunityUnknown,
         ReasonCode::HitRateGaugeStale,
+        ReasonCode::TierModeMismatch,
     ];
 
     /// As [`Policy`] leaves it; `allow_missing_kvbm_metrics` demotes
@@ -367,7 +373,8 @@ impl ReasonCode {
         match self {
             ReasonCode::RunInvalid
             | ReasonCode::ErrorRateAboveThreshold
-            | ReasonCode::KvbmMetricsMissing => Severity::Hard,
+            | ReasonCode::KvbmMetricsMissing
+            | ReasonCode::TierModeMismatch => Severity::Hard,
             _ => Severity::Soft,
         }
     }
@@ -378,6 +385,7 @@ impl ReasonCode {
         match self {
             ReasonCode::KvbmMetricsMissing => Some("kvbm_metrics_unavailable"),
             ReasonCode::ErrorRateAboveThreshold => Some("error_rate_above_threshold"),
+            ReasonCode::TierModeMismatch => Some("tier_mode_mismatch"),
             _ => None,
         }
     }
@@ -605,6 +613,9 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
             ),
         );
     }
+    if let Some(d) = tier_mode_mismatch(mode, phases) {
+        v.add(ReasonCode::TierModeMismatch, d);
+    }
     if mode.kvbm_enabled() && !signals.kvbm_metrics_available {
         let d = format!("kv mode {mode:?} has a KV tier but no phase had kvbm_* metrics");
         let severity = if p.allow_missing_kvbm_metrics {
@@ -711,6 +722,45 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
         }
     }
     v
+}
+
+/// What the phases show that the run's tier mode rules out, naming the
+/// counters and phases; `None` when they agree. Only block movement counts:
+/// a KVBM port serving zeros in B0 says nothing about the engine's tiers (the
+/// stack's own check, `sparkhost stack status`, judges the port).
+pub fn tier_mode_mismatch(mode: KvMode, phases: &[PhaseEvidence]) -> Option<String> {
+    let mut seen = Vec::new();
+    for e in phases.iter().filter(|e| e.kvbm_available) {
+        let counters: &[(&str, Option<f64>)] = match mode {
+            KvMode::Off => &[
+                ("kvbm_offload_blocks_d2h", e.offload_d2h),
+                ("kvbm_offload_blocks_h2d", e.offload_h2d),
+                ("kvbm_offload_blocks_d2d", e.offload_d2d),
+                ("kvbm_onboard_blocks_h2d", e.onboard_h2d),
+                ("kvbm_onboard_blocks_d2d", e.onboard_d2d),
+            ],
+            KvMode::CpuOnly => &[
+                ("kvbm_offload_blocks_h2d", e.offload_h2d),
+                ("kvbm_offload_blocks_d2d", e.offload_d2d),
+                ("kvbm_onboard_blocks_d2d", e.onboard_d2d),
+            ],
+            KvMode::CpuDisk => &[],
+        };
+        for (name, v) in counters {
+            if let Some(v) = v.filter(|v| *v > 0.0) {
+                seen.push(format!("{name} +{v} in phase {}", e.phase));
+            }
+        }
+    }
+    if seen.is_empty() {
+        return None;
+    }
+    let what = match mode {
+        KvMode::Off => "B0 runs no KVBM, but KVBM moved blocks",
+        KvMode::CpuOnly => "B1 has the disk tier off, but KVBM moved blocks to or from disk",
+        KvMode::CpuDisk => unreachable!("B2 rules nothing out"),
+    };
+    Some(format!("tier_mode_mismatch: {what}: {}", seen.join(", ")))
 }
 
 /// Writes `<run_dir>/verdict.json`.
@@ -1210,5 +1260,50 @@ mod tests {
             assert!(j.get(k).is_some(), "{k}");
         }
         assert_eq!(j["signals"]["kv_mode"], "cpu_disk");
+    }
+
+    #[test]
+    fn a_mislabelled_tier_mode_is_a_hard_tier_mode_mismatch() {
+        let phase = |name: &str, h2d: f64, d2d_on: f64| PhaseEvidence {
+            phase: name.into(),
+            kvbm_available: true,
+            offload_d2h: Some(10.0),
+            offload_h2d: Some(h2d),
+            offload_d2d: Some(0.0),
+            onboard_h2d: Some(2.0),
+            onboard_d2d: Some(d2d_on),
+            ..Default::default()
+        };
+        let phases = [phase("warm", 0.0, 0.0), phase("replay", 6.0, 3.0)];
+        let d = tier_mode_mismatch(KvMode::CpuOnly, &phases).unwrap();
+        assert_eq!(
+            d,
+            "tier_mode_mismatch: B1 has the disk tier off, but KVBM moved blocks to or from disk: \
+             kvbm_offload_blocks_h2d +6 in phase replay, kvbm_onboard_blocks_d2d +3 in phase replay"
+        );
+        assert!(tier_mode_mismatch(KvMode::CpuDisk, &phases).is_none());
+        assert!(tier_mode_mismatch(KvMode::CpuOnly, &phases[..1]).is_none());
+        let b0 = tier_mode_mismatch(KvMode::Off, &phases[..1]).unwrap();
+        assert!(b0.contains("B0 runs no KVBM") && b0.contains("kvbm_offload_blocks_d2h +10 in phase warm"), "{b0}");
+        let quiet = PhaseEvidence {
+            phase: "p".into(),
+            kvbm_available: true,
+            offload_d2h: Some(0.0),
+            ..Default::default()
+        };
+        assert!(tier_mode_mismatch(KvMode::Off, &[quiet]).is_none());
+
+        let v = evaluate(&VerdictInput {
+            kv_mode: KvMode::CpuOnly,
+            phases: &phases,
+            errors: RunErrors::default(),
+            reuse: None,
+            host_invalid: false,
+            policy: Policy::default(),
+        });
+        assert!(!v.run_valid);
+        assert_eq!(v.invalid_reason, Some(ReasonCode::TierModeMismatch));
+        assert_eq!(serde_json::to_value(&v).unwrap()["invalid_reason"], "tier_mode_mismatch");
+        assert!(v.reason_codes.contains(&ReasonCode::TierModeMismatch));
     }
 }

@@ -161,12 +161,14 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
     }
 }
 
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8000";
+
 #[derive(Debug, Clone, Args)]
 pub struct EndpointArgs {
     /// Base URL of the OpenAI-compatible server, or `sim[:PROFILE]` for an
     /// in-process simulated engine (a built-in profile or a profile .toml;
     /// default spark-llama31-8b-fp8) that lives as long as the command.
-    #[arg(long, alias = "base-url", default_value = "http://127.0.0.1:8000")]
+    #[arg(long, alias = "base-url", default_value = DEFAULT_ENDPOINT)]
     pub endpoint: String,
 }
 
@@ -279,6 +281,11 @@ pub struct RunArgs {
     pub params: Vec<(String, String)>,
     #[command(flatten)]
     pub endpoint: EndpointArgs,
+    /// A running stack's state dir (`sparkhost stack up --state-dir`): its
+    /// endpoint, tier mode, KVBM metrics URL and disk cache dir, and its
+    /// config hashes in manifest.json.
+    #[arg(long, value_name = "STATE_DIR")]
+    pub stack: Option<PathBuf>,
     /// Model id, or `auto` for the first one `/v1/models` lists.
     #[arg(long, alias = "model-id", default_value = "auto")]
     pub model: String,

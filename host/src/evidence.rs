@@ -31,6 +31,9 @@ pub enum InvalidReason {
     ErrorRateAboveThreshold,
     /// A KV tier is on but no KVBM metrics could be read (seed reason).
     KvbmMetricsUnavailable,
+    /// The server did what another tier mode does (KVBM activity in B0,
+    /// disk offload in B1): the run is mislabelled.
+    TierModeMismatch,
 }
 
 impl InvalidReason {
@@ -47,6 +50,7 @@ impl InvalidReason {
             InvalidReason::NoSuccessfulRequests => "no_successful_requests",
             InvalidReason::ErrorRateAboveThreshold => "error_rate_above_threshold",
             InvalidReason::KvbmMetricsUnavailable => "kvbm_metrics_unavailable",
+            InvalidReason::TierModeMismatch => "tier_mode_mismatch",
         }
     }
 }
@@ -63,6 +67,14 @@ impl InvalidReason {
             ReasonCode::KvbmMetricsMissing => Some((
                 InvalidReason::KvbmMetricsUnavailable,
                 "a KV tier is configured but no KVBM metrics could be read (use --kv-mode off for runs without KVBM, or --allow-missing-kvbm-metrics)".into(),
+            )),
+            ReasonCode::TierModeMismatch => Some((
+                InvalidReason::TierModeMismatch,
+                details
+                    .iter()
+                    .find(|d| d.starts_with("tier_mode_mismatch"))
+                    .cloned()
+                    .unwrap_or_default(),
             )),
             _ => None,
         }

@@ -28,6 +28,7 @@ mod languages;
 mod reports;
 mod sandbox;
 mod sim;
+mod stack;
 mod workloads;
 
 use std::path::{Path, PathBuf};
