@@ -1284,7 +1284,11 @@ mod tests {
         assert!(tier_mode_mismatch(KvMode::CpuDisk, &phases).is_none());
         assert!(tier_mode_mismatch(KvMode::CpuOnly, &phases[..1]).is_none());
         let b0 = tier_mode_mismatch(KvMode::Off, &phases[..1]).unwrap();
-        assert!(b0.contains("B0 runs no KVBM") && b0.contains("kvbm_offload_blocks_d2h +10 in phase warm"), "{b0}");
+        assert!(
+            b0.contains("B0 runs no KVBM")
+                && b0.contains("kvbm_offload_blocks_d2h +10 in phase warm"),
+            "{b0}"
+        );
         let quiet = PhaseEvidence {
             phase: "p".into(),
             kvbm_available: true,
@@ -1303,7 +1307,10 @@ mod tests {
         });
         assert!(!v.run_valid);
         assert_eq!(v.invalid_reason, Some(ReasonCode::TierModeMismatch));
-        assert_eq!(serde_json::to_value(&v).unwrap()["invalid_reason"], "tier_mode_mismatch");
+        assert_eq!(
+            serde_json::to_value(&v).unwrap()["invalid_reason"],
+            "tier_mode_mismatch"
+        );
         assert!(v.reason_codes.contains(&ReasonCode::TierModeMismatch));
     }
 }

@@ -36,9 +36,13 @@ pub const MAX_TEMPLATE_BYTES: usize = 64 << 10;
 pub enum TemplateError {
     #[error("no built-in engine-config template {0:?} (built in: trtllm-kvbm, mocker-engine-args)")]
     UnknownBuiltin(String),
-    #[error("template {template}: {{{{{name}}}}} has no value (set it in the profile's [vars] or with --var {name}=...)")]
+    #[error(
+        "template {template}: {{{{{name}}}}} has no value (set it in the profile's [vars] or with --var {name}=...)"
+    )]
     Missing { template: String, name: String },
-    #[error("template {template}: value {name}={value:?} is not allowed: at most {MAX_VALUE_BYTES} bytes of A-Z a-z 0-9 . _ - / : +")]
+    #[error(
+        "template {template}: value {name}={value:?} is not allowed: at most {MAX_VALUE_BYTES} bytes of A-Z a-z 0-9 . _ - / : +"
+    )]
     BadValue {
         template: String,
         name: String,
@@ -170,7 +174,10 @@ pub fn render(
         out.push('\n');
     }
     if let Some((o, _)) = open.pop() {
-        return Err(syntax(format!("section {o:?} is never closed"), text.lines().count()));
+        return Err(syntax(
+            format!("section {o:?} is never closed"),
+            text.lines().count(),
+        ));
     }
     if name.ends_with(".json")
         && let Err(e) = serde_json::from_str::<serde_json::Value>(&out)
@@ -189,7 +196,13 @@ mod tests {
 
     fn trtllm(mode: TierMode) -> String {
         let v = BTreeMap::from([("free_gpu_memory_fraction".to_string(), "0.60".to_string())]);
-        render("kvbm_llm_api_config.yaml", builtin("trtllm-kvbm").unwrap(), mode, &v).unwrap()
+        render(
+            "kvbm_llm_api_config.yaml",
+            builtin("trtllm-kvbm").unwrap(),
+            mode,
+            &v,
+        )
+        .unwrap()
     }
 
     fn mocker(mode: TierMode) -> serde_json::Value {
@@ -204,7 +217,13 @@ mod tests {
         .into_iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-        let s = render("engine.json", builtin("mocker-engine-args").unwrap(), mode, &v).unwrap();
+        let s = render(
+            "engine.json",
+            builtin("mocker-engine-args").unwrap(),
+            mode,
+            &v,
+        )
+        .unwrap();
         serde_json::from_str(&s).unwrap()
     }
 
@@ -215,8 +234,14 @@ mod tests {
         let b0 = trtllm(TierMode::B0);
         let b1 = trtllm(TierMode::B1);
         let b2 = trtllm(TierMode::B2);
-        assert_eq!(b1, b2, "B1 and B2 differ only in the worker's DYN_KVBM_* env");
-        let extra: Vec<&str> = b1.lines().filter(|l| !b0.lines().any(|m| m == *l)).collect();
+        assert_eq!(
+            b1, b2,
+            "B1 and B2 differ only in the worker's DYN_KVBM_* env"
+        );
+        let extra: Vec<&str> = b1
+            .lines()
+            .filter(|l| !b0.lines().any(|m| m == *l))
+            .collect();
         assert_eq!(
             extra,
             [
@@ -226,7 +251,10 @@ mod tests {
                 "  connector_worker_class: DynamoKVBMConnectorWorker",
             ]
         );
-        assert!(b0.lines().all(|l| b1.lines().any(|m| m == l)), "B0 has a line B1 lacks");
+        assert!(
+            b0.lines().all(|l| b1.lines().any(|m| m == l)),
+            "B0 has a line B1 lacks"
+        );
         for f in [&b0, &b1] {
             assert!(f.contains("  free_gpu_memory_fraction: 0.60\n"), "{f}");
             assert!(f.contains("  enable_partial_reuse: false\n"), "{f}");
@@ -248,16 +276,25 @@ mod tests {
 
     #[test]
     fn values_that_could_change_the_structure_are_refused() {
-        for bad in ["0.6\nkv_connector_config: {}", "\"x\"", "a b", &"9".repeat(300)] {
+        for bad in [
+            "0.6\nkv_connector_config: {}",
+            "\"x\"",
+            "a b",
+            &"9".repeat(300),
+        ] {
             let v = BTreeMap::from([("free_gpu_memory_fraction".to_string(), bad.to_string())]);
-            let e = render("t.yaml", builtin("trtllm-kvbm").unwrap(), TierMode::B1, &v).unwrap_err();
+            let e =
+                render("t.yaml", builtin("trtllm-kvbm").unwrap(), TierMode::B1, &v).unwrap_err();
             assert!(
                 matches!(&e, TemplateError::BadValue { name, .. } if name == "free_gpu_memory_fraction"),
                 "{e}"
             );
         }
         let e = render("t.yaml", "a: {{b}}\n", TierMode::B0, &BTreeMap::new()).unwrap_err();
-        assert_eq!(e.to_string(), "template t.yaml: {{b}} has no value (set it in the profile's [vars] or with --var b=...)");
+        assert_eq!(
+            e.to_string(),
+            "template t.yaml: {{b}} has no value (set it in the profile's [vars] or with --var b=...)"
+        );
     }
 
     #[test]
@@ -267,16 +304,32 @@ mod tests {
             ("{{#kvbm}}\nx\n", "never closed"),
             ("{{/kvbm}}\n", "closes nothing"),
             ("{{#gpu}}\n{{/gpu}}\n", "unknown section"),
-            ("{{#kvbm}}\n{{#disk_tier}}\n{{/kvbm}}\n", "closes \"disk_tier\""),
+            (
+                "{{#kvbm}}\n{{#disk_tier}}\n{{/kvbm}}\n",
+                "closes \"disk_tier\"",
+            ),
             ("a {{#kvbm}}\n", "alone on its line"),
             ("a {{b\n", "unclosed"),
         ] {
             let e = render("t", t, TierMode::B2, &v).unwrap_err().to_string();
             assert!(e.contains(want), "{t:?}: {e}");
         }
-        let e = render("t.json", "{\n{{#disk_tier}}\n\"a\": 1,\n{{/disk_tier}}\n}\n", TierMode::B2, &v)
-            .unwrap_err();
+        let e = render(
+            "t.json",
+            "{\n{{#disk_tier}}\n\"a\": 1,\n{{/disk_tier}}\n}\n",
+            TierMode::B2,
+            &v,
+        )
+        .unwrap_err();
         assert!(matches!(e, TemplateError::BadJson { .. }), "{e}");
-        assert!(render("t.json", "{\n{{#disk_tier}}\n\"a\": 1,\n{{/disk_tier}}\n\"b\": 2}\n", TierMode::B1, &v).is_ok());
+        assert!(
+            render(
+                "t.json",
+                "{\n{{#disk_tier}}\n\"a\": 1,\n{{/disk_tier}}\n\"b\": 2}\n",
+                TierMode::B1,
+                &v
+            )
+            .is_ok()
+        );
     }
 }

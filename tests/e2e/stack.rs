@@ -30,7 +30,13 @@ impl Drop for Up {
 
 fn up(state: &Path, cache: &Path, profile: &str, mode: &str, vars: &[String]) -> (Up, String) {
     let mut args: Vec<String> = [
-        "stack", "up", "--profile", profile, "--tier-mode", mode, "--state-dir",
+        "stack",
+        "up",
+        "--profile",
+        profile,
+        "--tier-mode",
+        mode,
+        "--state-dir",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -63,12 +69,16 @@ fn pids(state: &Path) -> Vec<u32> {
 
 fn down(state: &Path, cache: &Path) {
     let ps = pids(state);
-    let out = sparkhost(&["stack", "down", "--state-dir", state.to_str().unwrap()], cache);
+    let out = sparkhost(
+        &["stack", "down", "--state-dir", state.to_str().unwrap()],
+        cache,
+    );
     assert!(out.status.success(), "{}", text(&out));
     for p in ps {
         assert!(
             !Path::new(&format!("/proc/{p}")).exists()
-                || std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| s.contains(") Z")),
+                || std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .is_ok_and(|s| s.contains(") Z")),
             "pid {p} still runs after stack down"
         );
     }
@@ -77,7 +87,13 @@ fn down(state: &Path, cache: &Path) {
 
 fn status_json(state: &Path, cache: &Path) -> (bool, Value) {
     let out = sparkhost(
-        &["stack", "status", "--json", "--state-dir", state.to_str().unwrap()],
+        &[
+            "stack",
+            "status",
+            "--json",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
         cache,
     );
     let v: Value = serde_json::from_slice(&out.stdout)
@@ -99,7 +115,13 @@ prefill_us_per_token = 50.0
 disable_disk_offload_filter = true
 "#;
 
-fn run_on_stack(state: &Path, results: &Path, cache: &Path, run_id: &str, label: &str) -> (Option<i32>, PathBuf, String) {
+fn run_on_stack(
+    state: &Path,
+    results: &Path,
+    cache: &Path,
+    run_id: &str,
+    label: &str,
+) -> (Option<i32>, PathBuf, String) {
     let wasm = workload("eviction_replay");
     let out = sparkhost(
         &[
@@ -145,22 +167,40 @@ fn sim_stack_up_status_health_run_down_in_every_mode() {
     let sim_profile = format!("sim_profile={}", profile.display());
     for mode in ["B0", "B1", "B2"] {
         let state = d.results.path().join(format!("stack-{mode}"));
-        let (_guard, endpoint) = up(&state, d.cache.path(), "sim", mode, std::slice::from_ref(&sim_profile));
+        let (_guard, endpoint) = up(
+            &state,
+            d.cache.path(),
+            "sim",
+            mode,
+            std::slice::from_ref(&sim_profile),
+        );
         let (ok, st) = status_json(&state, d.cache.path());
         assert!(ok, "{mode}: {st:#}");
         assert_eq!(st["stack"]["tier_mode"], mode);
         assert_eq!(st["stack"]["endpoint"], endpoint.as_str());
-        assert_eq!(st["health"]["kvbm_answered"], mode != "B0", "{mode}: {st:#}");
+        assert_eq!(
+            st["health"]["kvbm_answered"],
+            mode != "B0",
+            "{mode}: {st:#}"
+        );
         assert_eq!(st["tier_mode_mismatch"], serde_json::json!([]));
         let pid = pids(&state)[0];
         assert!(Path::new(&format!("/proc/{pid}")).exists());
-        let h = sparkhost(&["health", "--state-dir", state.to_str().unwrap()], d.cache.path());
+        let h = sparkhost(
+            &["health", "--state-dir", state.to_str().unwrap()],
+            d.cache.path(),
+        );
         assert!(h.status.success(), "{}", text(&h));
         let h = sparkhost(&["health", "--endpoint", &endpoint], d.cache.path());
-        assert!(h.status.success() && String::from_utf8_lossy(&h.stdout).contains("healthy"), "{}", text(&h));
+        assert!(
+            h.status.success() && String::from_utf8_lossy(&h.stdout).contains("healthy"),
+            "{}",
+            text(&h)
+        );
 
         if mode == "B1" {
-            let (code, dir, out) = run_on_stack(&state, d.results.path(), d.cache.path(), "b1", "B1");
+            let (code, dir, out) =
+                run_on_stack(&state, d.results.path(), d.cache.path(), "b1", "B1");
             assert_eq!(code, Some(0), "{out}");
             let m = read_json(&dir.join("manifest.json"));
             assert_eq!(m["stack"]["config_sha256"], st["stack"]["config_sha256"]);
@@ -168,7 +208,8 @@ fn sim_stack_up_status_health_run_down_in_every_mode() {
             assert_eq!(m["tier_mode"], "B1");
             assert_eq!(m["base_url"], endpoint.as_str());
             // A label that disagrees with the stack is refused before anything is sent.
-            let (code, dir, out) = run_on_stack(&state, d.results.path(), d.cache.path(), "b1-as-b2", "B2");
+            let (code, dir, out) =
+                run_on_stack(&state, d.results.path(), d.cache.path(), "b1-as-b2", "B2");
             assert_eq!(code, Some(1), "{out}");
             assert!(out.contains("disagrees with --stack"), "{out}");
             assert!(!dir.exists());
@@ -191,9 +232,18 @@ fn a_mislabelled_stack_is_caught_as_tier_mode_mismatch() {
         d.cache.path(),
         "sim",
         "B1",
-        &[format!("sim_profile={}", profile.display()), "sim_tier=B2".into()],
+        &[
+            format!("sim_profile={}", profile.display()),
+            "sim_tier=B2".into(),
+        ],
     );
-    let (code, dir, out) = run_on_stack(&state, d.results.path(), d.cache.path(), "mislabelled", "B1");
+    let (code, dir, out) = run_on_stack(
+        &state,
+        d.results.path(),
+        d.cache.path(),
+        "mislabelled",
+        "B1",
+    );
     assert_eq!(code, Some(2), "{out}");
     let v = read_json(&dir.join("verdict.json"));
     assert_eq!(v["run_valid"], false);
@@ -206,13 +256,22 @@ fn a_mislabelled_stack_is_caught_as_tier_mode_mismatch() {
         .find(|s| s.starts_with("tier_mode_mismatch"))
         .unwrap()
         .to_string();
-    assert!(detail.contains("B1 has the disk tier off") && detail.contains("kvbm_offload_blocks_"), "{detail}");
+    assert!(
+        detail.contains("B1 has the disk tier off") && detail.contains("kvbm_offload_blocks_"),
+        "{detail}"
+    );
     let s = read_json(&dir.join("summary.json"));
     assert_eq!(s["invalid_reason"], "tier_mode_mismatch", "{s:#}");
     // The stack's own check sees the same once traffic moved blocks.
     let (ok, st) = status_json(&state, d.cache.path());
     assert!(!ok);
-    assert!(st["tier_mode_mismatch"][0].as_str().unwrap().contains("offloaded to disk"), "{st:#}");
+    assert!(
+        st["tier_mode_mismatch"][0]
+            .as_str()
+            .unwrap()
+            .contains("offloaded to disk"),
+        "{st:#}"
+    );
     down(&state, d.cache.path());
 }
 
@@ -224,11 +283,18 @@ fn mocker_stack_b0_and_b1_run_and_b2_is_refused() {
     let model = std::env::var("SPARKHOST_DYNAMO_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo().join("target/dynamo-model/tiny-llama"));
-    assert!(venv.join("bin/python").exists(), "no Dynamo venv at {}; run `make dynamo`", venv.display());
+    assert!(
+        venv.join("bin/python").exists(),
+        "no Dynamo venv at {}; run `make dynamo`",
+        venv.display()
+    );
     let vars = vec![
         format!("venv={}", venv.display()),
         format!("model_dir={}", model.display()),
-        format!("broker_script={}", repo().join("scripts/dynamo/zmq_broker.py").display()),
+        format!(
+            "broker_script={}",
+            repo().join("scripts/dynamo/zmq_broker.py").display()
+        ),
     ];
     let d = dirs();
     for mode in ["B0", "B1"] {
@@ -241,19 +307,35 @@ fn mocker_stack_b0_and_b1_run_and_b2_is_refused() {
             &std::fs::read_to_string(state.join("mocker_engine_args.json")).unwrap(),
         )
         .unwrap();
-        assert_eq!(engine["engine"].get("native_host_offload").is_some(), mode == "B1", "{engine:#}");
+        assert_eq!(
+            engine["engine"].get("native_host_offload").is_some(),
+            mode == "B1",
+            "{engine:#}"
+        );
         let smoke = sparkhost(&["smoke", "--endpoint", &endpoint], d.cache.path());
         assert!(smoke.status.success(), "{}", text(&smoke));
         assert_eq!(pids(&state).len(), 3);
         down(&state, d.cache.path());
     }
     let state = d.results.path().join("mocker-B2");
-    let mut args = vec!["stack", "up", "--profile", "dynamo-mocker", "--tier-mode", "B2", "--state-dir"];
+    let mut args = vec![
+        "stack",
+        "up",
+        "--profile",
+        "dynamo-mocker",
+        "--tier-mode",
+        "B2",
+        "--state-dir",
+    ];
     let s = state.display().to_string();
     args.push(&s);
     let out = sparkhost(&args, d.cache.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no live disk tier"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no live disk tier"),
+        "{}",
+        text(&out)
+    );
     assert!(!state.join("stack.json").exists());
 }
 
@@ -263,19 +345,43 @@ fn dgx_spark_profile_renders_per_mode() {
     let mut configs = Vec::new();
     for mode in ["B0", "B1", "B2"] {
         let out = sparkhost(
-            &["stack", "render", "--profile", "dgx-spark-trtllm", "--tier-mode", mode, "--var", "model_profile=llama33_70b_nvfp4"],
+            &[
+                "stack",
+                "render",
+                "--profile",
+                "dgx-spark-trtllm",
+                "--tier-mode",
+                mode,
+                "--var",
+                "model_profile=llama33_70b_nvfp4",
+            ],
             d.cache.path(),
         );
         assert!(out.status.success(), "{}", text(&out));
         let o = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(o.contains("--extra-engine-args /etc/sparkhost/kvbm_llm_api_config.yaml"), "{o}");
+        assert!(
+            o.contains("--extra-engine-args /etc/sparkhost/kvbm_llm_api_config.yaml"),
+            "{o}"
+        );
         assert!(o.contains("nvidia/Llama-3.3-70B-Instruct-NVFP4"), "{o}");
         assert!(o.contains("free_gpu_memory_fraction: 0.60"), "{o}");
         assert_eq!(o.contains("kv_connector_config:"), mode != "B0", "{o}");
-        assert_eq!(o.contains("env DYN_KVBM_DISK_CACHE_GB=32"), mode == "B2", "{o}");
+        assert_eq!(
+            o.contains("env DYN_KVBM_DISK_CACHE_GB=32"),
+            mode == "B2",
+            "{o}"
+        );
         assert_eq!(o.contains("env DYN_KVBM_METRICS=true"), mode != "B0", "{o}");
-        assert_eq!(o.contains("unset: DYN_KVBM_DISK_CACHE_GB"), mode != "B2", "{o}");
-        let hash = o.lines().find_map(|l| l.trim().strip_prefix("config sha256 ")).unwrap().to_string();
+        assert_eq!(
+            o.contains("unset: DYN_KVBM_DISK_CACHE_GB"),
+            mode != "B2",
+            "{o}"
+        );
+        let hash = o
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("config sha256 "))
+            .unwrap()
+            .to_string();
         configs.push(hash);
     }
     configs.dedup();

@@ -5,7 +5,7 @@ use super::Exit;
 use crate::cli::HealthArgs;
 use crate::limits;
 use crate::simulate;
-use crate::stack::health::{self, TierExpect, Targets};
+use crate::stack::health::{self, Targets, TierExpect};
 use crate::stack::supervise;
 
 pub fn health(args: HealthArgs) -> anyhow::Result<Exit> {

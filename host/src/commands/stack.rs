@@ -8,9 +8,9 @@ use anyhow::Context;
 use super::Exit;
 use crate::cli::{StackAction, StackArgs, StackProfileArgs};
 use crate::simulate;
+use crate::stack::Profile;
 use crate::stack::render::{self, Rendered};
 use crate::stack::supervise::{self, Status};
-use crate::stack::Profile;
 
 /// Renders the profile for `state_dir`, with logs in `logs` (default: the
 /// state dir's `logs/`).
@@ -84,10 +84,12 @@ pub fn stack(args: StackArgs) -> anyhow::Result<Exit> {
             let r = render_for(&a.profile, &a.state_dir, None)?;
             print!("{}", r.describe());
             if let Some(out) = &a.out {
-                std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+                std::fs::create_dir_all(out)
+                    .with_context(|| format!("creating {}", out.display()))?;
                 for f in &r.files {
                     let p = out.join(&f.name);
-                    std::fs::write(&p, &f.content).with_context(|| format!("writing {}", p.display()))?;
+                    std::fs::write(&p, &f.content)
+                        .with_context(|| format!("writing {}", p.display()))?;
                 }
             }
             Ok(Exit::Ok)

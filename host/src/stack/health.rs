@@ -100,34 +100,32 @@ pub fn probe(t: &Targets, timeout: Duration) -> Health {
     if t.models {
         let url = format!("{}/v1/models", t.endpoint.trim_end_matches('/'));
         let c = match http::get(&url, timeout) {
-            Ok((200, body)) => {
-                match serde_json::from_str::<serde_json::Value>(&body) {
-                    Ok(v) => {
-                        models = v["data"]
-                            .as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|m| m["id"].as_str().map(str::to_string))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        Check {
-                            name: "models".into(),
-                            ok: !models.is_empty(),
-                            detail: if models.is_empty() {
-                                format!("{url}: lists no model yet")
-                            } else {
-                                format!("{url}: {}", models.join(", "))
-                            },
-                        }
-                    }
-                    Err(e) => Check {
+            Ok((200, body)) => match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(v) => {
+                    models = v["data"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|m| m["id"].as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Check {
                         name: "models".into(),
-                        ok: false,
-                        detail: format!("{url}: not a model list: {e}"),
-                    },
+                        ok: !models.is_empty(),
+                        detail: if models.is_empty() {
+                            format!("{url}: lists no model yet")
+                        } else {
+                            format!("{url}: {}", models.join(", "))
+                        },
+                    }
                 }
-            }
+                Err(e) => Check {
+                    name: "models".into(),
+                    ok: false,
+                    detail: format!("{url}: not a model list: {e}"),
+                },
+            },
             Ok((s, body)) => Check {
                 name: "models".into(),
                 ok: false,
@@ -280,7 +278,10 @@ pub fn tier_checks(h: &Health, e: &TierExpect) -> Vec<String> {
             .map(|(k, v)| format!("kvbm_{k}={v}"))
             .collect();
         if !seen.is_empty() {
-            out.push(format!("B0 runs no KVBM, but KVBM moved blocks: {}", seen.join(", ")));
+            out.push(format!(
+                "B0 runs no KVBM, but KVBM moved blocks: {}",
+                seen.join(", ")
+            ));
         }
     }
     if e.mode == TierMode::B2
@@ -311,9 +312,7 @@ pub fn tier_checks(h: &Health, e: &TierExpect) -> Vec<String> {
 /// The block device (e.g. `nvme0n1p2`) holding `path`, from its `st_dev`
 /// and `/sys/dev/block/MAJ:MIN`.
 pub fn device_of(path: &Path) -> Result<String, String> {
-    let dev = std::fs::metadata(path)
-        .map_err(|e| e.to_string())?
-        .dev();
+    let dev = std::fs::metadata(path).map_err(|e| e.to_string())?.dev();
     let (maj, min) = (libc::major(dev), libc::minor(dev));
     let link = PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
     let target = std::fs::read_link(&link).map_err(|_| {
@@ -353,7 +352,10 @@ mod tests {
         assert!(tier_checks(&h(&[]), &expect(TierMode::B0)).is_empty());
         assert!(tier_checks(&h(&[("offload_blocks_d2h", 0.0)]), &expect(TierMode::B1)).is_empty());
         let e = tier_checks(&h(&[]), &expect(TierMode::B1));
-        assert_eq!(e, ["B1 runs KVBM, but its metrics port served no kvbm_* series"]);
+        assert_eq!(
+            e,
+            ["B1 runs KVBM, but its metrics port served no kvbm_* series"]
+        );
         let e = tier_checks(&h(&[("offload_blocks_d2h", 3.0)]), &expect(TierMode::B0));
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(e[1].contains("kvbm_offload_blocks_d2h=3"), "{e:?}");
@@ -369,7 +371,10 @@ mod tests {
             &h(&[("offload_blocks_d2h", 8.0), ("offload_blocks_h2d", 5.0)]),
             &expect(TierMode::B1),
         );
-        assert_eq!(e, ["B1 has the disk tier off, but KVBM offloaded to disk: kvbm_offload_blocks_h2d=5"]);
+        assert_eq!(
+            e,
+            ["B1 has the disk tier off, but KVBM offloaded to disk: kvbm_offload_blocks_h2d=5"]
+        );
         assert!(tier_checks(&h(&[("offload_blocks_h2d", 5.0)]), &expect(TierMode::B2)).is_empty());
     }
 
@@ -378,7 +383,10 @@ mod tests {
         let mut x = expect(TierMode::B2);
         x.disk_cache_dir = Some(PathBuf::from("/nonexistent/kvbm"));
         let e = tier_checks(&h(&[("offload_blocks_d2h", 0.0)]), &x);
-        assert_eq!(e, ["B2's disk cache directory /nonexistent/kvbm does not exist"]);
+        assert_eq!(
+            e,
+            ["B2's disk cache directory /nonexistent/kvbm does not exist"]
+        );
     }
 
     #[test]
@@ -396,9 +404,20 @@ mod tests {
         };
         let r = probe(&t, Duration::from_millis(500));
         assert!(!r.ok());
-        let failed: Vec<&str> = r.checks.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
+        let failed: Vec<&str> = r
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name.as_str())
+            .collect();
         assert_eq!(failed, ["health", "models", "nats"]);
         assert!(!r.kvbm_answered);
-        assert!(r.checks.iter().all(|c| c.detail.contains(&port.to_string())), "{:?}", r.checks);
+        assert!(
+            r.checks
+                .iter()
+                .all(|c| c.detail.contains(&port.to_string())),
+            "{:?}",
+            r.checks
+        );
     }
 }

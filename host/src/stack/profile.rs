@@ -49,7 +49,9 @@ pub const KVBM_HOST_ENV: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("no built-in stack profile {0:?} (built in: sim, dynamo-mocker, dgx-spark-trtllm); a path to a .toml works too")]
+    #[error(
+        "no built-in stack profile {0:?} (built in: sim, dynamo-mocker, dgx-spark-trtllm); a path to a .toml works too"
+    )]
     Unknown(String),
     #[error("stack profile {path}: {error}")]
     Read { path: String, error: String },
@@ -286,15 +288,16 @@ impl Profile {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         };
         if !name_ok(&self.name) {
-            return Err(self.invalid(
-                "name",
-                "1..=64 characters of A-Z a-z 0-9 - _ .",
-            ));
+            return Err(self.invalid("name", "1..=64 characters of A-Z a-z 0-9 - _ ."));
         }
         if self.processes.is_empty() || self.processes.len() > limits::STACK_MAX_PROCESSES {
             return Err(self.invalid(
                 "process",
-                format!("1..={} processes, found {}", limits::STACK_MAX_PROCESSES, self.processes.len()),
+                format!(
+                    "1..={} processes, found {}",
+                    limits::STACK_MAX_PROCESSES,
+                    self.processes.len()
+                ),
             ));
         }
         if self.files.len() > limits::STACK_MAX_FILES {
@@ -316,7 +319,9 @@ impl Profile {
             return Err(self.invalid("vars", format!("at most {} vars", limits::STACK_MAX_VARS)));
         }
         for v in all_vars {
-            if !v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            if !v
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 || v.is_empty()
                 || v.len() > 64
             {
@@ -358,7 +363,10 @@ impl Profile {
                 let t = p.tiers.get(&mode).cloned().unwrap_or_default();
                 for k in p.env.keys().chain(t.env.keys()) {
                     if !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || k.is_empty() {
-                        return Err(self.invalid(format!("{field}.env.{k}"), "an environment name is A-Z a-z 0-9 _"));
+                        return Err(self.invalid(
+                            format!("{field}.env.{k}"),
+                            "an environment name is A-Z a-z 0-9 _",
+                        ));
                     }
                     self.check_tier_env(mode, &field, k)?;
                 }
@@ -447,7 +455,10 @@ command = ["true"]
 env = { DYN_KVBM_DISK_CACHE_GB = "32" }
 "#;
         let e = Profile::parse(text, "t").unwrap_err().to_string();
-        assert!(e.contains("DYN_KVBM_DISK_CACHE_GB") && e.contains("B0"), "{e}");
+        assert!(
+            e.contains("DYN_KVBM_DISK_CACHE_GB") && e.contains("B0"),
+            "{e}"
+        );
         let text = text.replace(
             "env = { DYN_KVBM_DISK_CACHE_GB = \"32\" }",
             "tiers.B1.env = { DYN_KVBM_DISK_CACHE_GB = \"32\" }",
@@ -461,12 +472,30 @@ env = { DYN_KVBM_DISK_CACHE_GB = "32" }
     #[test]
     fn malformed_profiles_name_the_field() {
         for (text, want) in [
-            ("name = \"a b\"\nendpoint = \"x\"\n[[process]]\nname = \"p\"\ncommand = [\"x\"]\n", "name: 1..=64"),
-            ("name = \"a\"\nendpoint = \"x\"\nprocess = []\n", "process: 1..="),
-            ("name = \"a\"\nendpoint = \"x\"\n[[process]]\nname = \"p\"\ncommand = []\n", "process \"p\".command"),
-            ("name = \"a\"\nendpoint = \"x\"\n[readiness]\ntimeout = \"9999h\"\n[[process]]\nname = \"p\"\ncommand = [\"x\"]\n", "readiness.timeout"),
-            ("name = \"a\"\nendpoint = \"x\"\n[[file]]\nname = \"f\"\ntemplate = \"nope\"\n[[process]]\nname = \"p\"\ncommand = [\"x\"]\n", "template"),
-            ("name = \"a\"\nendpoint = \"x\"\nbogus = 1\n[[process]]\nname = \"p\"\ncommand = [\"x\"]\n", "unknown field"),
+            (
+                "name = \"a b\"\nendpoint = \"x\"\n[[process]]\nname = \"p\"\ncommand = [\"x\"]\n",
+                "name: 1..=64",
+            ),
+            (
+                "name = \"a\"\nendpoint = \"x\"\nprocess = []\n",
+                "process: 1..=",
+            ),
+            (
+                "name = \"a\"\nendpoint = \"x\"\n[[process]]\nname = \"p\"\ncommand = []\n",
+                "process \"p\".command",
+            ),
+            (
+                "name = \"a\"\nendpoint = \"x\"\n[readiness]\ntimeout = \"9999h\"\n[[process]]\nname = \"p\"\ncommand = [\"x\"]\n",
+                "readiness.timeout",
+            ),
+            (
+                "name = \"a\"\nendpoint = \"x\"\n[[file]]\nname = \"f\"\ntemplate = \"nope\"\n[[process]]\nname = \"p\"\ncommand = [\"x\"]\n",
+                "template",
+            ),
+            (
+                "name = \"a\"\nendpoint = \"x\"\nbogus = 1\n[[process]]\nname = \"p\"\ncommand = [\"x\"]\n",
+                "unknown field",
+            ),
         ] {
             let e = Profile::parse(text, "t").unwrap_err().to_string();
             assert!(e.contains(want), "{want}: {e}");

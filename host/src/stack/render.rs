@@ -124,7 +124,11 @@ fn truthy(p: &Profile, vars: &BTreeMap<String, String>, name: &str) -> Result<bo
     match vars.get(name).map(String::as_str) {
         Some("true") => Ok(true),
         Some("false") | None => Ok(false),
-        Some(v) => Err(invalid(p, format!("vars.{name}"), format!("{v:?}: true or false"))),
+        Some(v) => Err(invalid(
+            p,
+            format!("vars.{name}"),
+            format!("{v:?}: true or false"),
+        )),
     }
 }
 
@@ -204,7 +208,10 @@ fn render_inner(
             return Err(invalid(
                 p,
                 format!("--var {k}"),
-                format!("the profile has no var {k:?} (it has: {})", known.join(", ")),
+                format!(
+                    "the profile has no var {k:?} (it has: {})",
+                    known.join(", ")
+                ),
             ));
         }
         vars.insert(k.clone(), v.clone());
@@ -213,7 +220,11 @@ fn render_inner(
         let value = vars.get(var).cloned().unwrap_or_default();
         let chosen = options.get(&value).ok_or_else(|| {
             let names: Vec<&str> = options.keys().map(String::as_str).collect();
-            invalid(p, format!("vars.{var}"), format!("{value:?} is not one of {}", names.join(", ")))
+            invalid(
+                p,
+                format!("vars.{var}"),
+                format!("{value:?} is not one of {}", names.join(", ")),
+            )
         })?;
         for (k, v) in chosen {
             if !ctx.overrides.contains_key(k) {
@@ -223,9 +234,17 @@ fn render_inner(
     }
     let path_str = |x: &Path| x.display().to_string();
     let (state, logs, sparkhost) = if for_hash {
-        ("$STATE".to_string(), "$LOGS".to_string(), "sparkhost".to_string())
+        (
+            "$STATE".to_string(),
+            "$LOGS".to_string(),
+            "sparkhost".to_string(),
+        )
     } else {
-        (path_str(&ctx.state), path_str(&ctx.logs), path_str(&ctx.sparkhost))
+        (
+            path_str(&ctx.state),
+            path_str(&ctx.logs),
+            path_str(&ctx.sparkhost),
+        )
     };
     let builtins = BTreeMap::from([
         ("tier_mode".to_string(), format!("{mode:?}")),
@@ -270,7 +289,11 @@ fn render_inner(
     }
     let endpoint = subst(&p.endpoint, &all).map_err(|e| invalid(p, "endpoint", e))?;
     if !endpoint.starts_with("http://") {
-        return Err(invalid(p, "endpoint", format!("{endpoint:?}: an http:// URL")));
+        return Err(invalid(
+            p,
+            "endpoint",
+            format!("{endpoint:?}: an http:// URL"),
+        ));
     }
     all.insert("endpoint".into(), endpoint.clone());
     let s = |field: &str, v: &str| subst(v, &all).map_err(|e| invalid(p, field, e));
@@ -313,7 +336,11 @@ fn render_inner(
             argv.push(s(&format!("{field}.command"), a)?);
         }
         if argv.len() > limits::STACK_MAX_ARGS {
-            return Err(invalid(p, format!("{field}.command"), format!("more than {} arguments", limits::STACK_MAX_ARGS)));
+            return Err(invalid(
+                p,
+                format!("{field}.command"),
+                format!("more than {} arguments", limits::STACK_MAX_ARGS),
+            ));
         }
         let mut env = BTreeMap::new();
         for (k, v) in proc.env.iter().chain(pt.env.iter()) {
@@ -399,7 +426,11 @@ impl Rendered {
     /// the modes differ only where they should.
     pub fn describe(&self) -> String {
         let mut o = String::new();
-        let sim = if self.simulated { " (SIMULATED engine)" } else { "" };
+        let sim = if self.simulated {
+            " (SIMULATED engine)"
+        } else {
+            ""
+        };
         o.push_str(&format!(
             "stack {} [{}] tier mode {:?}{sim}\n  KVBM {}\n  config sha256 {}\n  env sha256    {}\n  endpoint {}\n",
             self.profile,
@@ -427,7 +458,12 @@ impl Rendered {
         for p in &self.processes {
             o.push_str(&format!("\nprocess {} (log {})\n", p.name, p.log.display()));
             if let Some(c) = &p.container {
-                o.push_str(&format!("  container: {} run -d {} {}\n", c.runtime, c.run_args.join(" "), c.image));
+                o.push_str(&format!(
+                    "  container: {} run -d {} {}\n",
+                    c.runtime,
+                    c.run_args.join(" "),
+                    c.image
+                ));
             }
             o.push_str(&format!("  argv: {}\n", shell_words(&p.argv)));
             for (k, v) in &p.env {
@@ -503,7 +539,13 @@ mod tests {
         assert_ne!(a.endpoint, "http://127.0.0.1:auto");
         let c = render(&p, &src, TierMode::B2, &ctx(&[])).unwrap();
         assert_ne!(a.config_sha256, c.config_sha256);
-        let d = render(&p, &src, TierMode::B1, &ctx(&[("sim_profile", "spark-llama31-8b-fp8")])).unwrap();
+        let d = render(
+            &p,
+            &src,
+            TierMode::B1,
+            &ctx(&[("sim_profile", "spark-llama31-8b-fp8")]),
+        )
+        .unwrap();
         assert_ne!(a.config_sha256, d.config_sha256);
     }
 
@@ -518,12 +560,20 @@ mod tests {
         let b2 = r("dgx-spark-trtllm", TierMode::B2, &[]);
         for x in [&b0, &b1, &b2] {
             let w = proc(x, "worker");
-            assert!(w.argv.windows(2).any(|a| a[0] == "--extra-engine-args" && a[1].ends_with("/kvbm_llm_api_config.yaml")), "{:?}", w.argv);
+            assert!(
+                w.argv.windows(2).any(|a| a[0] == "--extra-engine-args"
+                    && a[1].ends_with("/kvbm_llm_api_config.yaml")),
+                "{:?}",
+                w.argv
+            );
             assert_eq!(x.files.len(), 1);
         }
         assert_eq!(proc(&b0, "worker").argv, proc(&b1, "worker").argv);
         assert_eq!(proc(&b1, "worker").argv, proc(&b2, "worker").argv);
-        assert_eq!(proc(&b0, "worker").container.as_ref().unwrap().run_args, proc(&b2, "worker").container.as_ref().unwrap().run_args);
+        assert_eq!(
+            proc(&b0, "worker").container.as_ref().unwrap().run_args,
+            proc(&b2, "worker").container.as_ref().unwrap().run_args
+        );
         let non_kvbm = |x: &Rendered| {
             proc(x, "worker")
                 .env
@@ -535,10 +585,16 @@ mod tests {
         assert_eq!(non_kvbm(&b0), non_kvbm(&b1));
         assert_eq!(non_kvbm(&b1), non_kvbm(&b2));
         let w0 = &proc(&b0, "worker").env;
-        assert_eq!(w0.get("DYN_KVBM_METRICS").map(String::as_str), Some("false"));
+        assert_eq!(
+            w0.get("DYN_KVBM_METRICS").map(String::as_str),
+            Some("false")
+        );
         assert!(!w0.contains_key("DYN_KVBM_CPU_CACHE_GB"));
         let w1 = &proc(&b1, "worker").env;
-        assert_eq!(w1.get("DYN_KVBM_CPU_CACHE_GB").map(String::as_str), Some("8"));
+        assert_eq!(
+            w1.get("DYN_KVBM_CPU_CACHE_GB").map(String::as_str),
+            Some("8")
+        );
         assert_eq!(w1.get("DYN_KVBM_METRICS").map(String::as_str), Some("true"));
         // B1's disk tier is really off: nothing sets it, and the names are
         // removed inside the container too, whatever the image's ENV says.
@@ -548,55 +604,121 @@ mod tests {
             assert!(!proc(&b2, "worker").unset.iter().any(|u| u == k), "{k}");
         }
         let w2 = &proc(&b2, "worker").env;
-        assert_eq!(w2.get("DYN_KVBM_DISK_CACHE_GB").map(String::as_str), Some("32"));
-        assert_eq!(w2.get("DYN_KVBM_DISK_CACHE_DIR").map(String::as_str), Some("/mnt/nvme/kvbm"));
-        assert_eq!(b2.disk_cache_dir.as_deref(), Some(Path::new("/mnt/nvme/kvbm")));
-        assert!(b0.files[0].content != b1.files[0].content && b1.files[0].content == b2.files[0].content);
+        assert_eq!(
+            w2.get("DYN_KVBM_DISK_CACHE_GB").map(String::as_str),
+            Some("32")
+        );
+        assert_eq!(
+            w2.get("DYN_KVBM_DISK_CACHE_DIR").map(String::as_str),
+            Some("/mnt/nvme/kvbm")
+        );
+        assert_eq!(
+            b2.disk_cache_dir.as_deref(),
+            Some(Path::new("/mnt/nvme/kvbm"))
+        );
+        assert!(
+            b0.files[0].content != b1.files[0].content
+                && b1.files[0].content == b2.files[0].content
+        );
         assert!(!b0.kvbm && b1.kvbm && b2.kvbm);
     }
 
     #[test]
     fn dgx_spark_model_profiles_and_optional_kv_router() {
         let b1 = r("dgx-spark-trtllm", TierMode::B1, &[]);
-        assert!(proc(&b1, "worker").argv.iter().any(|a| a.contains("nvidia/Llama-3.1-8B-Instruct-FP8")));
+        assert!(
+            proc(&b1, "worker")
+                .argv
+                .iter()
+                .any(|a| a.contains("nvidia/Llama-3.1-8B-Instruct-FP8"))
+        );
         assert!(!b1.processes.iter().any(|p| p.name == "nats"));
         assert!(b1.nats_client.is_none());
-        let big = r("dgx-spark-trtllm", TierMode::B2, &[("model", "nvidia/Llama-3.3-70B-Instruct-NVFP4"), ("kv_router", "true")]);
-        assert!(proc(&big, "worker").argv.iter().any(|a| a.contains("Llama-3.3-70B-Instruct-NVFP4")));
+        let big = r(
+            "dgx-spark-trtllm",
+            TierMode::B2,
+            &[
+                ("model", "nvidia/Llama-3.3-70B-Instruct-NVFP4"),
+                ("kv_router", "true"),
+            ],
+        );
+        assert!(
+            proc(&big, "worker")
+                .argv
+                .iter()
+                .any(|a| a.contains("Llama-3.3-70B-Instruct-NVFP4"))
+        );
         assert!(big.processes.iter().any(|p| p.name == "nats"));
-        assert!(proc(&big, "frontend").argv.windows(2).any(|a| a == ["--router-mode", "kv"]));
+        assert!(
+            proc(&big, "frontend")
+                .argv
+                .windows(2)
+                .any(|a| a == ["--router-mode", "kv"])
+        );
         assert_eq!(big.nats_client.as_deref(), Some("127.0.0.1:4222"));
-        assert_eq!(proc(&big, "worker").env.get("NATS_SERVER").map(String::as_str), Some("nats://127.0.0.1:4222"));
+        assert_eq!(
+            proc(&big, "worker")
+                .env
+                .get("NATS_SERVER")
+                .map(String::as_str),
+            Some("nats://127.0.0.1:4222")
+        );
     }
 
     #[test]
     fn mocker_b1_gets_the_host_tier_through_its_engine_args() {
         let b0 = r("dynamo-mocker", TierMode::B0, &[]);
         let b1 = r("dynamo-mocker", TierMode::B1, &[]);
-        assert_eq!(proc(&b0, "mocker").argv.iter().filter(|a| !a.contains("127.0.0.1")).collect::<Vec<_>>(),
-                   proc(&b1, "mocker").argv.iter().filter(|a| !a.contains("127.0.0.1")).collect::<Vec<_>>());
+        assert_eq!(
+            proc(&b0, "mocker")
+                .argv
+                .iter()
+                .filter(|a| !a.contains("127.0.0.1"))
+                .collect::<Vec<_>>(),
+            proc(&b1, "mocker")
+                .argv
+                .iter()
+                .filter(|a| !a.contains("127.0.0.1"))
+                .collect::<Vec<_>>()
+        );
         let j0: serde_json::Value = serde_json::from_str(&b0.files[0].content).unwrap();
         let j1: serde_json::Value = serde_json::from_str(&b1.files[0].content).unwrap();
         assert!(j0["engine"].get("native_host_offload").is_none());
-        assert!(j1["engine"]["native_host_offload"]["num_host_blocks"].as_u64().unwrap() > 0);
-        assert!(!b1.kvbm, "the mocker's host tier is not KVBM and exports no kvbm_* metrics");
+        assert!(
+            j1["engine"]["native_host_offload"]["num_host_blocks"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+        assert!(
+            !b1.kvbm,
+            "the mocker's host tier is not KVBM and exports no kvbm_* metrics"
+        );
         let (p, src) = Profile::load("dynamo-mocker").unwrap();
-        let e = render(&p, &src, TierMode::B2, &ctx(&[])).unwrap_err().to_string();
+        let e = render(&p, &src, TierMode::B2, &ctx(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no live disk tier"), "{e}");
     }
 
     #[test]
     fn unknown_vars_and_placeholders_are_errors() {
         let (p, src) = Profile::load("sim").unwrap();
-        let e = render(&p, &src, TierMode::B1, &ctx(&[("nope", "1")])).unwrap_err().to_string();
+        let e = render(&p, &src, TierMode::B1, &ctx(&[("nope", "1")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--var nope") && e.contains("sim_profile"), "{e}");
         let text = "name = \"x\"\nendpoint = \"http://127.0.0.1:{prot}\"\n[[process]]\nname = \"p\"\ncommand = [\"true\"]\n";
         let p = Profile::parse(text, "t").unwrap();
-        let e = render(&p, "t", TierMode::B0, &ctx(&[])).unwrap_err().to_string();
+        let e = render(&p, "t", TierMode::B0, &ctx(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("endpoint") && e.contains("{prot}"), "{e}");
         let bad = "name = \"x\"\nendpoint = \"http://127.0.0.1:1\"\n[vars]\nfree_gpu_memory_fraction = \"0.6 x\"\n[[file]]\nname = \"e.yaml\"\ntemplate = \"trtllm-kvbm\"\n[[process]]\nname = \"p\"\ncommand = [\"true\"]\n";
         let p = Profile::parse(bad, "t").unwrap();
-        let e = render(&p, "t", TierMode::B1, &ctx(&[])).unwrap_err().to_string();
+        let e = render(&p, "t", TierMode::B1, &ctx(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("free_gpu_memory_fraction"), "{e}");
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sparkhost_kvbm::TierMode;
 
-use super::health::{self, Health, TierExpect, Targets};
+use super::health::{self, Health, Targets, TierExpect};
 use super::profile::{INHERITED_ENV, ProfileError};
 use super::render::{Rendered, RenderedProcess};
 use crate::limits;
@@ -308,8 +308,11 @@ fn prepare_state_dir(dir: &Path) -> Result<(), StackError> {
         fs::remove_dir_all(dir).map_err(io("emptying", dir))?;
     }
     fs::create_dir_all(dir).map_err(io("creating", dir))?;
-    fs::write(dir.join(MARKER), "made by sparkhost stack up; emptied by the next up\n")
-        .map_err(io("writing", dir))?;
+    fs::write(
+        dir.join(MARKER),
+        "made by sparkhost stack up; emptied by the next up\n",
+    )
+    .map_err(io("writing", dir))?;
     // Dynamo's file discovery and caches; wiped with the dir, so a dead
     // worker's registration is never routed to.
     for sub in ["discovery", "cache"] {
@@ -325,7 +328,11 @@ fn spawn_local(p: &RenderedProcess) -> Result<(Child, Running), StackError> {
     let mut cmd = Command::new(&p.argv[0]);
     cmd.args(&p.argv[1..])
         .env_clear()
-        .envs(INHERITED_ENV.iter().filter_map(|k| std::env::var_os(k).map(|v| (*k, v))))
+        .envs(
+            INHERITED_ENV
+                .iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+        )
         .envs(&p.env)
         .stdin(Stdio::null())
         .stdout(log)
@@ -614,7 +621,10 @@ fn stop_container(p: &Running, c: &ContainerRef) -> String {
         .output();
     match (stop, rm) {
         (Ok(s), Ok(r)) if s.status.success() && r.status.success() => {
-            format!("container {}: stopped and removed", &c.id[..12.min(c.id.len())])
+            format!(
+                "container {}: stopped and removed",
+                &c.id[..12.min(c.id.len())]
+            )
         }
         (s, r) => format!(
             "container {}: stop {:?}, rm {:?}",
