@@ -973,8 +973,13 @@ mod tests {
             "{:?}",
             v.reason_codes
         );
-        // The same I/O in B1 is fine: no disk tier, nothing expected.
-        assert!(evaluate(&input(KvMode::CpuOnly, &p)).decision_grade);
+        // The same I/O in B1 is fine: no disk tier, nothing expected. KVBM
+        // offloading to disk in B1 is not: that is another tier mode.
+        let v = evaluate(&input(KvMode::CpuOnly, &p));
+        assert_eq!(v.reason_codes, [ReasonCode::TierModeMismatch]);
+        let mut b1 = p.clone();
+        b1[0].offload_h2d = Some(0.0);
+        assert!(evaluate(&input(KvMode::CpuOnly, &b1)).decision_grade);
         // SMART stands in when diskstats is unavailable.
         let mut q = p.clone();
         for e in &mut q {
@@ -1089,8 +1094,10 @@ mod tests {
                 .reason_codes
                 .contains(&ReasonCode::ReuseOpportunityUnknown)
         );
-        // B0 has no KVBM to match anything.
-        let mut off = input(KvMode::Off, &p);
+        // B0 has no KVBM to match anything (nor to move blocks: good_b2's
+        // counters in B0 would be a tier_mode_mismatch).
+        let quiet = [ph("warm"), ph("replay")];
+        let mut off = input(KvMode::Off, &quiet);
         off.reuse = None;
         assert!(evaluate(&off).decision_grade);
     }
@@ -1219,7 +1226,8 @@ mod tests {
             [
                 ReasonCode::RunInvalid,
                 ReasonCode::ErrorRateAboveThreshold,
-                ReasonCode::KvbmMetricsMissing
+                ReasonCode::KvbmMetricsMissing,
+                ReasonCode::TierModeMismatch
             ]
         );
     }
