@@ -64,24 +64,6 @@ pub const MAX_CONCURRENCY: u32 = 100_000;
 /// protects the client machine's memory and file descriptors.
 pub const MAX_IN_FLIGHT: usize = 10_000;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cli::parse_duration;
-
-    #[test]
-    fn flag_spellings_parse_to_the_typed_values() {
-        assert_eq!(
-            parse_duration(WORKLOAD_CALL_TIMEOUT_FLAG),
-            Ok(WORKLOAD_CALL_TIMEOUT)
-        );
-        assert_eq!(
-            parse_duration(REPORT_CALL_TIMEOUT_FLAG),
-            Ok(REPORT_CALL_TIMEOUT)
-        );
-    }
-}
-
 // --- Stack control (`sparkhost stack`, `health`) ---------------------------
 
 /// A profile is a hand-written TOML of a few kilobytes; anything near this is
@@ -112,3 +94,21 @@ pub const STACK_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const STACK_AUTO_PORTS: std::ops::RangeInclusive<u16> = 20000..=32767;
 /// Log lines `stack logs` and start-up failures show per process.
 pub const STACK_LOG_TAIL_LINES: usize = 40;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::parse_duration;
+
+    #[test]
+    fn flag_spellings_parse_to_the_typed_values() {
+        assert_eq!(
+            parse_duration(WORKLOAD_CALL_TIMEOUT_FLAG),
+            Ok(WORKLOAD_CALL_TIMEOUT)
+        );
+        assert_eq!(
+            parse_duration(REPORT_CALL_TIMEOUT_FLAG),
+            Ok(REPORT_CALL_TIMEOUT)
+        );
+    }
+}

@@ -257,7 +257,7 @@ pub fn tier_checks(h: &Health, e: &TierExpect) -> Vec<String> {
     let nonzero = |names: &[&str]| -> Vec<String> {
         h.kvbm_counters
             .iter()
-            .filter(|(k, v)| **v > 0.0 && names.iter().any(|n| k.as_str() == *n))
+            .filter(|(k, v)| **v > 0.0 && names.contains(&k.as_str()))
             .map(|(k, v)| format!("kvbm_{k}={v}"))
             .collect()
     };
