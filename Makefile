@@ -73,11 +73,17 @@ lint:
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
 	$(CARGO) clippy --release --locked --target $(WASM_TARGET) --manifest-path workloads/Cargo.toml --all-targets -- -D warnings
 
-stack-up: dynamo
-	scripts/dynamo/stack.sh start
+# A stack from stacks/ (default: the Dynamo mocker) in one tier mode; the
+# endpoint is printed. `make stack-up STACK_PROFILE=sim TIER_MODE=B2`.
+STACK_PROFILE ?= dynamo-mocker
+TIER_MODE     ?= B0
+STACK_DIR     ?= bench/stack
+
+stack-up: build dynamo
+	$(SPARKHOST) stack up --profile $(STACK_PROFILE) --tier-mode $(TIER_MODE) --state-dir $(STACK_DIR)
 
 stack-down:
-	scripts/dynamo/stack.sh stop
+	$(SPARKHOST) stack down --state-dir $(STACK_DIR)
 
 clean:
 	$(CARGO) clean

@@ -5,7 +5,9 @@
 //!
 //! Hard failures (`run_valid: false`) follow the test plan's P6: the run was
 //! already invalid for the host (model dropped, …), the error rate is above the
-//! gate, or KVBM metrics are missing while a KV tier is on. Soft failures leave
+//! gate, KVBM metrics are missing while a KV tier is on, or the server did
+//! what another tier mode does (`TIER_MODE_MISMATCH`: KVBM moved blocks in
+//! B0, or moved blocks to or from disk in B1; see [`tier_mode_mismatch`]). Soft failures leave
 //! the run valid but not decision-grade: errors present, disk tier configured
 //! but no disk I/O, disk I/O that KVBM's counters do not account for, high reuse
 //! opportunity but no matched tokens.
@@ -436,10 +438,13 @@ pub enum ReasonCode {
     DeviceBytesNotFromKvbm,
     /// The worker's process or cgroup I/O is below what KVBM claims it moved.
     WorkerIoBelowKvbm,
+    /// The server did what another tier mode does: KVBM moved blocks in
+    /// B0, or offloaded to (or onboarded from) disk in B1.
+    TierModeMismatch,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 17] = [
+    pub const ALL: [ReasonCode; 18] = [
         ReasonCode::RunInvalid,
         ReasonCode::ErrorRateAboveThreshold,
         ReasonCode::KvbmMetricsMissing,
@@ -457,6 +462,7 @@ impl ReasonCode {
         ReasonCode::KvbmDiskBytesNotOnDevice,
         ReasonCode::DeviceBytesNotFromKvbm,
         ReasonCode::WorkerIoBelowKvbm,
+        ReasonCode::TierModeMismatch,
     ];
 
     /// As [`Policy`] leaves it; `allow_missing_kvbm_metrics` demotes
@@ -465,7 +471,8 @@ impl ReasonCode {
         match self {
             ReasonCode::RunInvalid
             | ReasonCode::ErrorRateAboveThreshold
-            | ReasonCode::KvbmMetricsMissing => Severity::Hard,
+            | ReasonCode::KvbmMetricsMissing
+            | ReasonCode::TierModeMismatch => Severity::Hard,
             _ => Severity::Soft,
         }
     }
@@ -476,6 +483,7 @@ impl ReasonCode {
         match self {
             ReasonCode::KvbmMetricsMissing => Some("kvbm_metrics_unavailable"),
             ReasonCode::ErrorRateAboveThreshold => Some("error_rate_above_threshold"),
+            ReasonCode::TierModeMismatch => Some("tier_mode_mismatch"),
             _ => None,
         }
     }
@@ -833,6 +841,9 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
                 p.max_error_rate * 100.0
             ),
         );
+    }
+    if let Some(d) = tier_mode_mismatch(mode, phases) {
+        v.add(ReasonCode::TierModeMismatch, d);
     }
     if mode.kvbm_enabled() && !signals.kvbm_metrics_available {
         let d = format!("kv mode {mode:?} has a KV tier but no phase had kvbm_* metrics");
@@ -1206,6 +1217,46 @@ fn cross_checks(phases: &[PhaseEvidence], p: &Policy, mode: KvMode) -> CrossChec
         out.phases.push(x);
     }
     out
+/// What the phases show that the run's tier mode rules out, naming the
+/// counters and phases; `None` when they agree. Only block movement counts:
+/// a KVBM port serving zeros in B0 says nothing about the engine's tiers (the
+/// stack's own check, `sparkhost stack status`, judges the port).
+pub fn tier_mode_mismatch(mode: KvMode, phases: &[PhaseEvidence]) -> Option<String> {
+    let mut seen = Vec::new();
+    for e in phases.iter().filter(|e| e.kvbm_available) {
+        let counters: &[(&str, Option<f64>)] = match mode {
+            KvMode::Off => &[
+                ("kvbm_offload_blocks_d2h", e.offload_d2h),
+                ("kvbm_offload_blocks_h2d", e.offload_h2d),
+                ("kvbm_offload_blocks_d2d", e.offload_d2d),
+                ("kvbm_onboard_blocks_h2d", e.onboard_h2d),
+                ("kvbm_onboard_blocks_d2d", e.onboard_d2d),
+                ("kvbm_onboard_blocks_d2h", e.onboard_d2h),
+            ],
+            // v2 stages a disk hit through the host (`d2h`): disk use too.
+            KvMode::CpuOnly => &[
+                ("kvbm_offload_blocks_h2d", e.offload_h2d),
+                ("kvbm_offload_blocks_d2d", e.offload_d2d),
+                ("kvbm_onboard_blocks_d2d", e.onboard_d2d),
+                ("kvbm_onboard_blocks_d2h", e.onboard_d2h),
+            ],
+            KvMode::CpuDisk => &[],
+        };
+        for (name, v) in counters {
+            if let Some(v) = v.filter(|v| *v > 0.0) {
+                seen.push(format!("{name} +{v} in phase {}", e.phase));
+            }
+        }
+    }
+    if seen.is_empty() {
+        return None;
+    }
+    let what = match mode {
+        KvMode::Off => "B0 runs no KVBM, but KVBM moved blocks",
+        KvMode::CpuOnly => "B1 has the disk tier off, but KVBM moved blocks to or from disk",
+        KvMode::CpuDisk => unreachable!("B2 rules nothing out"),
+    };
+    Some(format!("tier_mode_mismatch: {what}: {}", seen.join(", ")))
 }
 
 /// Writes `<run_dir>/verdict.json`.
@@ -1428,8 +1479,13 @@ mod tests {
             "{:?}",
             v.reason_codes
         );
-        // The same I/O in B1 is fine: no disk tier, nothing expected.
-        assert!(evaluate(&input(KvMode::CpuOnly, &p)).decision_grade);
+        // The same I/O in B1 is fine: no disk tier, nothing expected. KVBM
+        // offloading to disk in B1 is not: that is another tier mode.
+        let v = evaluate(&input(KvMode::CpuOnly, &p));
+        assert_eq!(v.reason_codes, [ReasonCode::TierModeMismatch]);
+        let mut b1 = p.clone();
+        b1[0].offload_h2d = Some(0.0);
+        assert!(evaluate(&input(KvMode::CpuOnly, &b1)).decision_grade);
         // SMART stands in when diskstats is unavailable.
         let mut q = p.clone();
         for e in &mut q {
@@ -1558,8 +1614,10 @@ mod tests {
                 .reason_codes
                 .contains(&ReasonCode::ReuseOpportunityUnknown)
         );
-        // B0 has no KVBM to match anything.
-        let mut off = input(KvMode::Off, &p);
+        // B0 has no KVBM to match anything (nor to move blocks: good_b2's
+        // counters in B0 would be a tier_mode_mismatch).
+        let quiet = [ph("warm"), ph("replay")];
+        let mut off = input(KvMode::Off, &quiet);
         off.reuse = None;
         assert!(evaluate(&off).decision_grade);
     }
@@ -1871,7 +1929,8 @@ mod tests {
             [
                 ReasonCode::RunInvalid,
                 ReasonCode::ErrorRateAboveThreshold,
-                ReasonCode::KvbmMetricsMissing
+                ReasonCode::KvbmMetricsMissing,
+                ReasonCode::TierModeMismatch
             ]
         );
     }
@@ -1912,5 +1971,57 @@ mod tests {
             assert!(j.get(k).is_some(), "{k}");
         }
         assert_eq!(j["signals"]["kv_mode"], "cpu_disk");
+    }
+
+    #[test]
+    fn a_mislabelled_tier_mode_is_a_hard_tier_mode_mismatch() {
+        let phase = |name: &str, h2d: f64, d2d_on: f64| PhaseEvidence {
+            phase: name.into(),
+            kvbm_available: true,
+            offload_d2h: Some(10.0),
+            offload_h2d: Some(h2d),
+            offload_d2d: Some(0.0),
+            onboard_h2d: Some(2.0),
+            onboard_d2d: Some(d2d_on),
+            ..Default::default()
+        };
+        let phases = [phase("warm", 0.0, 0.0), phase("replay", 6.0, 3.0)];
+        let d = tier_mode_mismatch(KvMode::CpuOnly, &phases).unwrap();
+        assert_eq!(
+            d,
+            "tier_mode_mismatch: B1 has the disk tier off, but KVBM moved blocks to or from disk: \
+             kvbm_offload_blocks_h2d +6 in phase replay, kvbm_onboard_blocks_d2d +3 in phase replay"
+        );
+        assert!(tier_mode_mismatch(KvMode::CpuDisk, &phases).is_none());
+        assert!(tier_mode_mismatch(KvMode::CpuOnly, &phases[..1]).is_none());
+        let b0 = tier_mode_mismatch(KvMode::Off, &phases[..1]).unwrap();
+        assert!(
+            b0.contains("B0 runs no KVBM")
+                && b0.contains("kvbm_offload_blocks_d2h +10 in phase warm"),
+            "{b0}"
+        );
+        let quiet = PhaseEvidence {
+            phase: "p".into(),
+            kvbm_available: true,
+            offload_d2h: Some(0.0),
+            ..Default::default()
+        };
+        assert!(tier_mode_mismatch(KvMode::Off, &[quiet]).is_none());
+
+        let v = evaluate(&VerdictInput {
+            kv_mode: KvMode::CpuOnly,
+            phases: &phases,
+            errors: RunErrors::default(),
+            reuse: None,
+            host_invalid: false,
+            policy: Policy::default(),
+        });
+        assert!(!v.run_valid);
+        assert_eq!(v.invalid_reason, Some(ReasonCode::TierModeMismatch));
+        assert_eq!(
+            serde_json::to_value(&v).unwrap()["invalid_reason"],
+            "tier_mode_mismatch"
+        );
+        assert!(v.reason_codes.contains(&ReasonCode::TierModeMismatch));
     }
 }

@@ -12,7 +12,9 @@ use sparkhost_collectors::session::{
 use sparkhost_collectors::{Config, Policy, SourceId, procio::CgroupTarget, verdict};
 
 mod reports;
+mod stack;
 pub use reports::*;
+pub use stack::*;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +57,10 @@ pub enum Command {
     Search(Box<SearchArgs>),
     /// Serve a SIMULATED engine (KV tiers GPU/host/disk, KVBM metrics, real disk I/O) until Ctrl-C.
     Sim(Box<SimArgs>),
+    /// Start, check and stop a serving stack from a profile, per tier mode (up, down, status, logs, render).
+    Stack(StackArgs),
+    /// The seed's health check: /health, /v1/models, KVBM metrics, NATS; for an endpoint or a running stack.
+    Health(HealthArgs),
     /// Measure a disk's O_DIRECT read and write bandwidth into a device profile (the KV disk's physical ceiling).
     CalibrateDisk(CalibrateDiskArgs),
 }
@@ -309,6 +315,8 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
     }
 }
 
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8000";
+
 #[derive(Debug, Clone, Args)]
 pub struct EndpointArgs {
     /// Base URL of the OpenAI-compatible server, or `sim[:PROFILE]` for an
@@ -317,7 +325,7 @@ pub struct EndpointArgs {
     /// `http://h:p`, `http://h:p/v1` and `http://h:p/prefix/v1` all name the
     /// same API root (a trailing `/v1` is the OpenAI base-URL convention);
     /// `https://` is verified against the system's roots and `--ca-cert`.
-    #[arg(long, alias = "base-url", default_value = "http://127.0.0.1:8000")]
+    #[arg(long, alias = "base-url", default_value = DEFAULT_ENDPOINT)]
     pub endpoint: String,
     /// API key, sent as `Authorization: Bearer KEY` on every request; never
     /// written to the run directory.
@@ -490,6 +498,11 @@ pub struct RunArgs {
     pub params: Vec<(String, String)>,
     #[command(flatten)]
     pub endpoint: EndpointArgs,
+    /// A running stack's state dir (`sparkhost stack up --state-dir`): its
+    /// endpoint, tier mode, KVBM metrics URL and disk cache dir, and its
+    /// config hashes in manifest.json.
+    #[arg(long, value_name = "STATE_DIR")]
+    pub stack: Option<PathBuf>,
     /// Model id, or `auto` for the first one `/v1/models` lists.
     #[arg(long, alias = "model-id", default_value = "auto")]
     pub model: String,

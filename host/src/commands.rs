@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod calibrate_disk;
 pub mod compare;
+pub mod health;
 pub mod inspect;
 pub mod matrix;
 pub mod report;
@@ -10,6 +11,7 @@ pub mod run;
 pub mod search;
 pub mod sim;
 pub mod smoke;
+pub mod stack;
 pub mod summarize;
 pub mod truth_server;
 pub mod wait_ready;

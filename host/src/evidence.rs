@@ -34,6 +34,9 @@ pub enum InvalidReason {
     /// `--kv-reset-*` was asked for and the reset failed: the cache may
     /// hold an earlier run's KV, so nothing was sent.
     KvResetFailed,
+    /// The server did what another tier mode does (KVBM activity in B0,
+    /// disk offload in B1): the run is mislabelled.
+    TierModeMismatch,
 }
 
 impl InvalidReason {
@@ -51,6 +54,7 @@ impl InvalidReason {
             InvalidReason::ErrorRateAboveThreshold => "error_rate_above_threshold",
             InvalidReason::KvbmMetricsUnavailable => "kvbm_metrics_unavailable",
             InvalidReason::KvResetFailed => "kv_reset_failed",
+            InvalidReason::TierModeMismatch => "tier_mode_mismatch",
         }
     }
 }
@@ -67,6 +71,14 @@ impl InvalidReason {
             ReasonCode::KvbmMetricsMissing => Some((
                 InvalidReason::KvbmMetricsUnavailable,
                 "a KV tier is configured but no KVBM metrics could be read (use --kv-mode off for runs without KVBM, or --allow-missing-kvbm-metrics)".into(),
+            )),
+            ReasonCode::TierModeMismatch => Some((
+                InvalidReason::TierModeMismatch,
+                details
+                    .iter()
+                    .find(|d| d.starts_with("tier_mode_mismatch"))
+                    .cloned()
+                    .unwrap_or_default(),
             )),
             _ => None,
         }

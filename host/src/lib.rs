@@ -25,6 +25,8 @@
 //! - [`signals`]: SIGINT, SIGTERM and SIGHUP as one "stop, keep what was measured".
 //! - [`truth`]: a ground-truth server that streams on an exact schedule (benchmarks).
 //! - [`simulate`]: the simulated engine (`sparkhost-kvbm`) for `sim` and `--endpoint sim[:PROFILE]`.
+//! - [`stack`]: serving stacks from TOML profiles per tier mode: render,
+//!   start, health and tier checks, stop (`stack`, `health`).
 //! - [`harness`]: what sparkhost itself cost (CPU, memory, start-up).
 //! - [`devprofile`]: `calibrate-disk`'s O_DIRECT measurement of a disk, the
 //!   device profile, and a run's disk bandwidth as a fraction of it.
@@ -51,6 +53,7 @@ pub mod run;
 pub mod sandbox;
 pub mod signals;
 pub mod simulate;
+pub mod stack;
 pub mod telemetry;
 pub mod terminal;
 pub mod tokenize;

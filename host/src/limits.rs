@@ -168,6 +168,36 @@ pub const MODEL_DIR_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Cross-run prompt reuse check: distinct prompt digests read per run.
 /// A run with more is checked on its first this many (recorded).
 pub const REUSE_CHECK_MAX_PROMPTS: usize = 1_000_000;
+// --- Stack control (`sparkhost stack`, `health`) ---------------------------
+
+/// A profile is a hand-written TOML of a few kilobytes; anything near this is
+/// not a profile.
+pub const STACK_PROFILE_MAX_BYTES: u64 = 256 << 10;
+/// The seed's largest stack has four components (NATS, worker, frontend,
+/// router); 16 leaves room without letting a profile fork-bomb the machine.
+pub const STACK_MAX_PROCESSES: usize = 16;
+pub const STACK_MAX_FILES: usize = 16;
+pub const STACK_MAX_VARS: usize = 256;
+/// Arguments of one process, and the longest rendered string (an argument,
+/// an env value, a URL).
+pub const STACK_MAX_ARGS: usize = 256;
+pub const STACK_MAX_VALUE_BYTES: usize = 4096;
+/// Longest grace between SIGTERM and SIGKILL: a TRT-LLM worker releasing
+/// its GPU memory takes tens of seconds; beyond two minutes it is hung.
+pub const STACK_MAX_STOP_GRACE_S: u64 = 120;
+/// Longest readiness wait: a 70B NVFP4 engine loads in minutes; an hour is
+/// a stuck container pull, not a start.
+pub const STACK_MAX_READY_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Readiness poll period: fast enough that the sim is ready in a fraction
+/// of a second, slow enough to cost nothing.
+pub const STACK_READY_POLL: Duration = Duration::from_millis(200);
+/// Timeout of one readiness or health probe.
+pub const STACK_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Free ports for `auto` vars: below Linux's default ephemeral range
+/// (32768..) and within Dynamo 1.6.1's i16 system port.
+pub const STACK_AUTO_PORTS: std::ops::RangeInclusive<u16> = 20000..=32767;
+/// Log lines `stack logs` and start-up failures show per process.
+pub const STACK_LOG_TAIL_LINES: usize = 40;
 
 #[cfg(test)]
 mod tests {

@@ -40,6 +40,8 @@ fn main() -> std::process::ExitCode {
             Command::Search(args) => commands::search::search(*args).await,
             Command::Sim(args) => commands::sim::sim(*args).await,
             Command::CalibrateDisk(args) => commands::calibrate_disk::calibrate_disk(args).await,
+            Command::Stack(args) => commands::stack::stack(args),
+            Command::Health(args) => commands::health::health(args),
             Command::Bench(args) => commands::bench::bench(args).await,
             Command::TruthServer(args) => commands::truth_server::truth_server(args).await,
         }

@@ -12,6 +12,9 @@
 //! - `profile`: model/machine profiles, TOML overrides, validation.
 //! - `tokens`: prompt text → token ids (heuristic or `tokenizer.json`), chained block hashes.
 //! - `engine`: the pure engine model: batching, timing, G1/G2/G3 tiers, counters.
+//! - `engine_config`: engine-config templates for real engines (TensorRT-LLM's
+//!   KVBM yaml, the Dynamo mocker's engine args) rendered per tier mode;
+//!   the templates themselves are in `kvbm/templates/`.
 //! - `disk`: the disk tier's cache file, O_DIRECT block reads and writes.
 //! - `driver`: the engine's real-time thread and the per-request schedule record.
 //! - `metrics`: Prometheus text, Dynamo frontend names and KVBM v1/v2 names.
@@ -31,6 +34,7 @@
 pub mod disk;
 mod driver;
 pub mod engine;
+pub mod engine_config;
 pub mod metrics;
 pub mod profile;
 mod server;

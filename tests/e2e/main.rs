@@ -32,6 +32,7 @@ mod reports;
 mod sandbox;
 mod signals;
 mod sim;
+mod stack;
 mod workloads;
 
 use std::path::{Path, PathBuf};

@@ -230,6 +230,38 @@ pub struct ManifestDoc {
     /// serving engine.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulator: Option<sparkhost_kvbm::SimInfo>,
+    /// Present when the run went to a stack started by `sparkhost stack up`
+    /// (`run --stack DIR`): which one, in which mode, and the hashes of its
+    /// rendered engine config and environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<StackDoc>,
+}
+
+/// The stack a run was measured on (`stack.json`, less the PIDs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct StackDoc {
+    pub profile: String,
+    /// `builtin:NAME` or the profile file as given.
+    pub source: String,
+    pub tier_mode: String,
+    /// Whether KVBM runs in that mode.
+    pub kvbm: bool,
+    /// The engine is a simulation (sparkhost sim, the Dynamo mocker).
+    pub simulated: bool,
+    /// sha256 over the rendered files, argv and set environment, with free
+    /// ports and paths as placeholders: equal iff the same stack ran.
+    pub config_sha256: String,
+    pub env_sha256: String,
+    pub files: Vec<StackFileDoc>,
+    pub started_utc: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct StackFileDoc {
+    pub name: String,
+    pub sha256: String,
 }
 
 /// What the server exposed about its build, as seen, bounded in size.

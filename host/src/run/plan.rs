@@ -129,6 +129,8 @@ pub struct ReportPlan {
 /// One run, resolved.
 #[derive(Debug, Clone)]
 pub struct RunPlan {
+    /// `--stack`: the stack the run goes to.
+    pub stack: Option<crate::results::documents::StackDoc>,
     pub run_id: String,
     pub results_root: PathBuf,
     pub created_utc: String,
@@ -189,7 +191,9 @@ pub struct Resolved {
 impl RunPlan {
     /// Resolves flags and the workload into a plan. Blocking: it compiles
     /// (or loads) and instantiates the component.
-    pub fn resolve(args: RunArgs) -> anyhow::Result<Resolved> {
+    pub fn resolve(mut args: RunArgs) -> anyhow::Result<Resolved> {
+        let stack = apply_stack(&mut args)?;
+        let stack_config_sha256 = stack.as_ref().map(|s| s.config_sha256.clone());
         let kv = KvModeInfo::resolve(
             args.kv_mode,
             args.tier_mode.as_deref(),
@@ -329,6 +333,7 @@ impl RunPlan {
             options: ReportOptions::for_run(args.sandbox.cache_dir.clone(), sandbox_limits),
         });
         let plan = RunPlan {
+            stack,
             run_id,
             results_root: args.results_root.clone(),
             created_utc: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -390,7 +395,7 @@ impl RunPlan {
             device_profile,
             kv_reset,
             prime,
-            stack_config_sha256: None,
+            stack_config_sha256,
         };
         Ok(Resolved {
             plan,
@@ -484,6 +489,7 @@ impl RunPlan {
             phases: self.phase_decls(),
             args: self.command_line.clone(),
             simulator: sim.map(|(_, info)| info.clone()),
+            stack: self.stack.clone(),
         }
     }
 }
@@ -515,6 +521,77 @@ fn local_model_tokenizer(client: &Client, model: &str) -> anyhow::Result<TokenCo
         }),
         None => Ok(TokenCounter::Heuristic),
     }
+/// `--stack DIR`: points the run at the stack recorded there. A tier label
+/// that disagrees with the stack's is refused here; what the server really
+/// does is the verdict's `tier_mode_mismatch`.
+fn apply_stack(args: &mut RunArgs) -> anyhow::Result<Option<crate::results::documents::StackDoc>> {
+    use crate::results::documents::{StackDoc, StackFileDoc};
+    let Some(dir) = &args.stack else {
+        return Ok(None);
+    };
+    let state = crate::stack::supervise::State::load(dir).context("--stack")?;
+    let dead: Vec<String> = state
+        .alive()
+        .into_iter()
+        .filter(|(_, a)| !a)
+        .map(|(n, _)| n)
+        .collect();
+    if !dead.is_empty() {
+        anyhow::bail!(
+            "--stack {}: {} not running; sparkhost stack status --state-dir {} says more",
+            dir.display(),
+            dead.join(", "),
+            dir.display()
+        );
+    }
+    let mode = format!("{:?}", state.tier_mode);
+    // --kv-mode has a default, so only --tier-mode can disagree on purpose.
+    if let Some(l) = args.tier_mode.as_deref().map(str::to_ascii_uppercase)
+        && l != mode
+    {
+        anyhow::bail!(
+            "--tier-mode {l} disagrees with --stack {}, which runs {mode} (profile {})",
+            dir.display(),
+            state.profile
+        );
+    }
+    if crate::simulate::endpoint_profile(&args.endpoint.endpoint).is_some() {
+        anyhow::bail!("--stack and --endpoint sim[:PROFILE] are two different servers; give one");
+    }
+    let given = args.endpoint.endpoint.trim_end_matches('/');
+    if given != crate::cli::DEFAULT_ENDPOINT && given != state.endpoint {
+        anyhow::bail!(
+            "--endpoint {given} is not --stack {}'s endpoint {}; give one of them",
+            dir.display(),
+            state.endpoint
+        );
+    }
+    args.tier_mode = Some(mode.clone());
+    args.endpoint.endpoint = state.endpoint.clone();
+    if let Some(u) = &state.kvbm_metrics_url {
+        args.telemetry.kvbm_metrics_url = u.clone();
+    }
+    if let Some(d) = &state.disk_cache_dir {
+        args.telemetry.kv_cache_dir = d.clone();
+    }
+    Ok(Some(StackDoc {
+        profile: state.profile.clone(),
+        source: state.source.clone(),
+        tier_mode: mode,
+        kvbm: state.kvbm,
+        simulated: state.simulated,
+        config_sha256: state.config_sha256.clone(),
+        env_sha256: state.env_sha256.clone(),
+        files: state
+            .files
+            .iter()
+            .map(|f| StackFileDoc {
+                name: f.name.clone(),
+                sha256: f.sha256.clone(),
+            })
+            .collect(),
+        started_utc: state.started_utc.clone(),
+    }))
 }
 
 /// `--sim-*` flags without a simulator would be silently ignored.
