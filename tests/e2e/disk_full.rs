@@ -83,7 +83,10 @@ fn a_full_results_disk_stops_the_run_and_keeps_whole_rows() {
     assert!(details.contains("No space left"), "{details}");
     // Stopped at once: most of the 200,000 were never planned or sent.
     let dispatch = &summary["dispatch"];
-    assert!(dispatch["planned"].as_u64().unwrap() < 100_000, "{dispatch}");
+    assert!(
+        dispatch["planned"].as_u64().unwrap() < 100_000,
+        "{dispatch}"
+    );
     assert_eq!(dispatch["phases_completed"], 0, "{dispatch}");
     // Every line on disk is a whole row, and the summary counts exactly them.
     let body = std::fs::read_to_string(dir.join("requests.jsonl")).unwrap();

@@ -521,6 +521,8 @@ fn local_model_tokenizer(client: &Client, model: &str) -> anyhow::Result<TokenCo
         }),
         None => Ok(TokenCounter::Heuristic),
     }
+}
+
 /// `--stack DIR`: points the run at the stack recorded there. A tier label
 /// that disagrees with the stack's is refused here; what the server really
 /// does is the verdict's `tier_mode_mismatch`.

@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
 use wasmtime::Store;
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::{Sandbox, SandboxError, file_label, guest_wasi, read_component, ticks};
