@@ -401,6 +401,68 @@ mod tests {
     use super::*;
 
     #[test]
+    fn guest_and_flag_values_that_once_crashed_the_host_are_refused_by_name() {
+        // Each of these panicked or aborted the host before it was checked.
+        let bad_loads = [
+            (
+                LoadModel::Closed {
+                    concurrency: u32::MAX,
+                },
+                "concurrency",
+            ),
+            (LoadModel::Closed { concurrency: 0 }, "concurrency"),
+            (LoadModel::Poisson { rate: 1e-300 }, "arrival rate"),
+            (LoadModel::Constant { rate: f64::NAN }, "arrival rate"),
+            (
+                LoadModel::Gamma {
+                    rate: 5.0,
+                    shape: f64::INFINITY,
+                },
+                "gamma shape",
+            ),
+        ];
+        for (l, what) in bad_loads {
+            let e = l.validate().unwrap_err();
+            assert!(e.contains(what), "{l:?}: {e}");
+        }
+        assert!(
+            LoadModel::Gamma {
+                rate: 5.0,
+                shape: 0.5
+            }
+            .validate()
+            .is_ok()
+        );
+        for a in [
+            Arrival::AtOffsetMs(1e300),
+            Arrival::AfterPreviousTurn(-1.0),
+            Arrival::AtOffsetMs(f64::NAN),
+        ] {
+            assert!(a.validate().unwrap_err().contains("arrival time"), "{a:?}");
+        }
+        assert!(Arrival::AtOffsetMs(1500.0).validate().is_ok());
+        let phase = |name: &str| PhasePlan {
+            name: name.into(),
+            include_in_summary: true,
+            load: None,
+        };
+        let many: Vec<PhasePlan> = (0..2000).map(|i| phase(&format!("p{i}"))).collect();
+        assert!(validate_phases(&many).unwrap_err().contains("at most 100"));
+        assert!(
+            validate_phases(&[phase("a"), phase("a")])
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            validate_phases(&[phase("\u{1b}[2J")])
+                .unwrap_err()
+                .contains("control")
+        );
+        assert!(validate_phases(&[phase(&"x".repeat(65))]).is_err());
+        assert!(validate_phases(&[phase("warmup"), phase("a/b"), phase("a b")]).is_ok());
+    }
+
+    #[test]
     fn error_kinds_keep_their_stable_names() {
         let name = |k: ErrorKind| serde_json::to_value(k).unwrap();
         assert_eq!(name(ErrorKind::Malformed), "malformed_response");
