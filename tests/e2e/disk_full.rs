@@ -36,22 +36,39 @@ impl Drop for SmallDisk {
     }
 }
 
+/// `sparkhost run` of `synthetic` against the in-process tiny simulator
+/// (B0: no disk tier, whose O_DIRECT files a tmpfs could not hold), into
+/// `<disk>/<run_id>`.
+fn run_on(disk: &SmallDisk, run_id: &str, extra: &[&str]) -> std::process::Output {
+    let d = dirs();
+    let root = disk.path().display().to_string();
+    let wasm = synthetic();
+    let mut args = vec![
+        "run",
+        wasm.to_str().unwrap(),
+        "--endpoint",
+        "sim:tiny",
+        "--tier-mode",
+        "B0",
+        "--results-root",
+        &root,
+        "--run-id",
+        run_id,
+    ];
+    args.extend_from_slice(extra);
+    sparkhost(&args, d.cache.path())
+}
+
 #[test]
 fn a_full_results_disk_stops_the_run_and_keeps_whole_rows() {
     let Some(disk) = SmallDisk::mount("24m") else {
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let d = dirs();
-    let root = disk.path().display().to_string();
-    let out = sparkhost(
+    let out = run_on(
+        &disk,
+        "full",
         &[
-            "run",
-            synthetic().to_str().unwrap(),
-            "--endpoint",
-            "sim:tiny",
-            "--tier-mode",
-            "B0",
             "--requests",
             "200000",
             "--warmup",
@@ -64,13 +81,8 @@ fn a_full_results_disk_stops_the_run_and_keeps_whole_rows() {
             "--concurrency",
             "16",
             "--no-telemetry",
-            "--results-root",
-            &root,
-            "--run-id",
-            "full",
             "--quiet",
         ],
-        d.cache.path(),
     );
     let dir = disk.path().join("full");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -118,23 +130,7 @@ fn a_results_disk_without_room_is_refused_before_the_run() {
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let d = dirs();
-    let root = disk.path().display().to_string();
-    let out = sparkhost(
-        &[
-            "run",
-            synthetic().to_str().unwrap(),
-            "--endpoint",
-            "sim:tiny",
-            "--tier-mode",
-            "B0",
-            "--results-root",
-            &root,
-            "--run-id",
-            "tiny",
-        ],
-        d.cache.path(),
-    );
+    let out = run_on(&disk, "tiny", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("KiB free"), "{}", text(&out));
     assert!(!disk.path().join("tiny").exists(), "no half-made run");
