@@ -46,9 +46,12 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(Exit::Ok);
     }
-    println!("name:        {}", info.name);
-    println!("version:     {}", info.version);
-    println!("description: {}", info.description);
+    // Everything but the digest is the component's own text: shown
+    // escaped, so a workload cannot drive the terminal.
+    let safe = |t: &str| crate::terminal::safe(t).into_owned();
+    println!("name:        {}", safe(&info.name));
+    println!("version:     {}", safe(&info.version));
+    println!("description: {}", safe(&info.description));
     println!("wit:         {}", out.wit);
     println!("sha256:      {}", loaded.digest);
     println!("size:        {} bytes", loaded.size_bytes);
@@ -60,7 +63,10 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
         for p in &info.params {
             println!(
                 "  {:width$}  default {:?}\n  {:width$}  {}",
-                p.name, p.default_value, "", p.description
+                safe(&p.name),
+                p.default_value,
+                "",
+                safe(&p.description)
             );
         }
     }
