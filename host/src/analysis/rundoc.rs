@@ -377,7 +377,16 @@ pub fn discover(inputs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
         for r in roots {
             let before = out.len();
             let mut found = Vec::new();
-            find_runs(&r, 0, &mut found);
+            let mut unfinished = Vec::new();
+            find_runs(&r, 0, &mut found, &mut unfinished);
+            unfinished.sort();
+            // Never left out silently: a killed run has rows but no summary.
+            for u in &unfinished {
+                eprintln!(
+                    "warning: skipping {}: no summary.json (a killed or unfinished run; its rows are in requests.jsonl)",
+                    u.display()
+                );
+            }
             found.sort();
             for f in found {
                 push(f, &mut out);
@@ -390,12 +399,19 @@ pub fn discover(inputs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn find_runs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+/// Run directories under `dir` into `out`; directories that a run began
+/// (its `config.json` or `requests.jsonl`) but never summarized into
+/// `unfinished`.
+fn find_runs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, unfinished: &mut Vec<PathBuf>) {
     if !dir.is_dir() {
         return;
     }
     if dir.join("summary.json").is_file() {
         out.push(dir.to_owned());
+        return;
+    }
+    if dir.join("config.json").is_file() || dir.join("requests.jsonl").is_file() {
+        unfinished.push(dir.to_owned());
         return;
     }
     if depth >= 3 {
@@ -404,7 +420,7 @@ fn find_runs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
-                find_runs(&e.path(), depth + 1, out);
+                find_runs(&e.path(), depth + 1, out, unfinished);
             }
         }
     }
@@ -427,6 +443,25 @@ pub fn load_all(inputs: &[String]) -> anyhow::Result<Vec<RunRecord>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn killed_runs_are_found_as_unfinished_not_dropped() {
+        let root = tempfile::tempdir().unwrap();
+        for (run, files) in [
+            ("done", &["config.json", "summary.json"][..]),
+            ("killed", &["config.json", "requests.jsonl"][..]),
+            ("other", &["notes.txt"][..]),
+        ] {
+            std::fs::create_dir(root.path().join(run)).unwrap();
+            for f in files {
+                std::fs::write(root.path().join(run).join(f), "{}").unwrap();
+            }
+        }
+        let (mut done, mut unfinished) = (Vec::new(), Vec::new());
+        find_runs(root.path(), 0, &mut done, &mut unfinished);
+        assert_eq!(done, [root.path().join("done")]);
+        assert_eq!(unfinished, [root.path().join("killed")]);
+    }
 
     #[test]
     fn kvbm_deltas_accept_seed_and_short_names() {
