@@ -263,6 +263,31 @@ pub fn counter_delta(before: u64, after: u64) -> (u64, bool) {
     }
 }
 
+/// Waits for `child` until `timeout`; past it the child is killed and
+/// `Ok(None)` returned. On a wait error the child is killed too.
+pub fn wait_with_deadline(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Ok(Some(s)),
+            Ok(None) if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(None);
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        }
+    }
+}
+
 /// Makes a name (a phase, a container) safe for a file name. Ordinary names
 /// (`[A-Za-z0-9._-]`) are kept as they are; any other name is sanitized and
 /// gets a digest of the original, so `a/b`, `a b` and `a_b` (which sanitize

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs `program args…`, killing it at `timeout`. Returns stdout on exit 0.
 pub fn run_with_timeout(
@@ -45,19 +45,8 @@ pub fn run_output(
         let _ = err.read_to_end(&mut b);
         b
     });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("{program}: {e}")),
-        }
-    };
+    let status = crate::common::wait_with_deadline(&mut child, timeout)
+        .map_err(|e| format!("{program}: {e}"))?;
     let stdout = out_t.join().unwrap_or_default();
     let stderr = err_t.join().unwrap_or_default();
     match status {
@@ -106,7 +95,7 @@ mod tests {
 
     #[test]
     fn timeout_kills_the_child() {
-        let t = Instant::now();
+        let t = std::time::Instant::now();
         let e = run_with_timeout("sleep", &["5"], Duration::from_millis(200)).unwrap_err();
         assert!(e.contains("timed out"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(3));

@@ -254,22 +254,11 @@ fn run_command(command: &str, timeout: Duration) -> KvResetDoc {
             return doc;
         }
     };
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                doc.error = Some(format!("waiting for the reset command: {e}"));
-                let _ = child.kill();
-                let _ = child.wait();
-                return doc;
-            }
+    let status = match sparkhost_collectors::common::wait_with_deadline(&mut child, timeout) {
+        Ok(s) => s,
+        Err(e) => {
+            doc.error = Some(format!("waiting for the reset command: {e}"));
+            return doc;
         }
     };
     let mut text = Vec::new();
