@@ -47,10 +47,19 @@ pub enum KvMode {
     CpuOnly,
     /// B2: GPU + CPU + disk tiers.
     CpuDisk,
+    /// No mode was given (no `--kv-mode`, `--tier-mode` or stack profile):
+    /// the tiers are unknown, so nothing is required of the server and no
+    /// tier claim is made. KVBM metrics are scraped and recorded if they answer.
+    Unspecified,
 }
 
 impl KvMode {
-    pub const ALL: [KvMode; 3] = [KvMode::Off, KvMode::CpuOnly, KvMode::CpuDisk];
+    pub const ALL: [KvMode; 4] = [
+        KvMode::Off,
+        KvMode::CpuOnly,
+        KvMode::CpuDisk,
+        KvMode::Unspecified,
+    ];
 
     /// The `--kv-mode` spelling, also the serde name.
     pub const fn as_str(self) -> &'static str {
@@ -58,20 +67,36 @@ impl KvMode {
             KvMode::Off => "off",
             KvMode::CpuOnly => "cpu_only",
             KvMode::CpuDisk => "cpu_disk",
+            KvMode::Unspecified => "unspecified",
         }
     }
 
-    /// The seed harness's tier label (`--tier-mode`).
+    /// The seed harness's tier label (`--tier-mode`); `unspecified` has none
+    /// of the seed's and keeps its own name.
     pub const fn tier_mode(self) -> &'static str {
         match self {
             KvMode::Off => "B0",
             KvMode::CpuOnly => "B1",
             KvMode::CpuDisk => "B2",
+            KvMode::Unspecified => "unspecified",
         }
     }
 
+    /// The mode claims a KVBM tier (B1, B2): a run without KVBM metrics is
+    /// then invalid, as in the seed.
     pub fn kvbm_enabled(self) -> bool {
+        matches!(self, KvMode::CpuOnly | KvMode::CpuDisk)
+    }
+
+    /// KVBM is worth asking: a claimed tier, or an unknown one (recorded
+    /// when it answers, never required).
+    pub fn scrapes_kvbm(self) -> bool {
         self != KvMode::Off
+    }
+
+    /// A mode the user (or a stack profile) named.
+    pub fn is_specified(self) -> bool {
+        self != KvMode::Unspecified
     }
 
     pub fn disk_tier_on(self) -> bool {
@@ -91,11 +116,16 @@ pub struct UnknownKvMode(pub String);
 
 impl fmt::Display for UnknownKvMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = KvMode::ALL
+        let mut names: Vec<&str> = Vec::new();
+        for n in KvMode::ALL
             .iter()
             .map(|m| m.as_str())
             .chain(KvMode::ALL.iter().map(|m| m.tier_mode()))
-            .collect();
+        {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
         write!(
             f,
             "{:?} is not a KV mode (one of: {})",
@@ -441,10 +471,12 @@ pub enum ReasonCode {
     /// The server did what another tier mode does: KVBM moved blocks in
     /// B0, or offloaded to (or onboarded from) disk in B1.
     TierModeMismatch,
+    /// No KV mode was given: the run is valid but makes no tier claim.
+    KvModeUnspecified,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 18] = [
+    pub const ALL: [ReasonCode; 19] = [
         ReasonCode::RunInvalid,
         ReasonCode::ErrorRateAboveThreshold,
         ReasonCode::KvbmMetricsMissing,
@@ -463,6 +495,7 @@ impl ReasonCode {
         ReasonCode::DeviceBytesNotFromKvbm,
         ReasonCode::WorkerIoBelowKvbm,
         ReasonCode::TierModeMismatch,
+        ReasonCode::KvModeUnspecified,
     ];
 
     /// As [`Policy`] leaves it; `allow_missing_kvbm_metrics` demotes
@@ -845,6 +878,19 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
     if let Some(d) = tier_mode_mismatch(mode, phases) {
         v.add(ReasonCode::TierModeMismatch, d);
     }
+    if !mode.is_specified() {
+        v.add(
+            ReasonCode::KvModeUnspecified,
+            format!(
+                "no --kv-mode, --tier-mode or stack profile: the run makes no KV-tier claim (KVBM metrics {})",
+                if signals.kvbm_metrics_available {
+                    "answered and are recorded"
+                } else {
+                    "did not answer"
+                }
+            ),
+        );
+    }
     if mode.kvbm_enabled() && !signals.kvbm_metrics_available {
         let d = format!("kv mode {mode:?} has a KV tier but no phase had kvbm_* metrics");
         let severity = if p.allow_missing_kvbm_metrics {
@@ -1138,7 +1184,10 @@ fn cross_checks(phases: &[PhaseEvidence], p: &Policy, mode: KvMode) -> CrossChec
         d.cgroup_read_bytes = e.cgroup_read_bytes;
         d.cgroup_write_bytes = e.cgroup_write_bytes;
         // ---- disk comparisons
-        if !mode.disk_tier_on() {
+        if mode == KvMode::Unspecified {
+            x.unchecked
+                .push("disk: the KV mode is unspecified, so the disk's I/O may not be KV's".into());
+        } else if !mode.disk_tier_on() {
             x.unchecked
                 .push("disk: no disk tier in this KV mode".into());
         } else if !e.kvbm_available {
@@ -1242,7 +1291,8 @@ pub fn tier_mode_mismatch(mode: KvMode, phases: &[PhaseEvidence]) -> Option<Stri
                 ("kvbm_onboard_blocks_d2d", e.onboard_d2d),
                 ("kvbm_onboard_blocks_d2h", e.onboard_d2h),
             ],
-            KvMode::CpuDisk => &[],
+            // B2 allows every movement; an unknown mode rules nothing out.
+            KvMode::CpuDisk | KvMode::Unspecified => &[],
         };
         for (name, v) in counters {
             if let Some(v) = v.filter(|v| *v > 0.0) {
@@ -1256,8 +1306,9 @@ pub fn tier_mode_mismatch(mode: KvMode, phases: &[PhaseEvidence]) -> Option<Stri
     let what = match mode {
         KvMode::Off => "B0 runs no KVBM, but KVBM moved blocks",
         KvMode::CpuOnly => "B1 has the disk tier off, but KVBM moved blocks to or from disk",
-        // B2 lists no counters above, so `seen` is empty and this is not reached.
-        KvMode::CpuDisk => return None,
+        // B2 and an unknown mode list no counters above, so `seen` is empty
+        // and this is not reached.
+        KvMode::CpuDisk | KvMode::Unspecified => return None,
     };
     Some(format!("tier_mode_mismatch: {what}: {}", seen.join(", ")))
 }
@@ -1896,9 +1947,13 @@ mod tests {
         );
         assert!(!KvMode::Off.kvbm_enabled() && KvMode::CpuOnly.kvbm_enabled());
         assert!(KvMode::CpuDisk.disk_tier_on() && !KvMode::CpuOnly.disk_tier_on());
+        let u = KvMode::Unspecified;
+        assert!(!u.kvbm_enabled() && !u.disk_tier_on() && u.scrapes_kvbm() && !u.is_specified());
+        assert!(!KvMode::Off.scrapes_kvbm());
+        assert_eq!("unspecified".parse::<KvMode>(), Ok(u));
         assert_eq!(
             "b3".parse::<KvMode>().unwrap_err().to_string(),
-            "\"b3\" is not a KV mode (one of: off, cpu_only, cpu_disk, B0, B1, B2)"
+            "\"b3\" is not a KV mode (one of: off, cpu_only, cpu_disk, unspecified, B0, B1, B2)"
         );
     }
 
@@ -2026,5 +2081,48 @@ mod tests {
             "tier_mode_mismatch"
         );
         assert!(v.reason_codes.contains(&ReasonCode::TierModeMismatch));
+    }
+
+    /// The first run against a server without KVBM (vLLM, the mocker) and
+    /// no mode given: valid, no tier claim, whatever KVBM shows is recorded.
+    #[test]
+    fn an_unspecified_mode_is_valid_without_kvbm_and_claims_no_tier() {
+        let quiet = PhaseEvidence {
+            phase: "main".into(),
+            ..Default::default()
+        };
+        let none = evaluate(&input(KvMode::Unspecified, std::slice::from_ref(&quiet)));
+        assert!(none.run_valid, "{:?}", none.details);
+        assert!(!none.decision_grade);
+        assert_eq!(none.reason_codes, vec![ReasonCode::KvModeUnspecified]);
+        assert!(
+            none.details[0].contains("did not answer"),
+            "{:?}",
+            none.details
+        );
+
+        let moving = PhaseEvidence {
+            phase: "replay".into(),
+            kvbm_available: true,
+            offload_d2h: Some(10.0),
+            offload_d2d: Some(4.0),
+            onboard_d2d: Some(3.0),
+            ..Default::default()
+        };
+        let v = evaluate(&input(KvMode::Unspecified, std::slice::from_ref(&moving)));
+        assert!(v.run_valid, "{:?}", v.details);
+        assert!(!v.reason_codes.contains(&ReasonCode::TierModeMismatch));
+        assert!(v.details[0].contains("answered and are recorded"));
+        assert_eq!(v.signals.onboard_d2d_total, Some(3.0));
+        assert!(
+            v.cross_checks.phases[0]
+                .unchecked
+                .iter()
+                .any(|m| m.contains("unspecified"))
+        );
+        assert_eq!(
+            serde_json::to_value(&v).unwrap()["signals"]["kv_mode"],
+            "unspecified"
+        );
     }
 }

@@ -299,13 +299,24 @@ fn parse_sampling(s: &str) -> Result<f32, String> {
 /// Accepts `180s`, `500ms`, `2m`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<f64>() {
+        // `try_`: 1e300 s once overflowed `Duration` and panicked the host.
         if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+            return Duration::try_from_secs_f64(secs)
+                .map_err(|_| format!("{s:?} is longer than any duration this host can wait"));
         }
         return Err(format!("{s:?} is not a non-negative duration"));
     }
     humantime::parse_duration(s)
         .map_err(|e| format!("{s:?} is not a duration like 30s, 500ms or 2m: {e}"))
+}
+
+fn parse_run_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    let range = Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600);
+    if !range.contains(&d) {
+        return Err(format!("{s:?}: a run's duration must be 1s..=7d"));
+    }
+    Ok(d)
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -513,10 +524,17 @@ pub struct RunArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub model_resolve_poll: Duration,
 
-    /// Closed loop: requests in flight at most (phases may override).
-    #[arg(long, short = 'c', default_value_t = 1,
+    /// Closed loop: requests in flight at most (default 1). Applies to every
+    /// phase whose load the workload leaves to the command line; a workload
+    /// with a `concurrency` param gets it there; a phase with a fixed load
+    /// of its own refuses the run unless --override-phase-loads.
+    #[arg(long, short = 'c',
           value_parser = clap::value_parser!(u32).range(1..=crate::limits::MAX_CONCURRENCY as i64))]
-    pub concurrency: u32,
+    pub concurrency: Option<u32>,
+    /// Run every phase at --concurrency/--rate, replacing the loads the
+    /// workload's phases set themselves (recorded per phase in config.json).
+    #[arg(long)]
+    pub override_phase_loads: bool,
     /// Open loop: requests per second (replaces closed-loop concurrency).
     #[arg(long, value_parser = parse_positive)]
     pub rate: Option<f64>,
@@ -552,6 +570,12 @@ pub struct RunArgs {
     /// Do not ask for `stream_options.include_usage` (for servers that reject it).
     #[arg(long)]
     pub no_stream_usage: bool,
+    /// Stop sending this long after the first phase starts (e.g. 10m): the
+    /// requests in flight finish and are recorded, later phases are not
+    /// run, and the run stays valid (`summary.json` → `dispatch`
+    /// `stopped_by_duration`, `unsent`). 1s..=7d.
+    #[arg(long, value_parser = parse_run_duration)]
+    pub duration: Option<Duration>,
     /// Per-request limit, from send to the last byte.
     #[arg(long, alias = "timeout-s", default_value = "600s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -595,9 +619,13 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_run_id)]
     pub run_id: Option<String>,
 
-    /// KV offload mode label recorded with the run.
-    #[arg(long, default_value_t = KvMode::CpuDisk, value_parser = kv_modes())]
-    pub kv_mode: KvMode,
+    /// KV offload mode the server runs: off (B0), cpu_only (B1), cpu_disk
+    /// (B2) or unspecified. A B1/B2 run without KVBM metrics is invalid
+    /// (the seed's rule). Default: the stack's or simulator's mode (the
+    /// simulator runs B2), else `unspecified`: KVBM is scraped and recorded
+    /// if it answers, nothing is required and no tier claim is made.
+    #[arg(long, value_parser = kv_modes())]
+    pub kv_mode: Option<KvMode>,
     /// Tier label B0|B1|B2 (overrides --kv-mode: B0=off, B1=cpu_only, B2=cpu_disk).
     #[arg(long)]
     pub tier_mode: Option<String>,
@@ -921,7 +949,7 @@ mod telemetry_args_tests {
             "{help}"
         );
         assert!(
-            help.contains("[possible values: off, cpu_only, cpu_disk]"),
+            help.contains("[possible values: off, cpu_only, cpu_disk, unspecified]"),
             "{help}"
         );
     }

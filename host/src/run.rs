@@ -3,6 +3,8 @@
 //! Layout:
 //! - [`plan`]: [`RunPlan`], everything resolved once from the flags and the
 //!   workload before the run directory exists.
+//! - [`loads`]: the rule for which load each phase runs (flag, workload,
+//!   workload param or override), so a load flag is never silently ignored.
 //! - [`execute`]: the threads and tasks of a run (model wait, whole-plan
 //!   preflight, plan feed, KV reset and warm-up, recorder, dispatcher, model
 //!   watcher, Ctrl-C); returns one [`RunOutcome`](execute::RunOutcome).
@@ -11,6 +13,7 @@
 
 pub mod execute;
 pub mod finish;
+pub mod loads;
 pub mod plan;
 
 pub use plan::{Resolved, RunPlan};

@@ -68,7 +68,9 @@ pub fn tier_of(kv: KvMode) -> TierMode {
     match kv {
         KvMode::Off => TierMode::B0,
         KvMode::CpuOnly => TierMode::B1,
-        KvMode::CpuDisk => TierMode::B2,
+        // `run` refuses an unspecified mode for a simulator; the simulator's
+        // own default is B2.
+        KvMode::CpuDisk | KvMode::Unspecified => TierMode::B2,
     }
 }
 

@@ -576,6 +576,52 @@ fn too_many_errors_invalidate_the_run_and_a_kv_tier_needs_kvbm_metrics() {
         "{summary:#}"
     );
     assert_eq!(summary["kv_mode"]["mode"], "cpu_disk");
+
+    // No mode given: the first run against a server without KVBM (the
+    // mocker) is valid, labelled `unspecified`, and claims no tier.
+    let out = sparkhost(
+        &[
+            "run",
+            workload.to_str().unwrap(),
+            "--endpoint",
+            &stack.endpoint,
+            "--requests",
+            "2",
+            "--warmup",
+            "0",
+            "--max-tokens",
+            "4",
+            "--param",
+            "short-range=64:64",
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--results-root",
+            d.results.path().to_str().unwrap(),
+            "--run-id",
+            "unspecified",
+            "--quiet",
+        ],
+        d.cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let dir = d.results.path().join("unspecified");
+    let summary = read_json(&dir.join("summary.json"));
+    assert_eq!(summary["kv_mode"]["mode"], "unspecified", "{summary:#}");
+    assert_eq!(summary["kv_mode"]["kvbm_enabled"], false);
+    let verdict = read_json(&dir.join("verdict.json"));
+    assert_eq!(verdict["run_valid"], true, "{verdict:#}");
+    assert_eq!(verdict["decision_grade"], false);
+    assert_eq!(
+        verdict["reason_codes"],
+        serde_json::json!(["KV_MODE_UNSPECIFIED"])
+    );
+    assert_eq!(verdict["signals"]["kv_mode"], "unspecified");
+    // KVBM was asked (and did not answer), not skipped.
+    assert_eq!(
+        summary["telemetry"]["sources"]["kvbm"]["available"], false,
+        "{:#}",
+        summary["telemetry"]["sources"]
+    );
 }
 
 /// A run against a model the frontend lists by a local directory (the

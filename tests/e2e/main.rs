@@ -10,6 +10,7 @@
 //! - [`workloads`]: the workload library against the real mocker.
 //! - [`sim`]: the evidence chain against the simulated engine, the disk tier on a loop device.
 //! - [`languages`]: JavaScript and Python workloads, byte-identical to Rust.
+//! - [`loads`]: `--concurrency`/`--rate` against every kind of phase load.
 //!
 //! Workload components come from `make workloads` (`workloads/synthetic.wasm`,
 //! `target/test-guests/*.wasm`); a missing one fails with that hint.
@@ -28,6 +29,7 @@ mod dynamo;
 mod endpoints;
 mod faults;
 mod languages;
+mod loads;
 mod reports;
 mod sandbox;
 mod signals;

@@ -238,6 +238,33 @@ pub fn describe_load(load: &LoadModel) -> String {
     }
 }
 
+/// The loads the run's summarized phases really ran, each once in order
+/// (`c=4`, or `c=4,c=8` when phases differ); the run-level flag only for a
+/// config without phases.
+fn run_load(config: &ConfigDoc) -> String {
+    let counted: Vec<_> = config
+        .phases
+        .iter()
+        .filter(|p| p.include_in_overall)
+        .collect();
+    let phases = if counted.is_empty() {
+        config.phases.iter().collect()
+    } else {
+        counted
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for l in phases.iter().filter_map(|p| p.load.as_ref()) {
+        let d = describe_load(l);
+        if !seen.contains(&d) {
+            seen.push(d);
+        }
+    }
+    if seen.is_empty() {
+        return config.load.map(|l| describe_load(&l)).unwrap_or_default();
+    }
+    seen.join(",")
+}
+
 impl RunRecord {
     pub fn load(dir: &Path) -> anyhow::Result<RunRecord> {
         let summary: SummaryDoc = documents::read(&dir.join("summary.json"))?;
@@ -310,7 +337,7 @@ impl RunRecord {
             tier_mode,
             variant_tags: summary.variant_tags.clone(),
             params: config.params.clone(),
-            load: config.load.map(|l| describe_load(&l)).unwrap_or_default(),
+            load: run_load(&config),
             overall,
             phases,
             goodput: summary.goodput.clone(),
@@ -443,6 +470,24 @@ pub fn load_all(inputs: &[String]) -> anyhow::Result<Vec<RunRecord>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_load_column_is_what_the_counted_phases_ran() {
+        let config: ConfigDoc = serde_json::from_value(json!({
+            "load": {"kind": "closed", "concurrency": 1},
+            "phases": [
+                {"name": "warmup", "include_in_overall": false, "load": {"kind": "closed", "concurrency": 2}},
+                {"name": "warm_A", "include_in_overall": true, "load": {"kind": "closed", "concurrency": 4}},
+                {"name": "pressure_B", "include_in_overall": true, "load": {"kind": "closed", "concurrency": 8}},
+                {"name": "replay_A", "include_in_overall": true, "load": {"kind": "closed", "concurrency": 4}}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(run_load(&config), "c=4,c=8");
+        let bare: ConfigDoc =
+            serde_json::from_value(json!({"load": {"kind": "poisson", "rate": 5.0}})).unwrap();
+        assert_eq!(run_load(&bare), "rate=5/s poisson");
+    }
 
     #[test]
     fn killed_runs_are_found_as_unfinished_not_dropped() {

@@ -8,7 +8,7 @@
 //! and the channels.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
@@ -63,6 +63,9 @@ pub enum StopReason {
     /// The results could not be written (a full disk): measuring on would
     /// only lose what is measured.
     WriteFailed(String),
+    /// `--duration` ran out: sending stopped, in-flight requests finished.
+    /// Not a failure.
+    DurationReached,
 }
 
 /// How the dispatch ended.
@@ -100,6 +103,8 @@ pub struct Runner {
     pub lookahead: usize,
     /// Cap on in-flight requests in open loop (protects the client machine).
     pub max_in_flight: usize,
+    /// `--duration`: no send later than this after the first phase starts.
+    pub duration: Option<Duration>,
 }
 
 impl Runner {
@@ -115,10 +120,14 @@ impl Runner {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completion>();
         let mut end = DispatchEnd::default();
         let mut queue = Queue::new(phases, self.lookahead, self.max_in_flight, Instant::now());
+        let mut deadline: Option<Instant> = None;
 
         for index in 0..phases.len() {
             self.boundary(Boundary::Before(index)).await;
             let start = Instant::now();
+            if deadline.is_none() {
+                deadline = self.duration.map(|d| start + d);
+            }
             let _ = events.send(Event::PhaseStart { index, at: start });
             queue.start_phase(index, start);
 
@@ -139,6 +148,10 @@ impl Runner {
                 }
                 if stop.borrow().is_some() {
                     end.stopped = stop.borrow().clone();
+                    break;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    end.stopped = Some(StopReason::DurationReached);
                     break;
                 }
                 if queue.phase_done() {
@@ -162,6 +175,11 @@ impl Runner {
                     }
                     Decision::SleepUntil(due) => Some(due),
                     Decision::Idle => None,
+                };
+                // Wake at the deadline too, so a send planned past it never goes.
+                let sleep_until = match (sleep_until, deadline) {
+                    (Some(s), Some(d)) => Some(s.min(d)),
+                    (s, d) => s.or(d),
                 };
                 let want_feed = queue.wants_feed();
                 tokio::select! {
@@ -209,7 +227,11 @@ impl Runner {
                 // Even past a second signal: the phase's evidence needs its
                 // closing snapshot, and a slow one meets the last-resort exit.
                 self.boundary(Boundary::After(index)).await;
-                tracing::warn!(phase = %queue.phase_name(), "run stopped: {:?}", end.stopped);
+                if end.stopped == Some(StopReason::DurationReached) {
+                    tracing::info!(phase = %queue.phase_name(), "--duration reached");
+                } else {
+                    tracing::warn!(phase = %queue.phase_name(), "run stopped: {:?}", end.stopped);
+                }
                 break;
             }
             let _ = events.send(Event::PhaseEnd {

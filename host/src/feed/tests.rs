@@ -230,6 +230,7 @@ async fn drive(phases: &[(&str, LoadModel)], script: Vec<Step>, lookahead: usize
         boundaries: None,
         lookahead,
         max_in_flight: 100,
+        duration: None,
     };
     let runs: Vec<PhaseRun> = phases
         .iter()

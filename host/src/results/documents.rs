@@ -89,13 +89,35 @@ impl KvModeField {
     }
 }
 
+/// Where a phase's load came from (`config.json` → `phases[].load_source`; the
+/// rule is `run::loads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadSource {
+    /// No flag, no load of the phase's own: closed loop at 1.
+    Default,
+    /// `--concurrency` or `--rate`, for a phase that leaves its load to it.
+    CommandLine,
+    /// The phase's own load, no flag given.
+    Workload,
+    /// The phase's own load, derived by the workload from its `concurrency`
+    /// param, which `--concurrency` set.
+    WorkloadParam,
+    /// `--override-phase-loads`: the flag's load replaced the phase's own.
+    Override,
+}
+
 /// A phase as declared, with the load it ran under.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct PhaseDecl {
     pub name: String,
     pub include_in_overall: bool,
+    /// The load the phase really ran.
     pub load: Option<LoadModel>,
+    /// Where that load came from; absent in older run directories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_source: Option<LoadSource>,
 }
 
 /// Client settings that shape every request.
@@ -143,8 +165,13 @@ pub struct ConfigDoc {
     pub tier_mode: String,
     pub kv_mode: KvModeField,
     pub client_request_parameters: ClientParams,
-    /// The default load; phases may override it.
+    /// `--concurrency`/`--rate` (closed loop at 1 without either); each
+    /// phase's real load is in `phases`.
     pub load: Option<LoadModel>,
+    /// `--duration` in seconds: sending stopped this long after the first
+    /// phase started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
     /// Effective workload params (defaults filled in).
     pub params: BTreeMap<String, String>,
     pub phases: Vec<PhaseDecl>,
@@ -443,6 +470,8 @@ pub struct DispatchDoc {
     pub phases_completed: u64,
     /// Sent requests with no row: a second stop signal gave up on them.
     pub abandoned_in_flight: u64,
+    /// `--duration` ran out before the workload did (`unsent` were never sent).
+    pub stopped_by_duration: bool,
 }
 
 /// The server's own view of a phase, next to the client's.

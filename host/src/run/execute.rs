@@ -13,6 +13,7 @@ use anyhow::Context;
 use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 
+use super::loads::LoadSource;
 use super::plan::RunPlan;
 use crate::dispatch::client::Client;
 use crate::dispatch::models;
@@ -137,6 +138,29 @@ pub async fn execute(
                 plan.endpoint,
                 rd.path().display()
             ),
+        }
+        // A load that is not the flag's is said once, where the user looks.
+        let own: Vec<String> = plan
+            .dispatch
+            .phases
+            .iter()
+            .zip(&plan.load_sources)
+            .filter(|(_, s)| !matches!(s, LoadSource::CommandLine | LoadSource::Default))
+            .map(|(p, s)| {
+                format!(
+                    "{} {} ({})",
+                    crate::terminal::safe(&p.name),
+                    super::loads::describe(&p.load),
+                    match s {
+                        LoadSource::Workload => "the workload's own",
+                        LoadSource::WorkloadParam => "from its concurrency param",
+                        _ => "--override-phase-loads",
+                    }
+                )
+            })
+            .collect();
+        if !own.is_empty() {
+            eprintln!("sparkhost: phase loads: {}", own.join("; "));
         }
     }
 
@@ -381,6 +405,7 @@ pub async fn execute(
         client: client.clone(),
         lookahead: plan.dispatch.lookahead,
         max_in_flight: plan.dispatch.max_in_flight,
+        duration: plan.dispatch.duration,
     };
     let prewarmed = if plan.dispatch.prewarm > 0 {
         client.prewarm(plan.dispatch.prewarm).await
@@ -427,8 +452,9 @@ pub async fn execute(
                 format!("interrupted by {sig}; requests in flight finished")
             },
         ),
-        // The recorder's own error (below) names the file and what was lost.
-        Some(StopReason::WriteFailed(_)) | None => {}
+        // The recorder's own error (below) names the file and what was lost;
+        // a run that ran for its --duration is complete.
+        Some(StopReason::WriteFailed(_) | StopReason::DurationReached) | None => {}
     }
     if recorder.prompt_limit_hits > 0 {
         validity.invalidate(
@@ -494,6 +520,7 @@ pub async fn execute(
             .max(dispatch_end.unsent),
         phases_completed: dispatch_end.phases_completed as u64,
         abandoned_in_flight: dispatch_end.abandoned,
+        stopped_by_duration: dispatch_end.stopped == Some(StopReason::DurationReached),
     };
     Ok(RunOutcome {
         model: Some(model),

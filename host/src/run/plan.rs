@@ -37,15 +37,21 @@ pub struct KvModeInfo {
 impl KvModeInfo {
     /// `--tier-mode` wins over `--kv-mode`; cache sizes default per mode as
     /// the seed's scripts set them.
+    /// `fallback` when neither flag is given: the simulator's own B2, else
+    /// `unspecified`.
     pub fn resolve(
-        kv: KvMode,
+        kv: Option<KvMode>,
         tier: Option<&str>,
         cpu: Option<f64>,
         disk: Option<f64>,
+        fallback: KvMode,
     ) -> anyhow::Result<Self> {
         let kv = match tier.map(|t| t.trim().to_ascii_uppercase()) {
-            None => kv,
-            Some(t) => match KvMode::ALL.into_iter().find(|m| m.tier_mode() == t) {
+            None => kv.unwrap_or(fallback),
+            Some(t) => match KvMode::ALL
+                .into_iter()
+                .find(|m| m.is_specified() && m.tier_mode() == t)
+            {
                 Some(m) => m,
                 None => bail!("--tier-mode {t:?} is not one of B0, B1, B2"),
             },
@@ -106,6 +112,8 @@ pub struct DispatchPlan {
     pub prewarm: usize,
     /// The phases as the dispatcher runs them: load and schedule seed each.
     pub phases: Vec<PhaseRun>,
+    /// `--duration`: sending stops this long after the first phase starts.
+    pub duration: Option<std::time::Duration>,
 }
 
 /// How the model is found.
@@ -142,7 +150,11 @@ pub struct RunPlan {
     pub model: ModelPlan,
     pub kv: KvModeInfo,
     pub workload: WorkloadPlan,
+    /// `--concurrency`/`--rate` (closed loop at 1 without either), for
+    /// `config.json`'s run-level `load`; each phase's own is in `dispatch`.
     pub default_load: LoadModel,
+    /// Why each phase runs the load it does (`run::loads`), in phase order.
+    pub load_sources: Vec<super::loads::LoadSource>,
     pub phases: Vec<PhasePlan>,
     /// Effective params (workload defaults filled in).
     pub params: Vec<(String, String)>,
@@ -194,11 +206,22 @@ impl RunPlan {
     pub fn resolve(mut args: RunArgs) -> anyhow::Result<Resolved> {
         let stack = apply_stack(&mut args)?;
         let stack_config_sha256 = stack.as_ref().map(|s| s.config_sha256.clone());
+        let to_sim = crate::simulate::endpoint_profile(&args.endpoint.endpoint).is_some();
+        if to_sim && args.kv_mode == Some(KvMode::Unspecified) {
+            bail!(
+                "--kv-mode unspecified: a simulator endpoint runs a known tier mode; give B0, B1 or B2 (default B2)"
+            );
+        }
         let kv = KvModeInfo::resolve(
             args.kv_mode,
             args.tier_mode.as_deref(),
             args.kv_cpu_cache_gb,
             args.kv_disk_cache_gb,
+            if to_sim {
+                KvMode::CpuDisk
+            } else {
+                KvMode::Unspecified
+            },
         )?;
         let device_profile = match &args.hygiene.device_profile {
             Some(p) => Some(crate::devprofile::DeviceProfile::load(p).context("--device-profile")?),
@@ -241,7 +264,7 @@ impl RunPlan {
                 args.arrival_clock,
             )?),
         };
-        let default_load = default_load(&args)?;
+        let mut load_flags = load_flags(&args)?;
         let tokens = Arc::new(match &args.tokenizer {
             Some(p) => TokenCounter::from_path(p).context("--tokenizer")?,
             None => match (client.as_ref(), sim.as_mut()) {
@@ -288,7 +311,12 @@ impl RunPlan {
             in_blocking_context(|| -> anyhow::Result<_> {
                 let mut inst = sandbox.instantiate(&loaded, tokens.clone(), args.seed, &grants)?;
                 let info = inst.describe()?;
-                let (explicit, params) = effective_params(&info, &user_params, &args)?;
+                load_flags.has_concurrency_param = info
+                    .params
+                    .iter()
+                    .any(|p| p.name == super::loads::CONCURRENCY_PARAM);
+                let (explicit, params) =
+                    effective_params(&info, &user_params, &args, load_flags.param_value())?;
                 inst.create(&explicit, args.seed)?;
                 let phases = inst.phases()?;
                 let checker = if preflight_on {
@@ -312,19 +340,27 @@ impl RunPlan {
             Some(args.telemetry.collectors_config(
                 &args.results_root.join(&run_id),
                 &args.endpoint.api_root(),
-                kv.kvbm_enabled(),
+                kv.mode.scrapes_kvbm(),
             ))
         };
         let lookahead = args.lookahead.max(1);
+        let loads = super::loads::phase_loads(
+            &phases,
+            &load_flags,
+            &format!("{} {}", info.name, info.version),
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
         let phase_runs: Vec<PhaseRun> = phases
             .iter()
+            .zip(&loads)
             .enumerate()
-            .map(|(i, p)| PhaseRun {
+            .map(|(i, (p, (load, _)))| PhaseRun {
                 name: p.name.clone(),
-                load: p.load.unwrap_or(default_load),
+                load: *load,
                 seed: phase_seed(args.seed, i),
             })
             .collect();
+        let load_sources = loads.iter().map(|(_, s)| *s).collect();
         let prewarm = args
             .prewarm_connections
             .unwrap_or_else(|| default_prewarm(&phase_runs));
@@ -357,7 +393,8 @@ impl RunPlan {
                 },
                 from_cache: loaded.from_cache,
             },
-            default_load,
+            default_load: load_flags.given.unwrap_or(load_flags.default),
+            load_sources,
             phases,
             params,
             data_files,
@@ -384,6 +421,7 @@ impl RunPlan {
                 max_in_flight: args.max_in_flight.max(1),
                 prewarm,
                 phases: phase_runs,
+                duration: args.duration,
             },
             telemetry,
             verdict_policy: args.telemetry.policy(),
@@ -412,13 +450,17 @@ impl RunPlan {
         format!("{} {}", self.workload.doc.name, self.workload.doc.version)
     }
 
+    /// The phases with the load each really runs and where it came from.
     fn phase_decls(&self) -> Vec<PhaseDecl> {
         self.phases
             .iter()
-            .map(|p| PhaseDecl {
+            .zip(&self.dispatch.phases)
+            .zip(&self.load_sources)
+            .map(|((p, r), source)| PhaseDecl {
                 name: p.name.clone(),
                 include_in_overall: p.include_in_summary,
-                load: Some(p.load.unwrap_or(self.default_load)),
+                load: Some(r.load),
+                load_source: Some(*source),
             })
             .collect()
     }
@@ -445,6 +487,7 @@ impl RunPlan {
             kv_mode: self.kv.doc(),
             client_request_parameters: self.client.clone(),
             load: Some(self.default_load),
+            duration_s: self.dispatch.duration.map(|d| d.as_secs_f64()),
             params: self.params_map(),
             phases: self.phase_decls(),
             preflight: PreflightDoc {
@@ -547,12 +590,16 @@ fn apply_stack(args: &mut RunArgs) -> anyhow::Result<Option<crate::results::docu
         );
     }
     let mode = format!("{:?}", state.tier_mode);
-    // --kv-mode has a default, so only --tier-mode can disagree on purpose.
-    if let Some(l) = args.tier_mode.as_deref().map(str::to_ascii_uppercase)
+    let given = args
+        .tier_mode
+        .as_deref()
+        .map(str::to_ascii_uppercase)
+        .or_else(|| args.kv_mode.map(|m| m.tier_mode().to_ascii_uppercase()));
+    if let Some(l) = given
         && l != mode
     {
         anyhow::bail!(
-            "--tier-mode {l} disagrees with --stack {}, which runs {mode} (profile {})",
+            "--tier-mode/--kv-mode {l} disagrees with --stack {}, which runs {mode} (profile {})",
             dir.display(),
             state.profile
         );
@@ -681,23 +728,38 @@ fn default_prewarm(phases: &[PhaseRun]) -> usize {
         .min(limits::PREWARM_MAX)
 }
 
-fn default_load(args: &RunArgs) -> anyhow::Result<LoadModel> {
-    let load = match args.rate {
-        None => LoadModel::Closed {
-            concurrency: args.concurrency,
-        },
-        Some(rate) => match args.arrival {
-            ArrivalKind::Constant => LoadModel::Constant { rate },
-            ArrivalKind::Poisson => LoadModel::Poisson { rate },
-            ArrivalKind::Gamma => LoadModel::Gamma {
-                rate,
-                shape: args.gamma_shape,
-            },
-        },
+/// `--concurrency`/`--rate` as given. Both at once is refused: one of
+/// them would do nothing.
+fn load_flags(args: &RunArgs) -> anyhow::Result<super::loads::LoadFlags> {
+    let given = match (args.concurrency, args.rate) {
+        (Some(c), Some(r)) => bail!(
+            "--concurrency {c} and --rate {r}: a phase runs closed loop or open loop, not both; give one"
+        ),
+        (Some(concurrency), None) => Some(LoadModel::Closed { concurrency }),
+        (None, Some(rate)) => Some(open_load(args, rate)),
+        (None, None) => None,
     };
-    load.validate()
-        .map_err(|e| anyhow::anyhow!("--concurrency/--rate/--gamma-shape: {e}"))?;
-    Ok(load)
+    if let Some(load) = &given {
+        load.validate()
+            .map_err(|e| anyhow::anyhow!("--concurrency/--rate/--gamma-shape: {e}"))?;
+    }
+    Ok(super::loads::LoadFlags {
+        given,
+        default: LoadModel::Closed { concurrency: 1 },
+        override_phase_loads: args.override_phase_loads,
+        has_concurrency_param: false,
+    })
+}
+
+fn open_load(args: &RunArgs, rate: f64) -> LoadModel {
+    match args.arrival {
+        ArrivalKind::Constant => LoadModel::Constant { rate },
+        ArrivalKind::Poisson => LoadModel::Poisson { rate },
+        ArrivalKind::Gamma => LoadModel::Gamma {
+            rate,
+            shape: args.gamma_shape,
+        },
+    }
 }
 
 /// Params the user set (`--param`, then the shorthand flags), and the
@@ -705,10 +767,13 @@ fn default_load(args: &RunArgs) -> anyhow::Result<LoadModel> {
 /// the user's go to the workload, so it can tell a default from a choice.
 type Params = Vec<(String, String)>;
 
+/// `concurrency`: `--concurrency` for a workload that takes its phase loads
+/// from its `concurrency` param (`run::loads`).
 fn effective_params(
     info: &WorkloadInfo,
     user: &[(String, String)],
     args: &RunArgs,
+    concurrency: Option<u32>,
 ) -> anyhow::Result<(Params, Params)> {
     let known: Vec<&str> = info.params.iter().map(|p| p.name.as_str()).collect();
     let mut explicit: BTreeMap<String, String> = BTreeMap::new();
@@ -760,6 +825,19 @@ fn effective_params(
             set(name, v, flag)?;
         }
     }
+    if let Some(c) = concurrency {
+        let name = super::loads::CONCURRENCY_PARAM;
+        match explicit.get(name) {
+            Some(v) if v.trim() != c.to_string() => bail!(
+                "--concurrency {c} and --param {name}={v} disagree: workload {} {} takes its phase loads from its {name} param; give one",
+                info.name,
+                info.version
+            ),
+            _ => {
+                explicit.insert(name.to_owned(), c.to_string());
+            }
+        }
+    }
     let mut effective: BTreeMap<String, String> = info
         .params
         .iter()
@@ -786,14 +864,50 @@ mod tests {
 
     #[test]
     fn tier_mode_overrides_kv_mode_and_sets_seed_defaults() {
-        let k = KvModeInfo::resolve(KvMode::CpuDisk, Some("b1"), None, None).unwrap();
+        let k = KvModeInfo::resolve(
+            Some(KvMode::CpuDisk),
+            Some("b1"),
+            None,
+            None,
+            KvMode::Unspecified,
+        )
+        .unwrap();
         assert_eq!((k.mode_str(), k.tier_mode()), ("cpu_only", "B1"));
         assert_eq!((k.cpu_cache_gb, k.disk_cache_gb), (8.0, 0.0));
-        let k = KvModeInfo::resolve(KvMode::Off, None, None, Some(4.0)).unwrap();
+        let k = KvModeInfo::resolve(
+            Some(KvMode::Off),
+            None,
+            None,
+            Some(4.0),
+            KvMode::Unspecified,
+        )
+        .unwrap();
         assert!(!k.kvbm_enabled());
         assert_eq!(k.disk_cache_gb, 4.0);
-        let e = KvModeInfo::resolve(KvMode::Off, Some("B9"), None, None).unwrap_err();
+        let e = KvModeInfo::resolve(
+            Some(KvMode::Off),
+            Some("B9"),
+            None,
+            None,
+            KvMode::Unspecified,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("B0, B1, B2"), "{e}");
+    }
+
+    #[test]
+    fn no_mode_given_is_the_fallback() {
+        let k = KvModeInfo::resolve(None, None, None, None, KvMode::Unspecified).unwrap();
+        assert_eq!(
+            (k.mode_str(), k.tier_mode()),
+            ("unspecified", "unspecified")
+        );
+        assert!(!k.kvbm_enabled() && k.mode.scrapes_kvbm());
+        assert_eq!((k.cpu_cache_gb, k.disk_cache_gb), (0.0, 0.0));
+        let sim = KvModeInfo::resolve(None, None, None, None, KvMode::CpuDisk).unwrap();
+        assert_eq!(sim.tier_mode(), "B2");
+        // `--tier-mode` takes the seed's three labels only.
+        assert!(KvModeInfo::resolve(None, Some("unspecified"), None, None, KvMode::Off).is_err());
     }
 
     #[test]
