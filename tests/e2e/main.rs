@@ -10,6 +10,9 @@
 //! - [`workloads`]: the workload library against the real mocker.
 //! - [`sim`]: the evidence chain against the simulated engine, the disk tier on a loop device.
 //! - [`languages`]: JavaScript and Python workloads, byte-identical to Rust.
+//! - [`cli`]: help headings, completions, man pages, `--version`, the seed's
+//!   flags, `--store-responses`, and `sparkhost run workloads/copilot.wasm`.
+//! - [`new_workload`]: `sparkhost new workload` projects built and tested.
 //!
 //! Workload components come from `make workloads` (`workloads/synthetic.wasm`,
 //! `target/test-guests/*.wasm`); a missing one fails with that hint.
@@ -23,11 +26,13 @@
 mod support;
 
 mod bench;
+mod cli;
 mod disk_full;
 mod dynamo;
 mod endpoints;
 mod faults;
 mod languages;
+mod new_workload;
 mod reports;
 mod sandbox;
 mod signals;
