@@ -32,7 +32,13 @@ pub use stack::*;
 )]
 pub struct Cli {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
-    #[arg(long, global = true, env = "SPARKHOST_LOG", default_value = "warn", alias = "log-level")]
+    #[arg(
+        long,
+        global = true,
+        env = "SPARKHOST_LOG",
+        default_value = "warn",
+        alias = "log-level"
+    )]
     pub log: String,
     #[command(subcommand)]
     pub command: Command,

@@ -16,7 +16,7 @@ if [ ! -f {{name}}.wasm ]; then
 fi
 root=target/test-runs
 id="test-$(date -u +%Y%m%dT%H%M%SZ)-$$"
-"$sparkhost" run {{name}}.wasm --endpoint sim:tiny {{sim_args}} \
+"$sparkhost" run {{name}}.wasm --endpoint sim:tiny \
     {{test_args}} \
     --kv-mode off --no-telemetry --no-report --quiet \
     --results-root "$root" --run-id "$id"

@@ -14,7 +14,8 @@ use crate::{dirs, read_json, read_jsonl, repo, sparkhost, text, workload};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sparkhost"));
-    c.env("SPARKHOST_LOG", "warn").env_remove("SPARKHOST_ENDPOINT");
+    c.env("SPARKHOST_LOG", "warn")
+        .env_remove("SPARKHOST_ENDPOINT");
     c
 }
 
@@ -105,6 +106,22 @@ fn run_help_groups_every_flag_under_the_readme_headings() {
     }
     // The seed's refused flags stay out of the help.
     assert!(!help.contains("--scenario"), "{help}");
+    // The README's table has the same groups in the same order.
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let table = readme
+        .split("| group | flags |\n|---|---|\n")
+        .nth(1)
+        .unwrap();
+    let groups: Vec<String> = table
+        .lines()
+        .take_while(|l| l.starts_with("| "))
+        .map(|l| l.split('|').nth(1).unwrap().trim().to_owned())
+        .collect();
+    let want: Vec<String> = headings
+        .iter()
+        .map(|h| h.trim_end_matches(" (--endpoint sim)").to_lowercase())
+        .collect();
+    assert_eq!(groups, want);
 }
 
 #[test]
@@ -125,7 +142,10 @@ fn bash_completion_loads_and_man_pages_render() {
         let out = bin().args(["completions", shell]).output().unwrap();
         assert!(out.status.success(), "{shell}: {}", text(&out));
         let s = stdout(&out);
-        assert!(s.contains("--store-responses"), "{shell}: run's flags are listed");
+        assert!(
+            s.contains("--store-responses"),
+            "{shell}: run's flags are listed"
+        );
     }
     // bash itself loads the script and registers the completion.
     let d = tempfile::tempdir().unwrap();
@@ -134,7 +154,10 @@ fn bash_completion_loads_and_man_pages_render() {
     std::fs::write(&script, &out.stdout).unwrap();
     let out = Command::new("bash")
         .arg("-c")
-        .arg(format!("source {} && complete -p sparkhost", script.display()))
+        .arg(format!(
+            "source {} && complete -p sparkhost",
+            script.display()
+        ))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -143,7 +166,10 @@ fn bash_completion_loads_and_man_pages_render() {
     let out = bin().arg("man").output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let page = stdout(&out);
-    assert!(page.starts_with(".ie") || page.contains(".TH sparkhost"), "{page}");
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH sparkhost"),
+        "{page}"
+    );
     assert!(page.contains("completions"), "subcommands are listed");
     let out = bin().args(["man", "run"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -215,7 +241,10 @@ fn seed_flags_are_aliases_or_refused_naming_the_equivalent() {
         ),
         (vec!["--scenario", "standard"], "workloads/synthetic.wasm"),
         (vec!["--prompt-set", "long"], "--param set=long"),
-        (vec!["--long-range", "6000:7600"], "--param long-range=6000:7600"),
+        (
+            vec!["--long-range", "6000:7600"],
+            "--param long-range=6000:7600",
+        ),
     ] {
         let mut args = vec!["run", w, "--endpoint", "sim:tiny"];
         args.extend_from_slice(&flags);
@@ -392,7 +421,12 @@ fn copilot_wasm_with_nothing_listening_says_so_and_suggests_sim() {
     let child = bin()
         .current_dir(repo())
         .args(["run", "workloads/copilot.wasm"])
-        .args(["--model-resolve-timeout", "600s", "--no-telemetry", "--no-report"])
+        .args([
+            "--model-resolve-timeout",
+            "600s",
+            "--no-telemetry",
+            "--no-report",
+        ])
         .args(["--results-root", &root, "--run-id", "closed"])
         .env("SPARKHOST_ENDPOINT", format!("http://127.0.0.1:{port}"))
         .env("SPARKHOST_CACHE_DIR", d.cache.path())
@@ -450,7 +484,10 @@ fn copilot_wasm_with_nothing_listening_says_so_and_suggests_sim() {
 fn copilot_wasm_is_local_copilot_burst() {
     let d = dirs();
     let wasm = workload("copilot");
-    let out = sparkhost(&["inspect", "--json", wasm.to_str().unwrap()], d.cache.path());
+    let out = sparkhost(
+        &["inspect", "--json", wasm.to_str().unwrap()],
+        d.cache.path(),
+    );
     assert!(out.status.success(), "{}", text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["name"], "local_copilot_burst");

@@ -78,7 +78,11 @@ fn new_build_test(lang: &str, from: Option<&str>) {
 
     link_tools(lang, &project);
     let out = script(&project, "build.sh", cache.path());
-    assert!(out.status.success(), "{lang} {from:?} build: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "{lang} {from:?} build: {}",
+        text(&out)
+    );
     let wasm = project.join(format!("{name}.wasm"));
     assert!(wasm.is_file(), "{}", wasm.display());
 
@@ -97,7 +101,12 @@ fn new_build_test(lang: &str, from: Option<&str>) {
     assert!(said.contains("test.sh: ok:"), "{}", text(&out));
     // The run test.sh checked is a valid run of this component.
     let runs = project.join("target/test-runs");
-    let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let s = read_json(&run.join("summary.json"));
     assert_eq!(s["run_valid"], true, "{s:#}");
     let m = read_json(&run.join("manifest.json"));

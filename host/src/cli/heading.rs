@@ -1,5 +1,5 @@
 //! The help headings of `sparkhost run --help`: the groups of the README's
-//! flag table, in its order.
+//! flag table.
 
 pub const ENDPOINT: &str = "Endpoint";
 pub const LOAD: &str = "Load";
@@ -16,20 +16,21 @@ pub const VERDICT: &str = "Verdict";
 pub const REPORTS: &str = "Reports";
 pub const OUTPUT: &str = "Output";
 
-/// Every heading, in the README's order.
+/// Every heading, in the order `run --help` shows them (clap orders
+/// headings by their first flag) and the README's table lists them.
 pub const ALL: [&str; 14] = [
+    WORKLOAD,
     ENDPOINT,
     LOAD,
-    WORKLOAD,
-    PREFLIGHT,
-    HYGIENE,
-    DISK_CEILING,
     TRANSPORT,
+    PREFLIGHT,
+    OUTPUT,
     LABELS,
     SIMULATOR,
+    HYGIENE,
+    DISK_CEILING,
     SANDBOX,
     TELEMETRY,
     VERDICT,
     REPORTS,
-    OUTPUT,
 ];

@@ -78,21 +78,16 @@ impl Untimed {
             url: url.clone(),
             why,
         };
-        let mut resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| {
-                if refused(&e) {
-                    UntimedError::Refused {
-                        url: url.clone(),
-                        why: error_chain(&e),
-                    }
-                } else {
-                    fail(error_chain(&e))
+        let mut resp = self.http.get(&url).send().await.map_err(|e| {
+            if refused(&e) {
+                UntimedError::Refused {
+                    url: url.clone(),
+                    why: error_chain(&e),
                 }
-            })?;
+            } else {
+                fail(error_chain(&e))
+            }
+        })?;
         let status = resp.status().as_u16();
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| fail(error_chain(&e)))? {

@@ -8,17 +8,50 @@ pub const WIT: &str = include_str!("../../../wit/workload@0.1.0/workload.wit");
 
 /// The Rust SDK (`workloads/sdk`), as the project's `sdk/`.
 pub const RUST_SDK: &[(&str, &str)] = &[
-    ("sdk/Cargo.toml", include_str!("../../../workloads/sdk/Cargo.toml")),
-    ("sdk/src/data.rs", include_str!("../../../workloads/sdk/src/data.rs")),
-    ("sdk/src/hash.rs", include_str!("../../../workloads/sdk/src/hash.rs")),
-    ("sdk/src/host.rs", include_str!("../../../workloads/sdk/src/host.rs")),
-    ("sdk/src/lib.rs", include_str!("../../../workloads/sdk/src/lib.rs")),
-    ("sdk/src/params.rs", include_str!("../../../workloads/sdk/src/params.rs")),
-    ("sdk/src/plan.rs", include_str!("../../../workloads/sdk/src/plan.rs")),
-    ("sdk/src/prompt.rs", include_str!("../../../workloads/sdk/src/prompt.rs")),
-    ("sdk/src/rng.rs", include_str!("../../../workloads/sdk/src/rng.rs")),
-    ("sdk/src/text.rs", include_str!("../../../workloads/sdk/src/text.rs")),
-    ("sdk/src/tokens.rs", include_str!("../../../workloads/sdk/src/tokens.rs")),
+    (
+        "sdk/Cargo.toml",
+        include_str!("../../../workloads/sdk/Cargo.toml"),
+    ),
+    (
+        "sdk/src/data.rs",
+        include_str!("../../../workloads/sdk/src/data.rs"),
+    ),
+    (
+        "sdk/src/hash.rs",
+        include_str!("../../../workloads/sdk/src/hash.rs"),
+    ),
+    (
+        "sdk/src/host.rs",
+        include_str!("../../../workloads/sdk/src/host.rs"),
+    ),
+    (
+        "sdk/src/lib.rs",
+        include_str!("../../../workloads/sdk/src/lib.rs"),
+    ),
+    (
+        "sdk/src/params.rs",
+        include_str!("../../../workloads/sdk/src/params.rs"),
+    ),
+    (
+        "sdk/src/plan.rs",
+        include_str!("../../../workloads/sdk/src/plan.rs"),
+    ),
+    (
+        "sdk/src/prompt.rs",
+        include_str!("../../../workloads/sdk/src/prompt.rs"),
+    ),
+    (
+        "sdk/src/rng.rs",
+        include_str!("../../../workloads/sdk/src/rng.rs"),
+    ),
+    (
+        "sdk/src/text.rs",
+        include_str!("../../../workloads/sdk/src/text.rs"),
+    ),
+    (
+        "sdk/src/tokens.rs",
+        include_str!("../../../workloads/sdk/src/tokens.rs"),
+    ),
 ];
 
 /// The guest workspace's lock file: the versions sparkhost's own workloads
@@ -32,16 +65,46 @@ pub const RUST_WORKSPACE: &str = include_str!("../../../workloads/Cargo.toml");
 
 /// The JavaScript SDK (`examples/js/lib`).
 pub const JS_SDK: &[(&str, &str)] = &[
-    ("lib/host.js", include_str!("../../../examples/js/lib/host.js")),
-    ("lib/params.js", include_str!("../../../examples/js/lib/params.js")),
-    ("lib/prompt.js", include_str!("../../../examples/js/lib/prompt.js")),
-    ("lib/rng.js", include_str!("../../../examples/js/lib/rng.js")),
-    ("lib/rust-escapes.js", include_str!("../../../examples/js/lib/rust-escapes.js")),
-    ("lib/rust.js", include_str!("../../../examples/js/lib/rust.js")),
-    ("lib/sha256.js", include_str!("../../../examples/js/lib/sha256.js")),
-    ("lib/sparkhost.js", include_str!("../../../examples/js/lib/sparkhost.js")),
-    ("lib/text.js", include_str!("../../../examples/js/lib/text.js")),
-    ("lib/tokens.js", include_str!("../../../examples/js/lib/tokens.js")),
+    (
+        "lib/host.js",
+        include_str!("../../../examples/js/lib/host.js"),
+    ),
+    (
+        "lib/params.js",
+        include_str!("../../../examples/js/lib/params.js"),
+    ),
+    (
+        "lib/prompt.js",
+        include_str!("../../../examples/js/lib/prompt.js"),
+    ),
+    (
+        "lib/rng.js",
+        include_str!("../../../examples/js/lib/rng.js"),
+    ),
+    (
+        "lib/rust-escapes.js",
+        include_str!("../../../examples/js/lib/rust-escapes.js"),
+    ),
+    (
+        "lib/rust.js",
+        include_str!("../../../examples/js/lib/rust.js"),
+    ),
+    (
+        "lib/sha256.js",
+        include_str!("../../../examples/js/lib/sha256.js"),
+    ),
+    (
+        "lib/sparkhost.js",
+        include_str!("../../../examples/js/lib/sparkhost.js"),
+    ),
+    (
+        "lib/text.js",
+        include_str!("../../../examples/js/lib/text.js"),
+    ),
+    (
+        "lib/tokens.js",
+        include_str!("../../../examples/js/lib/tokens.js"),
+    ),
 ];
 
 /// componentize-js and its shim, pinned.
@@ -52,16 +115,46 @@ pub const JS_PACKAGE: &str = include_str!("../../../examples/js/package.json");
 
 /// The Python SDK (`examples/python/lib`).
 pub const PYTHON_SDK: &[(&str, &str)] = &[
-    ("lib/planner.py", include_str!("../../../examples/python/lib/planner.py")),
-    ("lib/sparkhost/__init__.py", include_str!("../../../examples/python/lib/sparkhost/__init__.py")),
-    ("lib/sparkhost/host.py", include_str!("../../../examples/python/lib/sparkhost/host.py")),
-    ("lib/sparkhost/params.py", include_str!("../../../examples/python/lib/sparkhost/params.py")),
-    ("lib/sparkhost/prompt.py", include_str!("../../../examples/python/lib/sparkhost/prompt.py")),
-    ("lib/sparkhost/rng.py", include_str!("../../../examples/python/lib/sparkhost/rng.py")),
-    ("lib/sparkhost/rust.py", include_str!("../../../examples/python/lib/sparkhost/rust.py")),
-    ("lib/sparkhost/rust_escapes.py", include_str!("../../../examples/python/lib/sparkhost/rust_escapes.py")),
-    ("lib/sparkhost/text.py", include_str!("../../../examples/python/lib/sparkhost/text.py")),
-    ("lib/sparkhost/tokens.py", include_str!("../../../examples/python/lib/sparkhost/tokens.py")),
+    (
+        "lib/planner.py",
+        include_str!("../../../examples/python/lib/planner.py"),
+    ),
+    (
+        "lib/sparkhost/__init__.py",
+        include_str!("../../../examples/python/lib/sparkhost/__init__.py"),
+    ),
+    (
+        "lib/sparkhost/host.py",
+        include_str!("../../../examples/python/lib/sparkhost/host.py"),
+    ),
+    (
+        "lib/sparkhost/params.py",
+        include_str!("../../../examples/python/lib/sparkhost/params.py"),
+    ),
+    (
+        "lib/sparkhost/prompt.py",
+        include_str!("../../../examples/python/lib/sparkhost/prompt.py"),
+    ),
+    (
+        "lib/sparkhost/rng.py",
+        include_str!("../../../examples/python/lib/sparkhost/rng.py"),
+    ),
+    (
+        "lib/sparkhost/rust.py",
+        include_str!("../../../examples/python/lib/sparkhost/rust.py"),
+    ),
+    (
+        "lib/sparkhost/rust_escapes.py",
+        include_str!("../../../examples/python/lib/sparkhost/rust_escapes.py"),
+    ),
+    (
+        "lib/sparkhost/text.py",
+        include_str!("../../../examples/python/lib/sparkhost/text.py"),
+    ),
+    (
+        "lib/sparkhost/tokens.py",
+        include_str!("../../../examples/python/lib/sparkhost/tokens.py"),
+    ),
 ];
 
 /// componentize-py, pinned.
@@ -92,7 +185,8 @@ pub mod origin {
     pub const JS_REUSE_VERIFY: &str = include_str!("../../../examples/js/reuse_verify/app.js");
     pub const JS_LOCAL_COPILOT_BURST: &str =
         include_str!("../../../examples/js/local_copilot_burst/app.js");
-    pub const PYTHON_REUSE_VERIFY: &str = include_str!("../../../examples/python/reuse_verify/app.py");
+    pub const PYTHON_REUSE_VERIFY: &str =
+        include_str!("../../../examples/python/reuse_verify/app.py");
     pub const PYTHON_LOCAL_COPILOT_BURST: &str =
         include_str!("../../../examples/python/local_copilot_burst/app.py");
 }
@@ -130,12 +224,18 @@ mod tests {
     /// not build.
     #[test]
     fn every_sdk_file_is_embedded() {
-        assert_eq!(embedded(RUST_SDK, "sdk/src"), listed("workloads/sdk/src", ".rs"));
+        assert_eq!(
+            embedded(RUST_SDK, "sdk/src"),
+            listed("workloads/sdk/src", ".rs")
+        );
         assert_eq!(embedded(JS_SDK, "lib"), listed("examples/js/lib", ".js"));
         assert_eq!(
             embedded(PYTHON_SDK, "lib/sparkhost"),
             listed("examples/python/lib/sparkhost", ".py")
         );
-        assert_eq!(embedded(PYTHON_SDK, "lib"), listed("examples/python/lib", ".py"));
+        assert_eq!(
+            embedded(PYTHON_SDK, "lib"),
+            listed("examples/python/lib", ".py")
+        );
     }
 }
