@@ -70,11 +70,14 @@ fn run_help_groups_every_flag_under_the_readme_headings() {
     }
     assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}\n{help}");
     // A flag sits in its group's section.
+    // A section runs to the next heading (a line at column 0 ending in ':').
     let section = |h: &str| {
-        let start = help.find(&format!("\n{h}:\n")).unwrap();
-        let rest = &help[start + h.len() + 3..];
-        let end = rest.find("\n\n").unwrap_or(rest.len());
-        rest[..end].to_owned()
+        let start = help.find(&format!("\n{h}:\n")).unwrap() + h.len() + 3;
+        help[start..]
+            .lines()
+            .take_while(|l| l.starts_with(' ') || l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     for (h, flag) in [
         ("Endpoint", "--api-key"),
@@ -143,7 +146,7 @@ fn bash_completion_loads_and_man_pages_render() {
         assert!(out.status.success(), "{shell}: {}", text(&out));
         let s = stdout(&out);
         assert!(
-            s.contains("--store-responses"),
+            s.contains("store-responses"),
             "{shell}: run's flags are listed"
         );
     }
@@ -179,10 +182,11 @@ fn bash_completion_loads_and_man_pages_render() {
     let out = bin().args(["man", "no-such"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("one of: run"));
-    // Where a roff formatter is installed, the page formats cleanly.
-    if Command::new("nroff").arg("--version").output().is_ok() {
-        let mut child = Command::new("nroff")
-            .args(["-man", "-Tutf8", "-ww"])
+    // Where groff is installed, the page formats cleanly (`-k`: UTF-8
+    // input through preconv, as man does).
+    if Command::new("groff").arg("--version").output().is_ok() {
+        let mut child = Command::new("groff")
+            .args(["-k", "-man", "-Tutf8", "-ww"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -297,7 +301,7 @@ fn seed_flags_are_aliases_or_refused_naming_the_equivalent() {
     let out = sparkhost(&args, d.cache.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let c = read_json(&root.join("seed/config.json"));
-    assert_eq!(c["client"]["timeout_s"], 45.0, "{c:#}");
+    assert_eq!(c["client_request_parameters"]["timeout_s"], 45.0, "{c:#}");
     let m = read_json(&root.join("seed/manifest.json"));
     assert!(m["simulator"]["simulated"].as_bool().unwrap(), "{m:#}");
     // --log-level INFO reached the log filter: info lines on stderr.
