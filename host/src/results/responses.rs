@@ -21,6 +21,8 @@ pub struct ResponseStore {
     dir: PathBuf,
     bytes: u64,
     files: u64,
+    max_bytes: u64,
+    max_files: u64,
     /// Responses that got no file.
     pub skipped: u64,
     /// Why the first of them got none.
@@ -56,6 +58,8 @@ impl ResponseStore {
             dir,
             bytes: 0,
             files: 0,
+            max_bytes: RESPONSES_MAX_BYTES,
+            max_files: RESPONSES_MAX_FILES,
             skipped: 0,
             first_skip: None,
         })
@@ -70,34 +74,34 @@ impl ResponseStore {
     /// Writes one response; returns its path relative to the run directory
     /// (`responses/…`), or `None` when it got no file.
     pub fn store(&mut self, meta: &RequestMeta, text: &str) -> Option<String> {
+        let key = Key {
+            phase: &meta.phase,
+            phase_index: meta.phase_request_index,
+            id: &meta.id,
+            run_index: meta.request_index,
+        };
+        self.store_as(&key, text)
+    }
+
+    fn store_as(&mut self, k: &Key<'_>, text: &str) -> Option<String> {
         let len = text.len() as u64;
-        if self.files >= RESPONSES_MAX_FILES {
+        if self.files >= self.max_files {
             return self.skip(format!(
-                "{} of {}: more than {RESPONSES_MAX_FILES} responses",
-                meta.phase, meta.id
+                "{} of {}: more than {} responses",
+                k.phase, k.id, self.max_files
             ));
         }
-        if self.bytes + len > RESPONSES_MAX_BYTES {
+        if self.bytes + len > self.max_bytes {
             return self.skip(format!(
-                "{} of {}: the stored responses would pass {RESPONSES_MAX_BYTES} bytes",
-                meta.phase, meta.id
+                "{} of {}: the stored responses would pass {} bytes",
+                k.phase, k.id, self.max_bytes
             ));
         }
-        let name = format!(
-            "{}_{:06}_{}.txt",
-            file_part(&meta.phase),
-            meta.phase_request_index,
-            file_part(&meta.id)
-        );
+        let (phase, id) = (file_part(k.phase), file_part(k.id));
+        let name = format!("{phase}_{:06}_{id}.txt", k.phase_index);
         // Two phase names can map to one file name; the run-wide index
         // tells those apart, and nothing is overwritten.
-        let alt = format!(
-            "{}_{:06}_{}-r{}.txt",
-            file_part(&meta.phase),
-            meta.phase_request_index,
-            file_part(&meta.id),
-            meta.request_index
-        );
+        let alt = format!("{phase}_{:06}_{id}-r{}.txt", k.phase_index, k.run_index);
         let mut last_err = None;
         for name in [name, alt] {
             let opened = std::fs::OpenOptions::new()
@@ -118,8 +122,16 @@ impl ResponseStore {
             }
         }
         let e = last_err.map(|e| e.to_string()).unwrap_or_default();
-        self.skip(format!("{} of {}: {e}", meta.phase, meta.id))
+        self.skip(format!("{} of {}: {e}", k.phase, k.id))
     }
+}
+
+/// What names a response's file.
+struct Key<'a> {
+    phase: &'a str,
+    phase_index: u64,
+    id: &'a str,
+    run_index: u64,
 }
 
 #[cfg(test)]
@@ -134,5 +146,47 @@ mod tests {
         assert_eq!(file_part(""), "_");
         assert_eq!(file_part("a b/ü"), "a_b__");
         assert_eq!(file_part(&"x".repeat(500)).len(), NAME_PART_MAX);
+    }
+
+    fn key<'a>(phase: &'a str, i: u64, id: &'a str, run: u64) -> Key<'a> {
+        Key {
+            phase,
+            phase_index: i,
+            id,
+            run_index: run,
+        }
+    }
+
+    #[test]
+    fn the_store_never_overwrites_and_stops_at_its_bounds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = ResponseStore::create(tmp.path()).unwrap();
+        s.max_bytes = 10;
+        s.max_files = 3;
+        let a = s.store_as(&key("a/b", 1, "x", 0), "1234").unwrap();
+        assert_eq!(a, "responses/a_b_000001_x.txt");
+        // "a b" files under the same name: the run-wide index tells it apart.
+        let b = s.store_as(&key("a b", 1, "x", 7), "5678").unwrap();
+        assert_eq!(b, "responses/a_b_000001_x-r7.txt");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join(&a)).unwrap(),
+            "1234"
+        );
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join(&b)).unwrap(),
+            "5678"
+        );
+        // 8 of 10 bytes used: 3 more would pass the bound.
+        assert_eq!(s.store_as(&key("p", 2, "y", 1), "abc"), None);
+        assert!(s.first_skip.as_deref().unwrap().contains("10 bytes"));
+        assert!(s.store_as(&key("p", 3, "z", 2), "ab").is_some());
+        assert_eq!(s.store_as(&key("p", 4, "w", 3), ""), None);
+        assert_eq!(s.skipped, 2);
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("responses"))
+                .unwrap()
+                .count(),
+            3
+        );
     }
 }
