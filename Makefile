@@ -34,6 +34,9 @@ wasm:
 	$(CARGO) build --release --locked --target $(WASM_TARGET) --manifest-path workloads/Cargo.toml
 	for w in $(WORKLOADS); do cp $(WL_OUT)/$$w.wasm workloads/$$w.wasm; done
 	cp $(WL_OUT)/report_default.wasm workloads/report-default.wasm
+	# The design card's name for the local-copilot workload; the component
+	# (and the scenario name in manifests) is local_copilot_burst.
+	cp $(WL_OUT)/local_copilot_burst.wasm workloads/copilot.wasm
 	mkdir -p target/test-guests
 	for g in $(GUESTS); do cp $(WL_OUT)/$$g.wasm target/test-guests/$$g.wasm; done
 

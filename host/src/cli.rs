@@ -11,21 +11,34 @@ use sparkhost_collectors::session::{
 };
 use sparkhost_collectors::{Config, Policy, SourceId, procio::CgroupTarget, verdict};
 
+pub mod heading;
+mod new;
 mod reports;
+mod seed;
+mod shell;
 mod stack;
+pub use new::*;
 pub use reports::*;
+pub use seed::*;
+pub use shell::*;
 pub use stack::*;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "sparkhost",
-    version,
+    version = VERSION,
     about = "Timing-accurate benchmarks of OpenAI-compatible LLM endpoints, with workloads as WebAssembly components",
     propagate_version = true
 )]
 pub struct Cli {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
-    #[arg(long, global = true, env = "SPARKHOST_LOG", default_value = "warn")]
+    #[arg(
+        long,
+        global = true,
+        env = "SPARKHOST_LOG",
+        default_value = "warn",
+        alias = "log-level"
+    )]
     pub log: String,
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +65,7 @@ pub enum Command {
     /// Paired differences between two groups of runs, with bootstrap confidence intervals and an order-effect check.
     Compare(CompareArgs),
     /// Run every cell of a matrix.toml into one results tree (resumable), then summarize it.
+    #[command(after_help = MATRIX_HELP)]
     Matrix(MatrixArgs),
     /// Find the highest concurrency or rate that meets SLOs, by bracketing and bisection.
     Search(Box<SearchArgs>),
@@ -63,7 +77,30 @@ pub enum Command {
     Health(HealthArgs),
     /// Measure a disk's O_DIRECT read and write bandwidth into a device profile (the KV disk's physical ceiling).
     CalibrateDisk(CalibrateDiskArgs),
+    /// Create a workload project (Rust, JavaScript or Python) that builds with one command and tests itself.
+    New(NewArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) of sparkhost or one of its subcommands.
+    Man(ManArgs),
 }
+
+/// `sparkhost --version`: the package version and the git commit it was
+/// built from (the one `manifest.json` records).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("SPARKHOST_GIT_SHA"),
+    ")"
+);
+
+/// The documented matrix format (`docs/matrix.example.toml`), which
+/// `matrix --help` prints and a test parses.
+pub const MATRIX_EXAMPLE: &str = include_str!("../../docs/matrix.example.toml");
+const MATRIX_HELP: &str = concat!(
+    "The matrix file (TOML), every key shown (docs/matrix.example.toml in the repository):\n\n",
+    include_str!("../../docs/matrix.example.toml")
+);
 
 #[derive(Debug, Args)]
 pub struct CalibrateDiskArgs {
@@ -122,37 +159,37 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 pub struct HygieneArgs {
     /// POST this URL before the first phase to empty the KV cache (a 2xx
     /// answer is required; its status and body go into summary.json).
-    #[arg(long, conflicts_with_all = ["kv_reset_command", "kv_reset_sim"])]
+    #[arg(help_heading = heading::HYGIENE, long, conflicts_with_all = ["kv_reset_command", "kv_reset_sim"])]
     pub kv_reset_url: Option<String>,
     /// Run this command (`sh -c`) before the first phase to empty the KV
     /// cache, e.g. a stack profile's reset; exit status 0 is required.
-    #[arg(long, conflicts_with = "kv_reset_sim")]
+    #[arg(help_heading = heading::HYGIENE, long, conflicts_with = "kv_reset_sim")]
     pub kv_reset_command: Option<String>,
     /// Empty the simulator's KV tiers (`POST /reset`) before the first
     /// phase: the in-process one (`--endpoint sim…`) or a `sparkhost sim`
     /// at --endpoint.
-    #[arg(long)]
+    #[arg(help_heading = heading::HYGIENE, long)]
     pub kv_reset_sim: bool,
     /// Longest a KV reset may take (1s..=1h).
-    #[arg(long, default_value = crate::limits::KV_RESET_TIMEOUT_FLAG, value_parser = parse_duration)]
+    #[arg(help_heading = heading::HYGIENE, long, default_value = crate::limits::KV_RESET_TIMEOUT_FLAG, value_parser = parse_duration)]
     pub kv_reset_timeout: Duration,
     /// Warm-up before the measured phases: send distinct filler prompts
     /// (never the workload's) totalling this many prompt tokens, so the KV
     /// tiers start at steady pressure instead of empty. Size it past the
     /// tiers' capacity. Not in requests.jsonl; summary.json's `prime` says
     /// what was sent. 0 = off; at most 100,000,000.
-    #[arg(long, default_value_t = 0)]
+    #[arg(help_heading = heading::HYGIENE, long, default_value_t = 0)]
     pub prime_tokens: u64,
     /// Prompt tokens per warm-up request (1..=1,048,576).
-    #[arg(long, default_value_t = crate::limits::PRIME_PROMPT_TOKENS)]
+    #[arg(help_heading = heading::HYGIENE, long, default_value_t = crate::limits::PRIME_PROMPT_TOKENS)]
     pub prime_prompt_tokens: u32,
     /// Warm-up requests in flight (1..=1024).
-    #[arg(long, default_value_t = crate::limits::PRIME_CONCURRENCY)]
+    #[arg(help_heading = heading::HYGIENE, long, default_value_t = crate::limits::PRIME_CONCURRENCY)]
     pub prime_concurrency: u32,
     /// A `sparkhost calibrate-disk` profile of the KV disk: summary.json's
     /// `disk_ceiling` sets each phase's disk read bandwidth against it, and
     /// a simulator endpoint takes its disk bandwidths from it.
-    #[arg(long)]
+    #[arg(help_heading = heading::DISK_CEILING, long)]
     pub device_profile: Option<PathBuf>,
 }
 
@@ -336,23 +373,27 @@ pub struct EndpointArgs {
     /// `http://h:p`, `http://h:p/v1` and `http://h:p/prefix/v1` all name the
     /// same API root (a trailing `/v1` is the OpenAI base-URL convention);
     /// `https://` is verified against the system's roots and `--ca-cert`.
-    #[arg(long, alias = "base-url", default_value = DEFAULT_ENDPOINT)]
+    #[arg(help_heading = heading::ENDPOINT, long, alias = "base-url", default_value = DEFAULT_ENDPOINT, env = "SPARKHOST_ENDPOINT")]
     pub endpoint: String,
+    /// `--endpoint` was given on the command line (not its default or the
+    /// environment's); set by `main` from clap's value source.
+    #[arg(skip)]
+    pub endpoint_given: bool,
     /// API key, sent as `Authorization: Bearer KEY` on every request; never
     /// written to the run directory.
-    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    #[arg(help_heading = heading::ENDPOINT, long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Extra request header `Name: value` (repeatable, at most 32); values
     /// are redacted in the run directory.
-    #[arg(long = "header", value_name = "NAME: VALUE")]
+    #[arg(help_heading = heading::ENDPOINT, long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
     /// PEM file of CA certificates to trust for `https://`, besides the
     /// system's roots.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = heading::ENDPOINT, long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
     /// Accept any server certificate (self-signed test servers): the
     /// connection is encrypted but the server is not authenticated.
-    #[arg(long)]
+    #[arg(help_heading = heading::ENDPOINT, long)]
     pub insecure: bool,
 }
 
@@ -426,19 +467,19 @@ pub enum DiskTimingArg {
 pub struct SimEndpointArgs {
     /// Directory of the simulator's disk tier (B2); default: `sim-cache/`
     /// in the run directory. Must allow O_DIRECT (not tmpfs).
-    #[arg(long)]
+    #[arg(help_heading = heading::SIMULATOR, long)]
     pub sim_cache_dir: Option<PathBuf>,
     /// Override a profile field, KEY=VALUE (repeatable), e.g. gpu_num_blocks=32.
-    #[arg(long = "sim-set", value_parser = parse_param)]
+    #[arg(help_heading = heading::SIMULATOR, long = "sim-set", value_parser = parse_param)]
     pub sim_set: Vec<(String, String)>,
     /// Make the simulator lie on purpose (repeatable), to test the verdict.
-    #[arg(long = "sim-lie", value_enum)]
+    #[arg(help_heading = heading::SIMULATOR, long = "sim-lie", value_enum)]
     pub sim_lies: Vec<LieArg>,
     /// KVBM metric names the simulator exports.
-    #[arg(long, value_enum, default_value_t = NamingArg::V1)]
+    #[arg(help_heading = heading::SIMULATOR, long, value_enum, default_value_t = NamingArg::V1)]
     pub sim_kvbm_naming: NamingArg,
     /// How the simulator times disk onboarding.
-    #[arg(long, value_enum, default_value_t = DiskTimingArg::Model)]
+    #[arg(help_heading = heading::SIMULATOR, long, value_enum, default_value_t = DiskTimingArg::Model)]
     pub sim_disk_timing: DiskTimingArg,
 }
 
@@ -505,99 +546,99 @@ pub struct RunArgs {
     /// The workload component (.wasm).
     pub workload: PathBuf,
     /// Workload parameter NAME=VALUE (repeatable; `sparkhost inspect` lists them).
-    #[arg(long = "param", short = 'p', value_parser = parse_param)]
+    #[arg(help_heading = heading::WORKLOAD, long = "param", short = 'p', value_parser = parse_param)]
     pub params: Vec<(String, String)>,
     #[command(flatten)]
     pub endpoint: EndpointArgs,
     /// A running stack's state dir (`sparkhost stack up --state-dir`): its
     /// endpoint, tier mode, KVBM metrics URL and disk cache dir, and its
     /// config hashes in manifest.json.
-    #[arg(long, value_name = "STATE_DIR")]
+    #[arg(help_heading = heading::ENDPOINT, long, value_name = "STATE_DIR")]
     pub stack: Option<PathBuf>,
     /// Model id, or `auto` for the first one `/v1/models` lists.
-    #[arg(long, alias = "model-id", default_value = "auto")]
+    #[arg(help_heading = heading::ENDPOINT, long, alias = "model-id", default_value = "auto")]
     pub model: String,
     /// How long to wait for the model to be listed.
-    #[arg(long, default_value = "180s", value_parser = parse_duration)]
+    #[arg(help_heading = heading::ENDPOINT, long, alias = "model-resolve-timeout-s", default_value = "180s", value_parser = parse_duration)]
     pub model_resolve_timeout: Duration,
     /// Poll interval while waiting for the model.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(help_heading = heading::ENDPOINT, long, alias = "model-resolve-poll-s", default_value = "2s", value_parser = parse_duration)]
     pub model_resolve_poll: Duration,
 
     /// Closed loop: requests in flight at most (default 1). Applies to every
     /// phase whose load the workload leaves to the command line; a workload
     /// with a `concurrency` param gets it there; a phase with a fixed load
     /// of its own refuses the run unless --override-phase-loads.
-    #[arg(long, short = 'c',
+    #[arg(help_heading = heading::LOAD, long, short = 'c',
           value_parser = clap::value_parser!(u32).range(1..=crate::limits::MAX_CONCURRENCY as i64))]
     pub concurrency: Option<u32>,
     /// Run every phase at --concurrency/--rate, replacing the loads the
     /// workload's phases set themselves (recorded per phase in config.json).
-    #[arg(long)]
+    #[arg(help_heading = heading::LOAD, long)]
     pub override_phase_loads: bool,
     /// Open loop: requests per second (replaces closed-loop concurrency).
-    #[arg(long, value_parser = parse_positive)]
+    #[arg(help_heading = heading::LOAD, long, value_parser = parse_positive)]
     pub rate: Option<f64>,
     /// Open-loop inter-arrival distribution.
-    #[arg(long, value_enum, default_value_t = ArrivalKind::Poisson, requires = "rate")]
+    #[arg(help_heading = heading::LOAD, long, value_enum, default_value_t = ArrivalKind::Poisson, requires = "rate")]
     pub arrival: ArrivalKind,
     /// Shape of gamma inter-arrivals (1 = Poisson, <1 burstier).
-    #[arg(long, default_value_t = 1.0, value_parser = parse_positive)]
+    #[arg(help_heading = heading::LOAD, long, default_value_t = 1.0, value_parser = parse_positive)]
     pub gamma_shape: f64,
 
     /// Shorthand for `--param requests=N`.
-    #[arg(long)]
+    #[arg(help_heading = heading::WORKLOAD, long)]
     pub requests: Option<u64>,
     /// Shorthand for `--param warmup=N`.
-    #[arg(long)]
+    #[arg(help_heading = heading::WORKLOAD, long)]
     pub warmup: Option<u64>,
     /// Shorthand for `--param max-tokens=N`.
-    #[arg(long)]
+    #[arg(help_heading = heading::WORKLOAD, long)]
     pub max_tokens: Option<u32>,
     /// Shorthand for `--param temperature=X`.
-    #[arg(long, value_parser = parse_sampling)]
+    #[arg(help_heading = heading::WORKLOAD, long, value_parser = parse_sampling)]
     pub temperature: Option<f32>,
     /// Shorthand for `--param top-p=X`.
-    #[arg(long, value_parser = parse_sampling)]
+    #[arg(help_heading = heading::WORKLOAD, long, value_parser = parse_sampling)]
     pub top_p: Option<f32>,
     /// Shorthand for `--param request-seed=N` (sent to the server as `seed`).
-    #[arg(long)]
+    #[arg(help_heading = heading::WORKLOAD, long)]
     pub request_seed: Option<u64>,
 
     /// Stream responses (SSE) and measure every token.
-    #[arg(long)]
+    #[arg(help_heading = heading::TRANSPORT, long)]
     pub stream: bool,
     /// Do not ask for `stream_options.include_usage` (for servers that reject it).
-    #[arg(long)]
+    #[arg(help_heading = heading::TRANSPORT, long)]
     pub no_stream_usage: bool,
     /// Stop sending this long after the first phase starts (e.g. 10m): the
     /// requests in flight finish and are recorded, later phases are not
     /// run, and the run stays valid (`summary.json` → `dispatch`
     /// `stopped_by_duration`, `unsent`). 1s..=7d.
-    #[arg(long, value_parser = parse_run_duration)]
+    #[arg(help_heading = heading::LOAD, long, value_parser = parse_run_duration)]
     pub duration: Option<Duration>,
     /// Per-request limit, from send to the last byte.
-    #[arg(long, alias = "timeout-s", default_value = "600s", value_parser = parse_duration)]
+    #[arg(help_heading = heading::ENDPOINT, long, alias = "timeout-s", default_value = "600s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Where chunk arrival times come from: `kernel` receive timestamps
     /// (SO_TIMESTAMPNS; the parser's own delay is then reported as the
     /// read-path delay instead of skewing TTFT/ITL) or `application`, the
     /// parser's clock, as other harnesses measure.
-    #[arg(long, value_enum, default_value = "kernel")]
+    #[arg(help_heading = heading::TRANSPORT, long, value_enum, default_value = "kernel")]
     pub arrival_clock: crate::dispatch::stamp::RxClock,
     /// Seed handed to the workload and the open-loop schedule.
-    #[arg(long, default_value_t = 1337)]
+    #[arg(help_heading = heading::WORKLOAD, long, default_value_t = 1337)]
     pub seed: u64,
     /// Hugging Face tokenizer.json, or a model directory holding one (its
     /// tokenizer_config.json's chat template is recorded), for token counting
     /// and fitting. Default: the model directory when the server's
     /// /v1/models names a local path that has a tokenizer.json; else a
     /// heuristic (its id says so).
-    #[arg(long)]
+    #[arg(help_heading = heading::WORKLOAD, long)]
     pub tokenizer: Option<PathBuf>,
     /// Grant this file read-only to the workload at /data/<file name> (repeatable).
     /// `--param NAME=@FILE` grants a file and passes its guest path as the value.
-    #[arg(long = "data")]
+    #[arg(help_heading = heading::WORKLOAD, long = "data")]
     pub data: Vec<PathBuf>,
     /// Preflight: the engine's input limit in tokens; prompts that cannot fit
     /// fail the run. The whole plan is checked before anything is sent
@@ -605,18 +646,18 @@ pub struct RunArgs {
     /// waits for responses, the rest is checked as it is planned and the
     /// first offender stops the run (summary.json's preflight.whole_plan
     /// says which). 0 turns preflight off.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(help_heading = heading::PREFLIGHT, long, default_value_t = 8192)]
     pub engine_max_input_tokens: u32,
     /// Preflight: tokens kept free for special tokens and the chat template.
-    #[arg(long, default_value_t = 256)]
+    #[arg(help_heading = heading::PREFLIGHT, long, default_value_t = 256)]
     pub input_token_safety_margin: u32,
 
     /// Where run directories are created.
-    #[arg(long, default_value = "bench/results")]
+    #[arg(help_heading = heading::OUTPUT, long, default_value = "bench/results")]
     pub results_root: PathBuf,
     /// Run directory name (default: UTC time, YYYYMMDDTHHMMSSZ): letters,
     /// digits, `.`, `_`, `-`; one path component inside --results-root.
-    #[arg(long, value_parser = parse_run_id)]
+    #[arg(help_heading = heading::OUTPUT, long, value_parser = parse_run_id)]
     pub run_id: Option<String>,
 
     /// KV offload mode the server runs: off (B0), cpu_only (B1), cpu_disk
@@ -624,34 +665,34 @@ pub struct RunArgs {
     /// (the seed's rule). Default: the stack's or simulator's mode (the
     /// simulator runs B2), else `unspecified`: KVBM is scraped and recorded
     /// if it answers, nothing is required and no tier claim is made.
-    #[arg(long, value_parser = kv_modes())]
+    #[arg(help_heading = heading::LABELS, long, value_parser = kv_modes())]
     pub kv_mode: Option<KvMode>,
     /// Tier label B0|B1|B2 (overrides --kv-mode: B0=off, B1=cpu_only, B2=cpu_disk).
-    #[arg(long)]
+    #[arg(help_heading = heading::LABELS, long)]
     pub tier_mode: Option<String>,
     /// CPU KV cache size label (default 8 for B1/B2).
-    #[arg(long, value_parser = parse_gb)]
+    #[arg(help_heading = heading::LABELS, long, value_parser = parse_gb)]
     pub kv_cpu_cache_gb: Option<f64>,
     /// Disk KV cache size label (default 32 for B2).
-    #[arg(long, value_parser = parse_gb)]
+    #[arg(help_heading = heading::LABELS, long, value_parser = parse_gb)]
     pub kv_disk_cache_gb: Option<f64>,
     /// Free tag recorded with the run (repeatable).
-    #[arg(long = "variant-tag")]
+    #[arg(help_heading = heading::LABELS, long = "variant-tag")]
     pub variant_tags: Vec<String>,
 
     /// Requests planned ahead of their send time. Dispatch begins once this many are
     /// planned; the scheduler then buffers up to this many and the plan feed's channel
     /// holds up to as many again, so up to about twice this many (plus one planner
     /// batch) can be planned and not yet sent.
-    #[arg(long, default_value_t = crate::limits::LOOKAHEAD)]
+    #[arg(help_heading = heading::LOAD, long, default_value_t = crate::limits::LOOKAHEAD)]
     pub lookahead: usize,
     /// Open loop: most requests in flight before sends wait (and show as lateness).
-    #[arg(long, default_value_t = crate::limits::MAX_IN_FLIGHT)]
+    #[arg(help_heading = heading::LOAD, long, default_value_t = crate::limits::MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
     /// Keep-alive connections opened before the first phase (default: the
     /// largest closed-loop concurrency or 10 ms of open-loop arrivals, at
     /// most 1024; 0 opens none).
-    #[arg(long)]
+    #[arg(help_heading = heading::LOAD, long)]
     pub prewarm_connections: Option<usize>,
     #[command(flatten)]
     pub sim: SimEndpointArgs,
@@ -662,17 +703,25 @@ pub struct RunArgs {
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
     /// Print nothing but errors.
-    #[arg(long, short = 'q')]
+    #[arg(help_heading = heading::OUTPUT, long, short = 'q')]
     pub quiet: bool,
     /// SLOs whose goodput and attainment go into summary.json, e.g. ttft_p95=500ms,tpot_p99=50ms,error_rate=0.01.
-    #[arg(long, value_parser = crate::analysis::slo::Slo::parse)]
+    #[arg(help_heading = heading::REPORTS, long, value_parser = crate::analysis::slo::Slo::parse)]
     pub slo: Option<crate::analysis::slo::Slo>,
     /// Report generator run at the end (default: report-default.wasm).
-    #[arg(long)]
+    #[arg(help_heading = heading::REPORTS, long)]
     pub report_generator: Option<PathBuf>,
     /// Write no report.md / report.html.
-    #[arg(long)]
+    #[arg(help_heading = heading::REPORTS, long)]
     pub no_report: bool,
+    /// Write each response's text to responses/<phase>_<index>_<id>.txt
+    /// (the seed's layout; rows name it in `response_path`). At most 1 GiB
+    /// and 1,000,000 files per run; responses past that get no file.
+    #[arg(help_heading = heading::OUTPUT, long)]
+    pub store_responses: bool,
+    /// The seed harness's flags: refused, naming what to use instead.
+    #[command(flatten)]
+    pub seed_flags: SeedFlags,
 }
 
 impl From<&SandboxArgs> for crate::sandbox::Limits {
@@ -687,13 +736,13 @@ impl From<&SandboxArgs> for crate::sandbox::Limits {
 #[derive(Debug, Clone, Args)]
 pub struct SandboxArgs {
     /// Longest a single workload call may run.
-    #[arg(long, default_value = crate::limits::WORKLOAD_CALL_TIMEOUT_FLAG, value_parser = parse_duration)]
+    #[arg(help_heading = heading::SANDBOX, long, default_value = crate::limits::WORKLOAD_CALL_TIMEOUT_FLAG, value_parser = parse_duration)]
     pub workload_call_timeout: Duration,
     /// Memory cap of a workload instance, MiB.
-    #[arg(long, default_value_t = crate::limits::WORKLOAD_MEMORY_MIB)]
+    #[arg(help_heading = heading::SANDBOX, long, default_value_t = crate::limits::WORKLOAD_MEMORY_MIB)]
     pub workload_memory_mib: u64,
     /// Cache for compiled components (default: $SPARKHOST_CACHE_DIR, $XDG_CACHE_HOME/sparkhost or ~/.cache/sparkhost).
-    #[arg(long)]
+    #[arg(help_heading = heading::SANDBOX, long)]
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -788,68 +837,68 @@ mod tests {
 #[derive(Debug, Clone, Args)]
 pub struct TelemetryArgs {
     /// Collect nothing: no timelines, phase deltas, NVMe SMART or verdict.
-    #[arg(long)]
+    #[arg(help_heading = heading::TELEMETRY, long)]
     pub no_telemetry: bool,
     /// Turn one collector off (repeatable).
-    #[arg(long = "no-collector", value_name = "NAME", value_parser = source_ids())]
+    #[arg(help_heading = heading::TELEMETRY, long = "no-collector", value_name = "NAME", value_parser = source_ids())]
     pub no_collectors: Vec<SourceId>,
     /// Timeline sampling interval.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(help_heading = heading::TELEMETRY, long, alias = "telemetry-interval-s", default_value = "1s", value_parser = parse_duration)]
     pub telemetry_interval: Duration,
     /// Block devices to watch, by /proc/diskstats name (repeatable; default nvme0n1).
-    #[arg(long = "block-device", alias = "phase-io-device")]
+    #[arg(help_heading = heading::TELEMETRY, long = "block-device", alias = "phase-io-device")]
     pub block_devices: Vec<String>,
     /// Worker processes by command-line regex.
-    #[arg(long, alias = "worker-proc-pattern", default_value = DEFAULT_PROCESS_PATTERN)]
+    #[arg(help_heading = heading::TELEMETRY, long, alias = "worker-proc-pattern", default_value = DEFAULT_PROCESS_PATTERN)]
     pub process_regex: String,
     /// Worker processes by PID (repeatable).
-    #[arg(long = "pid")]
+    #[arg(help_heading = heading::TELEMETRY, long = "pid")]
     pub pids: Vec<u32>,
     /// cgroup v2 path whose io.stat is the worker's I/O.
-    #[arg(long)]
+    #[arg(help_heading = heading::TELEMETRY, long)]
     pub cgroup: Option<PathBuf>,
     /// Docker container: logs, inspect, cuFile logs, and its cgroup when --cgroup is absent.
-    #[arg(long, alias = "container-name")]
+    #[arg(help_heading = heading::TELEMETRY, long, alias = "container-name")]
     pub container: Option<String>,
     /// NVMe controller or namespace for identity and SMART.
-    #[arg(long, default_value = DEFAULT_NVME_DEVICE)]
+    #[arg(help_heading = heading::TELEMETRY, long, default_value = DEFAULT_NVME_DEVICE)]
     pub nvme_device: String,
     /// KVBM metrics endpoint.
-    #[arg(long, default_value = DEFAULT_KVBM_URL)]
+    #[arg(help_heading = heading::TELEMETRY, long, default_value = DEFAULT_KVBM_URL)]
     pub kvbm_metrics_url: String,
     /// Worker system-port metrics endpoint.
-    #[arg(long, alias = "metrics-system-url", default_value = DEFAULT_WORKER_URL)]
+    #[arg(help_heading = heading::TELEMETRY, long, alias = "metrics-system-url", default_value = DEFAULT_WORKER_URL)]
     pub worker_metrics_url: String,
     /// Frontend metrics endpoint (default: <endpoint>/metrics).
-    #[arg(long)]
+    #[arg(help_heading = heading::TELEMETRY, long)]
     pub frontend_metrics_url: Option<String>,
     /// Per-scrape timeout at phase boundaries.
-    #[arg(long, alias = "kvbm-metrics-timeout-s", default_value = "3s", value_parser = parse_duration)]
+    #[arg(help_heading = heading::TELEMETRY, long, alias = "kvbm-metrics-timeout-s", default_value = "3s", value_parser = parse_duration)]
     pub metrics_timeout: Duration,
     /// KVBM disk cache directory; its block device is the KV disk.
-    #[arg(long, default_value = DEFAULT_KV_CACHE_DIR)]
+    #[arg(help_heading = heading::TELEMETRY, long, default_value = DEFAULT_KV_CACHE_DIR)]
     pub kv_cache_dir: PathBuf,
     /// cuFile log directories to copy (repeatable; default /var/log/cufile).
-    #[arg(long = "cufile-log-dir")]
+    #[arg(help_heading = heading::TELEMETRY, long = "cufile-log-dir")]
     pub cufile_log_dirs: Vec<PathBuf>,
     /// Error rate above which the run is invalid.
-    #[arg(long, default_value_t = verdict::DEFAULT_MAX_ERROR_RATE, value_parser = parse_fraction)]
+    #[arg(help_heading = heading::VERDICT, long, default_value_t = verdict::DEFAULT_MAX_ERROR_RATE, value_parser = parse_fraction)]
     pub max_error_rate: f64,
     /// Missing KVBM metrics only demote the run instead of invalidating it.
-    #[arg(long)]
+    #[arg(help_heading = heading::VERDICT, long)]
     pub allow_missing_kvbm_metrics: bool,
     /// Bytes of one KV block (KV bytes per token × tokens per block), so the
     /// verdict can set KVBM's block counts beside disk and process bytes
     /// (set from the simulator with --endpoint sim).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=crate::limits::KV_BLOCK_BYTES_MAX))]
+    #[arg(help_heading = heading::VERDICT, long, value_parser = clap::value_parser!(u64).range(1..=crate::limits::KV_BLOCK_BYTES_MAX))]
     pub kv_block_bytes: Option<u64>,
     /// The server's DYN_KVBM_CACHE_STATS_MAX_REQUESTS: the request window of
     /// KVBM's hit-rate gauges.
-    #[arg(long, default_value_t = sparkhost_collectors::verdict::DEFAULT_HIT_RATE_WINDOW,
+    #[arg(help_heading = heading::VERDICT, long, default_value_t = sparkhost_collectors::verdict::DEFAULT_HIT_RATE_WINDOW,
           value_parser = clap::value_parser!(u64).range(1..=crate::limits::HIT_RATE_WINDOW_MAX))]
     pub kvbm_hit_rate_window: u64,
     /// Do not keep raw Prometheus scrapes under phase_deltas/raw/.
-    #[arg(long)]
+    #[arg(help_heading = heading::TELEMETRY, long)]
     pub no_raw_scrapes: bool,
 }
 

@@ -199,6 +199,22 @@ pub const STACK_AUTO_PORTS: std::ops::RangeInclusive<u16> = 20000..=32767;
 /// Log lines `stack logs` and start-up failures show per process.
 pub const STACK_LOG_TAIL_LINES: usize = 40;
 
+// --- --store-responses ---------------------------------------------------
+
+/// Response text a run may store under `responses/`: the answers are the
+/// server's text, not measurements, and a long run must not fill the
+/// results disk with them.
+pub const RESPONSES_MAX_BYTES: u64 = 1 << 30;
+/// Response files a run may store: one directory with more is slow to list
+/// for every tool that reads it.
+pub const RESPONSES_MAX_FILES: u64 = 1_000_000;
+
+// --- `sparkhost new` -----------------------------------------------------
+
+/// Longest workload name `sparkhost new` takes: it names a crate, a
+/// package, a directory and a `.wasm` file.
+pub const NEW_WORKLOAD_NAME_MAX: usize = 64;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,10 @@
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use sparkhost::cli::{Cli, Command};
 use sparkhost::commands::{self, Exit};
 
 fn main() -> std::process::ExitCode {
     sparkhost::harness::mark_start();
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => return usage(&e),
     };
@@ -44,6 +44,9 @@ fn main() -> std::process::ExitCode {
             Command::Health(args) => commands::health::health(args),
             Command::Bench(args) => commands::bench::bench(args).await,
             Command::TruthServer(args) => commands::truth_server::truth_server(args).await,
+            Command::New(args) => commands::new::new(args),
+            Command::Completions(args) => commands::shell::completions(args),
+            Command::Man(args) => commands::shell::man(args),
         }
     });
     let exit = match result {
@@ -57,6 +60,21 @@ fn main() -> std::process::ExitCode {
     // Request tasks still waiting on a dead server must not hold the process.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     std::process::ExitCode::from(exit as u8)
+}
+
+/// The command line, plus what clap knows and the derived types do not:
+/// whether `run --endpoint` was typed (a server may be starting there) or
+/// is its default (nothing listening ends the run at once).
+fn parse() -> Result<Cli, clap::Error> {
+    let matches = Cli::command().try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let Command::Run(args) = &mut cli.command {
+        args.endpoint.endpoint_given = matches
+            .subcommand_matches("run")
+            .and_then(|m| m.value_source("endpoint"))
+            == Some(clap::parser::ValueSource::CommandLine);
+    }
+    Ok(cli)
 }
 
 /// `--help` and `--version` succeed; any other parse error is a usage error,
@@ -81,7 +99,12 @@ fn usage(e: &clap::Error) -> std::process::ExitCode {
 fn prints_only(c: &Command) -> bool {
     matches!(
         c,
-        Command::Inspect(_) | Command::Summarize(_) | Command::Compare(_)
+        Command::Inspect(_)
+            | Command::Summarize(_)
+            | Command::Compare(_)
+            | Command::Completions(_)
+            | Command::Man(_)
+            | Command::New(_)
     )
 }
 

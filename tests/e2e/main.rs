@@ -11,6 +11,9 @@
 //! - [`sim`]: the evidence chain against the simulated engine, the disk tier on a loop device.
 //! - [`languages`]: JavaScript and Python workloads, byte-identical to Rust.
 //! - [`loads`]: `--concurrency`/`--rate` against every kind of phase load.
+//! - [`cli`]: help headings, completions, man pages, `--version`, the seed's
+//!   flags, `--store-responses`, and `sparkhost run workloads/copilot.wasm`.
+//! - [`new_workload`]: `sparkhost new workload` projects built and tested.
 //!
 //! Workload components come from `make workloads` (`workloads/synthetic.wasm`,
 //! `target/test-guests/*.wasm`); a missing one fails with that hint.
@@ -24,12 +27,14 @@
 mod support;
 
 mod bench;
+mod cli;
 mod disk_full;
 mod dynamo;
 mod endpoints;
 mod faults;
 mod languages;
 mod loads;
+mod new_workload;
 mod reports;
 mod sandbox;
 mod signals;

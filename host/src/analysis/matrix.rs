@@ -401,6 +401,18 @@ pub fn set_aside(run_dir: &Path) -> anyhow::Result<PathBuf> {
 mod tests {
     use super::*;
 
+    /// `matrix --help` prints docs/matrix.example.toml: it must stay a
+    /// file the parser takes, with every top-level key in use.
+    #[test]
+    fn the_documented_example_parses() {
+        let m = MatrixFile::parse(crate::cli::MATRIX_EXAMPLE).unwrap();
+        assert_eq!(m.name.as_deref(), Some("short"));
+        assert_eq!((m.repeats, m.concurrency.len(), m.rate.len()), (3, 3, 2));
+        assert!(!m.args.is_empty() && !m.params.is_empty());
+        assert_eq!(m.workloads.len(), 2);
+        assert_eq!(m.cells("short").len(), 2 * 2 * (3 + 2) * 3);
+    }
+
     const EXAMPLE: &str = r#"
 name = "t"
 repeats = 2

@@ -100,7 +100,7 @@ pub struct CompareArgs {
 
 #[derive(Debug, Args)]
 pub struct MatrixArgs {
-    /// The matrix file (TOML; see `sparkhost matrix --help` and the README).
+    /// The matrix file (TOML; its format is below, and in docs/matrix.example.toml).
     pub file: PathBuf,
     /// Results tree (overrides the file's `results_root`).
     #[arg(long)]

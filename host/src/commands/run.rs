@@ -10,6 +10,9 @@ use crate::results::rundir::RunDir;
 use crate::run::{Resolved, RunPlan, execute, finish};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
+    if let Some(why) = args.seed_flags.refusal() {
+        anyhow::bail!(why);
+    }
     let Resolved {
         plan,
         sandbox,

@@ -106,6 +106,16 @@ pub async fn list(client: &Client) -> Result<Vec<String>, ListError> {
     Ok(list.data.into_iter().map(|m| m.id).collect())
 }
 
+/// One look at `/v1/models`: the error when nothing listens there (the
+/// connection is refused), `None` for any other outcome, which polling
+/// handles.
+pub async fn refused(client: &Client) -> Option<String> {
+    match list(client).await {
+        Err(ListError::Unreachable(e @ UntimedError::Refused { .. })) => Some(e.to_string()),
+        _ => None,
+    }
+}
+
 /// Polls until a model is listed (the first one, or `wanted` when given).
 /// Needs `consecutive` successful polls in a row, because a registering
 /// worker can appear and vanish again.

@@ -18,6 +18,9 @@ pub enum UntimedError {
     Build(String),
     #[error("GET {url}: {why}")]
     Get { url: String, why: String },
+    /// Nothing listens there (the connection was refused).
+    #[error("GET {url}: {why}")]
+    Refused { url: String, why: String },
 }
 
 /// One endpoint's untimed client; cheap to clone.
@@ -75,12 +78,16 @@ impl Untimed {
             url: url.clone(),
             why,
         };
-        let mut resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| fail(error_chain(&e)))?;
+        let mut resp = self.http.get(&url).send().await.map_err(|e| {
+            if refused(&e) {
+                UntimedError::Refused {
+                    url: url.clone(),
+                    why: error_chain(&e),
+                }
+            } else {
+                fail(error_chain(&e))
+            }
+        })?;
         let status = resp.status().as_u16();
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| fail(error_chain(&e)))? {
@@ -93,6 +100,20 @@ impl Untimed {
         }
         Ok((status, body.into()))
     }
+}
+
+/// The connection was refused: an `io::Error` of that kind down the chain.
+fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// reqwest's own message is "error sending request"; the cause (refused,

@@ -46,6 +46,8 @@ pub struct Recorder {
     progress: Option<crate::progress::Progress>,
     /// Told once, at the first failed write, so dispatch stops at once.
     write_alarm: Option<tokio::sync::oneshot::Sender<String>>,
+    /// `--store-responses`: where each response's text goes.
+    responses: Option<super::responses::ResponseStore>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -93,7 +95,14 @@ impl Recorder {
             first_sent: None,
             progress: None,
             write_alarm: None,
+            responses: None,
         }
+    }
+
+    /// Stores every response's text (`--store-responses`).
+    pub fn with_responses(mut self, store: super::responses::ResponseStore) -> Self {
+        self.responses = Some(store);
+        self
     }
 
     /// Sends the first write error to `alarm` (a full results disk must stop
@@ -147,6 +156,14 @@ impl Recorder {
         }
         // What `requests.jsonl` really holds.
         self.recorded = self.rows.durable_lines();
+        if let Some(r) = self.responses.as_ref().filter(|r| r.skipped > 0) {
+            // Their rows say so too (`response_path` is null).
+            eprintln!(
+                "warning: --store-responses: {} responses were not stored (first: {})",
+                r.skipped,
+                crate::terminal::safe(r.first_skip.as_deref().unwrap_or_default())
+            );
+        }
         self.to_planner = None;
         self
     }
@@ -261,6 +278,10 @@ impl Recorder {
         }
 
         let itl_ms: Vec<f64> = times.itl_ns.iter().map(|&n| n as f64 / 1e6).collect();
+        let response_path = self
+            .responses
+            .as_mut()
+            .and_then(|r| r.store(meta, &outcome.text));
         let row = RequestRow {
             meta,
             start_ts: self.wall(outcome.sent),
@@ -312,6 +333,7 @@ impl Recorder {
             output_len_chars: outcome.text.chars().count(),
             output_tokens_est: times.tokens,
             max_tokens_effective: meta.generation_params.max_tokens,
+            response_path,
         };
         if let Some(p) = &self.progress {
             p.on_finished(ok, ttft);

@@ -60,4 +60,8 @@ pub struct RequestRow<'a> {
     /// Tokens counted by the host (the seed's estimate, now tokenizer-backed).
     pub output_tokens_est: u32,
     pub max_tokens_effective: u32,
+    /// With `--store-responses`: the response's text file, relative to the
+    /// run directory (the seed's field); null otherwise, or when the store's
+    /// bounds left it out.
+    pub response_path: Option<String>,
 }

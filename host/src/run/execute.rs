@@ -165,15 +165,25 @@ pub async fn execute(
     }
 
     let mut validity = Validity::default();
-    let model = match models::wait_for_model(
-        &client,
-        plan.model.wanted.as_deref(),
-        plan.model.timeout,
-        plan.model.poll,
-        1,
-    )
-    .await
-    {
+    let refused = if sim.is_none() && !plan.model.wait_if_refused {
+        models::refused(&client).await
+    } else {
+        None
+    };
+    let resolved = match refused {
+        Some(e) => Err(e),
+        None => {
+            models::wait_for_model(
+                &client,
+                plan.model.wanted.as_deref(),
+                plan.model.timeout,
+                plan.model.poll,
+                1,
+            )
+            .await
+        }
+    };
+    let model = match resolved {
         Ok(m) => m,
         Err(e) => {
             // An HTTP answer (401, 404, …) is something there, with its own hint.
@@ -383,6 +393,13 @@ pub async fn execute(
     )
     .with_progress(progress.clone())
     .with_write_alarm(write_alarm_tx);
+    let recorder = if plan.store_responses {
+        let store = crate::results::responses::ResponseStore::create(rd.path())
+            .context("creating responses/ for --store-responses")?;
+        recorder.with_responses(store)
+    } else {
+        recorder
+    };
     let rec_thread = std::thread::Builder::new()
         .name("recorder".into())
         .spawn(move || recorder.run_blocking(ev_rx))

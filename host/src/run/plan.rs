@@ -125,6 +125,10 @@ pub struct ModelPlan {
     pub requested: String,
     pub timeout: std::time::Duration,
     pub poll: std::time::Duration,
+    /// `--endpoint` was typed: a refused connection may be a server still
+    /// starting, so discovery keeps polling. Otherwise (the default, or
+    /// SPARKHOST_ENDPOINT) nothing listening ends the run at once.
+    pub wait_if_refused: bool,
 }
 
 /// The report made at the end, if any.
@@ -181,6 +185,8 @@ pub struct RunPlan {
     /// The stack profile's rendered engine config digest (set by a run
     /// started through a stack profile; `None` otherwise).
     pub stack_config_sha256: Option<String>,
+    /// `--store-responses`: each response's text under `responses/`.
+    pub store_responses: bool,
 }
 
 /// A plan and what it resolved to: the instantiated workload, the client,
@@ -381,6 +387,7 @@ impl RunPlan {
                 requested: args.model.clone(),
                 timeout: args.model_resolve_timeout,
                 poll: args.model_resolve_poll,
+                wait_if_refused: args.endpoint.endpoint_given,
             },
             kv,
             workload: WorkloadPlan {
@@ -434,6 +441,7 @@ impl RunPlan {
             kv_reset,
             prime,
             stack_config_sha256,
+            store_responses: args.store_responses,
         };
         Ok(Resolved {
             plan,
