@@ -249,10 +249,18 @@ pub enum ErrorKind {
     Incomplete,
     /// The server refused a prompt longer than its engine allows.
     PromptLimit,
+    /// The response passed one of the caps on what a server may send
+    /// (head, SSE event, body bytes, content chunks; `limits`): reading
+    /// stopped there, so an endless or giant answer cannot grow the client.
+    ResponseTooLarge,
+    /// The body came compressed (`Content-Encoding`) although the request
+    /// asked for `identity`: chunk arrivals of a compressed stream are not
+    /// token arrivals, so it is not decoded.
+    UnsupportedContentEncoding,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::ConnectRefused,
         ErrorKind::Connect,
         ErrorKind::Timeout,
@@ -266,6 +274,8 @@ impl ErrorKind {
         ErrorKind::Malformed,
         ErrorKind::Incomplete,
         ErrorKind::PromptLimit,
+        ErrorKind::ResponseTooLarge,
+        ErrorKind::UnsupportedContentEncoding,
     ];
 
     /// The one list of stable names; serialization goes through it.
@@ -284,6 +294,8 @@ impl ErrorKind {
             ErrorKind::Malformed => "malformed_response",
             ErrorKind::Incomplete => "incomplete_stream",
             ErrorKind::PromptLimit => "engine_prompt_limit_exceeded",
+            ErrorKind::ResponseTooLarge => "response_too_large",
+            ErrorKind::UnsupportedContentEncoding => "unsupported_content_encoding",
         }
     }
 }

@@ -28,10 +28,12 @@ use rustls::pki_types::ServerName;
 use super::access::{Access, AccessError};
 use super::stamp::{enable_rx_timestamps, poll_recv_stamped_init};
 
-/// Room for one read; a response head must fit in [`MAX_HEAD`].
+use crate::limits::{
+    MAX_CHUNK_LINE_BYTES, MAX_RESPONSE_BYTES, MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADERS,
+};
+
+/// Room for one read; a response head must fit in [`MAX_RESPONSE_HEAD_BYTES`].
 const READ_SIZE: usize = 8 * 1024;
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 64;
 /// Room for one TCP read over TLS: a whole maximal record and its overhead,
 /// so a read is never split for want of space.
 const TLS_READ_SIZE: usize = 16 * 1024 + 512;
@@ -64,6 +66,9 @@ pub enum Error {
     Closed(&'static str),
     #[error("malformed HTTP response: {0}")]
     Malformed(String),
+    /// Past a cap on what a server may send (`limits`); the text says which.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("timed out")]
     Timeout,
 }
@@ -148,6 +153,8 @@ impl Endpoint {
     }
 
     /// The request head and body as one buffer, so a request is one `write`.
+    /// It asks for an uncompressed body: arrivals are timed per read, and
+    /// a compressed stream's reads are not its tokens.
     pub fn request(&self, method: &str, path: &str, accept_sse: bool, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(160 + self.header_lines.len() + body.len());
         let accept = if accept_sse {
@@ -162,7 +169,7 @@ impl Endpoint {
         };
         out.extend_from_slice(
             format!(
-                "{method} {}{path} HTTP/1.1\r\nhost: {}\r\n{}{typ}{accept}content-length: {}\r\n\r\n",
+                "{method} {}{path} HTTP/1.1\r\nhost: {}\r\n{}{typ}{accept}accept-encoding: identity\r\ncontent-length: {}\r\n\r\n",
                 self.prefix,
                 self.authority,
                 self.header_lines,
@@ -344,6 +351,11 @@ impl Conn {
 
     /// One read into the buffer, or `Timeout` once `expiry` fires.
     async fn read(&mut self, mut expiry: Pin<&mut Sleep>) -> Result<Option<Read>, Error> {
+        // The timer is only polled when the socket has nothing: a server
+        // that keeps it always readable would otherwise outrun the deadline.
+        if tokio::time::Instant::now() >= expiry.deadline() {
+            return Err(Error::Timeout);
+        }
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -448,14 +460,19 @@ impl Conn {
         let mut last: Option<Read> = None;
         loop {
             if self.end > self.start {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
                 let mut res = httparse::Response::new(&mut headers);
                 match res.parse(&self.buf[self.start..self.end]) {
+                    Err(httparse::Error::TooManyHeaders) => {
+                        return Err(Error::TooLarge(format!(
+                            "response head has more than {MAX_RESPONSE_HEADERS} headers"
+                        )));
+                    }
                     Err(e) => return Err(Error::Malformed(format!("response head: {e}"))),
                     Ok(httparse::Status::Partial) => {
-                        if self.end - self.start > MAX_HEAD {
-                            return Err(Error::Malformed(format!(
-                                "response head longer than {MAX_HEAD} bytes"
+                        if self.end - self.start > MAX_RESPONSE_HEAD_BYTES {
+                            return Err(Error::TooLarge(format!(
+                                "response head longer than {MAX_RESPONSE_HEAD_BYTES} bytes"
                             )));
                         }
                     }
@@ -506,6 +523,8 @@ pub struct Head {
     pub request_id: Option<String>,
     /// The `Server` header: what the server says it is (manifest.json).
     pub server: Option<String>,
+    /// `Content-Encoding`, when the server sent one.
+    pub content_encoding: Option<String>,
     /// The read that completed the head.
     pub read: Read,
     keep_alive: bool,
@@ -550,6 +569,7 @@ impl Head {
             content_type: text("content-type"),
             request_id: text("x-request-id"),
             server: text("server"),
+            content_encoding: text("content-encoding"),
             read,
             keep_alive,
         };
@@ -585,6 +605,10 @@ pub struct Response {
     data: Vec<u8>,
     /// Bytes that came with the head wait to be decoded as its read's.
     buffered: Option<Read>,
+    /// Body bytes taken off the connection so far (framing included), and
+    /// the most that may be (`--max-response-bytes`).
+    received: u64,
+    limit: u64,
 }
 
 impl Response {
@@ -597,7 +621,15 @@ impl Response {
             framing,
             data: Vec::new(),
             buffered,
+            received: 0,
+            limit: MAX_RESPONSE_BYTES,
         }
+    }
+
+    /// Caps the body's bytes (framing included); past it the response
+    /// fails as [`Error::TooLarge`].
+    pub fn limit_body(&mut self, bytes: u64) {
+        self.limit = bytes;
     }
 
     /// Body bytes decoded from the read [`Response::next`] last returned.
@@ -623,7 +655,16 @@ impl Response {
                 None => return Err(Error::Closed("inside the response body")),
             },
         };
+        let before = self.conn.start;
         self.decode()?;
+        self.received += (self.conn.start - before) as u64;
+        if self.received > self.limit {
+            self.done = false;
+            return Err(Error::TooLarge(format!(
+                "response body longer than {} bytes (--max-response-bytes)",
+                self.limit
+            )));
+        }
         Ok(Some(read))
     }
 
@@ -654,7 +695,7 @@ impl Response {
                         Err(_) => {
                             return Err(Error::Malformed("bad chunk size line".into()));
                         }
-                        Ok(httparse::Status::Partial) => return Ok(()),
+                        Ok(httparse::Status::Partial) => return line_fits(avail, "chunk-size line"),
                         Ok(httparse::Status::Complete((n, 0))) => {
                             c.start += n;
                             *state = Chunk::Trailers;
@@ -687,9 +728,11 @@ impl Response {
                         c.start += 2;
                         *state = Chunk::Size;
                     }
+                    // Complete trailer lines count as body bytes, so endless
+                    // trailers end at the body cap, one endless line here.
                     Chunk::Trailers => {
                         let Some(eol) = avail.windows(2).position(|w| w == b"\r\n") else {
-                            return Ok(());
+                            return line_fits(avail, "trailer line");
                         };
                         c.start += eol + 2;
                         if eol == 0 {
@@ -709,6 +752,16 @@ impl Response {
             pool.put(self.conn);
         }
     }
+}
+
+/// An unfinished framing line may wait for more bytes only while it is short.
+fn line_fits(partial: &[u8], what: &str) -> Result<(), Error> {
+    if partial.len() > MAX_CHUNK_LINE_BYTES {
+        return Err(Error::TooLarge(format!(
+            "{what} longer than {MAX_CHUNK_LINE_BYTES} bytes"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -769,7 +822,7 @@ mod tests {
             .request("POST", "/v1/x", true, b"{}");
         assert_eq!(
             String::from_utf8(req).unwrap(),
-            "POST /p/v1/x HTTP/1.1\r\nhost: h:1\r\ncontent-type: application/json\r\naccept: text/event-stream\r\ncontent-length: 2\r\n\r\n{}"
+            "POST /p/v1/x HTTP/1.1\r\nhost: h:1\r\ncontent-type: application/json\r\naccept: text/event-stream\r\naccept-encoding: identity\r\ncontent-length: 2\r\n\r\n{}"
         );
         let access = Access::new(Some("k"), &["X-A: b".into()], Default::default()).unwrap();
         let req = Endpoint::with_access("http://h:1", &access)
@@ -777,7 +830,7 @@ mod tests {
             .request("GET", "/v1/models", false, b"");
         assert_eq!(
             String::from_utf8(req).unwrap(),
-            "GET /v1/models HTTP/1.1\r\nhost: h:1\r\nx-a: b\r\nauthorization: Bearer k\r\ncontent-length: 0\r\n\r\n"
+            "GET /v1/models HTTP/1.1\r\nhost: h:1\r\nx-a: b\r\nauthorization: Bearer k\r\naccept-encoding: identity\r\ncontent-length: 0\r\n\r\n"
         );
     }
 

@@ -3,7 +3,10 @@
 //! Bytes arrive in arbitrary pieces: an event may be split across reads and
 //! one read may hold many events. The parser keeps only the unfinished line
 //! and the data of the event being built, and reuses both buffers, so a long
-//! stream costs no allocation per chunk.
+//! stream costs no allocation per chunk. Both are bounded: an event or line
+//! longer than the cap stops the parser (the server decides their length).
+
+use crate::limits::MAX_SSE_EVENT_BYTES;
 
 /// A complete event as seen by the consumer.
 #[derive(Debug, PartialEq, Eq)]
@@ -17,7 +20,7 @@ pub enum SseEvent<'a> {
     Done,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseParser {
     line: Vec<u8>,
     data: Vec<u8>,
@@ -27,11 +30,40 @@ pub struct SseParser {
     pending_cr: bool,
     /// Lines that are neither fields nor comments (kept for diagnostics).
     invalid_lines: u32,
+    /// Most bytes of one line or one event's joined data.
+    max_event: usize,
+    /// A line or event passed `max_event`; nothing more is parsed.
+    too_large: bool,
+}
+
+impl Default for SseParser {
+    fn default() -> Self {
+        Self::with_max_event_bytes(MAX_SSE_EVENT_BYTES)
+    }
 }
 
 impl SseParser {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_max_event_bytes(max_event: usize) -> Self {
+        SseParser {
+            line: Vec::new(),
+            data: Vec::new(),
+            event: String::new(),
+            has_data: false,
+            pending_cr: false,
+            invalid_lines: 0,
+            max_event,
+            too_large: false,
+        }
+    }
+
+    /// The cap an event or line passed, once one did: the parser then
+    /// ignores everything after it.
+    pub fn too_large(&self) -> Option<usize> {
+        self.too_large.then_some(self.max_event)
     }
 
     /// Lines that did not follow the SSE grammar so far.
@@ -47,6 +79,9 @@ impl SseParser {
 
     /// Feeds bytes; calls `on_event` for every event completed by them.
     pub fn push(&mut self, mut bytes: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
+        if self.too_large {
+            return;
+        }
         if self.pending_cr {
             self.pending_cr = false;
             if let Some(rest) = bytes.strip_prefix(b"\n") {
@@ -66,6 +101,8 @@ impl SseParser {
             }
             if self.line.is_empty() {
                 self.process_line(head, &mut on_event);
+            } else if self.line.len() + head.len() > self.max_event {
+                self.too_large = true;
             } else {
                 self.line.extend_from_slice(head);
                 let line = std::mem::take(&mut self.line);
@@ -73,6 +110,13 @@ impl SseParser {
                 self.line = line;
                 self.line.clear();
             }
+            if self.too_large {
+                return;
+            }
+        }
+        if self.line.len() + bytes.len() > self.max_event {
+            self.too_large = true;
+            return;
         }
         self.line.extend_from_slice(bytes);
     }
@@ -94,6 +138,10 @@ impl SseParser {
         };
         match field {
             b"data" => {
+                if self.data.len() + value.len() + 1 > self.max_event {
+                    self.too_large = true;
+                    return;
+                }
                 if self.has_data {
                     self.data.push(b'\n');
                 }
@@ -204,6 +252,25 @@ mod tests {
     fn data_without_space_and_empty_events_are_handled() {
         let got = collect(&mut SseParser::new(), &[b"data:x\n\n\n\ndata\n\n"]);
         assert_eq!(got, vec![d("x"), d("")]);
+    }
+
+    #[test]
+    fn events_and_lines_past_the_cap_stop_the_parser() {
+        // One event of many short data lines.
+        let mut p = SseParser::with_max_event_bytes(16);
+        let got = collect(&mut p, &[b"data: 0123456789\n", b"data: 0123456789\n\n"]);
+        assert_eq!((got, p.too_large()), (vec![], Some(16)));
+        // One endless line, split across reads.
+        let mut p = SseParser::with_max_event_bytes(16);
+        let got = collect(&mut p, &[b"data: x\n\ndata: 01234", b"56789abcdef", b"\n\n"]);
+        assert_eq!((got, p.too_large()), (vec![d("x")], Some(16)));
+        // Nothing after the overrun is parsed, however well-formed.
+        let got = collect(&mut p, &[b"data: y\n\n"]);
+        assert!(got.is_empty());
+        // At the cap exactly is still fine.
+        let mut p = SseParser::with_max_event_bytes(16);
+        let got = collect(&mut p, &[b"data: 0123456789\n\n"]);
+        assert_eq!((got, p.too_large()), (vec![d("0123456789")], None));
     }
 
     #[test]
