@@ -63,6 +63,8 @@ pub enum Command {
     Health(HealthArgs),
     /// Measure a disk's O_DIRECT read and write bandwidth into a device profile (the KV disk's physical ceiling).
     CalibrateDisk(CalibrateDiskArgs),
+    /// Rebuild summary.json, histograms, verdict and report of a killed run from its rows, labelled interrupted.
+    Recover(RecoverArgs),
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod health;
 pub mod inspect;
 pub mod matrix;
+pub mod recover;
 pub mod report;
 pub mod run;
 pub mod search;

@@ -44,6 +44,7 @@ fn main() -> std::process::ExitCode {
             Command::Health(args) => commands::health::health(args),
             Command::Bench(args) => commands::bench::bench(args).await,
             Command::TruthServer(args) => commands::truth_server::truth_server(args).await,
+            Command::Recover(args) => commands::recover::recover(args),
         }
     });
     let exit = match result {

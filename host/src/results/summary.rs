@@ -97,7 +97,82 @@ impl Default for Accumulator {
     }
 }
 
+/// What one finished request adds to its phase's [`Accumulator`]: built
+/// from the live outcome by the recorder, and from its `requests.jsonl`
+/// row by `recover`, so both count the same way.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts {
+    pub ok: bool,
+    pub error: Option<ErrorKey>,
+    pub schedule_lateness_ns: u64,
+    pub e2e_ns: u64,
+    pub e2e_from_intended_ns: u64,
+    pub ttft_ns: Option<u64>,
+    pub ttft_from_intended_ns: Option<u64>,
+    pub ttfc_ns: Option<u64>,
+    pub itl_ns: Vec<u64>,
+    pub tpot_ns: Option<u64>,
+    /// Kernel-stamped content chunks: the parser's delay (µs) and whether
+    /// the chunk shared its read with the one before.
+    pub read_delays: Vec<(u32, bool)>,
+    /// The clock of a request that had content chunks.
+    pub timed_by: Option<crate::dispatch::stamp::RxClock>,
+    pub tokens_counted: u32,
+    pub usage: Option<crate::dispatch::openai::Usage>,
+}
+
 impl Accumulator {
+    /// Counts one finished request; latencies only when it succeeded.
+    pub fn record_request(&mut self, f: &RequestFacts) {
+        use crate::dispatch::stamp::RxClock;
+        self.requests += 1;
+        match f.error {
+            None => self.ok += 1,
+            Some(k) => *self.errors.entry(k).or_default() += 1,
+        }
+        self.record_ns(Metric::ScheduleLateness, f.schedule_lateness_ns);
+        if f.ok {
+            self.record_ns(Metric::E2e, f.e2e_ns);
+            self.record_ns(Metric::E2eFromIntended, f.e2e_from_intended_ns);
+            if let Some(t) = f.ttft_ns {
+                self.record_ns(Metric::Ttft, t);
+            }
+            if let Some(t) = f.ttft_from_intended_ns {
+                self.record_ns(Metric::TtftFromIntended, t);
+            }
+            if let Some(t) = f.ttfc_ns {
+                self.record_ns(Metric::Ttfc, t);
+            }
+            for &v in &f.itl_ns {
+                self.record_ns(Metric::Itl, v);
+            }
+            for &(us, shared) in &f.read_delays {
+                self.record_read_delay_us(us, shared);
+            }
+            match f.timed_by {
+                Some(RxClock::Kernel) => self.requests_kernel_timed += 1,
+                Some(RxClock::Application) => self.requests_application_timed += 1,
+                None => {}
+            }
+            if let Some(v) = f.tpot_ns {
+                self.record_ns(Metric::Tpot, v);
+            }
+            self.output_tokens_counted += u64::from(f.tokens_counted);
+        }
+        match f.usage {
+            Some(u) => {
+                self.prompt_tokens += u64::from(u.prompt_tokens.unwrap_or(0));
+                self.output_tokens += u64::from(u.completion_tokens.unwrap_or(0));
+                let cached = u.cached_tokens.unwrap_or(0);
+                self.cached_tokens += u64::from(cached);
+                if cached > 0 {
+                    self.requests_with_cache_hit += 1;
+                }
+            }
+            None => self.requests_without_usage += 1,
+        }
+    }
+
     pub fn record_ns(&mut self, m: Metric, ns: u64) {
         // Sub-microsecond values round up to 1 µs rather than vanish.
         let us = ns.div_ceil(1000).max(1);
