@@ -225,6 +225,7 @@ impl Recorder {
                 timed_by: (!outcome.chunks.is_empty()).then_some(outcome.clock),
                 tokens_counted: times.tokens,
                 usage: outcome.usage,
+                unary_answer_to_stream: meta.stream && !outcome.streamed,
             });
         if matches!(outcome.status, 404 | 500..=599)
             && let Some(a) = &self.model_alarm

@@ -71,6 +71,8 @@ pub struct Accumulator {
     pub requests_without_usage: u64,
     /// Output tokens of successful requests counted by the host.
     pub output_tokens_counted: u64,
+    /// Successful requests that asked to stream and got one JSON body.
+    pub unary_answers_to_stream: u64,
     pub duration: Duration,
 }
 
@@ -92,6 +94,7 @@ impl Default for Accumulator {
             requests_with_cache_hit: 0,
             requests_without_usage: 0,
             output_tokens_counted: 0,
+            unary_answers_to_stream: 0,
             duration: Duration::ZERO,
         }
     }
@@ -119,6 +122,8 @@ pub struct RequestFacts {
     pub timed_by: Option<crate::dispatch::stamp::RxClock>,
     pub tokens_counted: u32,
     pub usage: Option<crate::dispatch::openai::Usage>,
+    /// It asked to stream and was answered with one JSON body.
+    pub unary_answer_to_stream: bool,
 }
 
 impl Accumulator {
@@ -158,6 +163,7 @@ impl Accumulator {
                 self.record_ns(Metric::Tpot, v);
             }
             self.output_tokens_counted += u64::from(f.tokens_counted);
+            self.unary_answers_to_stream += u64::from(f.unary_answer_to_stream);
         }
         match f.usage {
             Some(u) => {
@@ -210,6 +216,7 @@ impl Accumulator {
         self.requests_with_cache_hit += o.requests_with_cache_hit;
         self.requests_without_usage += o.requests_without_usage;
         self.output_tokens_counted += o.output_tokens_counted;
+        self.unary_answers_to_stream += o.unary_answers_to_stream;
         self.duration += o.duration;
     }
 

@@ -152,6 +152,7 @@ pub fn conclude(plan: &RunFacts, rd: &RunDir, run: Concluded) -> anyhow::Result<
         total_requests: all.requests,
         failed_requests: all.errors.values().sum(),
         by_kind: all.errors_by_kind(),
+        unary_answers_to_stream: all.unary_answers_to_stream,
     };
     let mut policy = plan.verdict_policy.clone();
     if let Some(info) = &simulator {

@@ -77,6 +77,8 @@ struct Row {
     output_tokens_est: u32,
     usage: Option<Usage>,
     sent_offset_ms: f64,
+    #[serde(default)]
+    stream: bool,
 }
 
 fn ns(ms: f64) -> u64 {
@@ -121,6 +123,8 @@ impl Row {
             timed_by: (!self.chunk_offsets_ms.is_empty()).then_some(clock),
             tokens_counted: self.output_tokens_est,
             usage: self.usage,
+            // A streamed answer's first event sets TTFC; one JSON body has none.
+            unary_answer_to_stream: self.stream && self.ttfc_ms.is_none(),
         }
     }
 }
