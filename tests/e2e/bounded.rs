@@ -61,7 +61,6 @@ fn run_script(
         "off",
         "--max-error-rate",
         "1",
-        "--no-report",
     ];
     args.extend_from_slice(extra);
     let (out, rss) = sparkhost_peak_rss(&args, dirs.cache.path());
@@ -121,7 +120,7 @@ fn endless_and_giant_streams_end_at_their_caps_with_bounded_memory() {
     ];
     // A timeout far past what the caps need: the caps, not the deadline,
     // must end these.
-    let (server, dirs, rows, code, rss) = run_script(&script, "60s", &["--stream"]);
+    let (server, dirs, rows, code, rss) = run_script(&script, "60s", &["--stream", "--no-report"]);
     assert_eq!(code, Some(0), "failures are per-request data");
     check_kinds(&script, &rows);
     let endless = &rows[1];
@@ -166,7 +165,7 @@ fn endless_and_giant_streams_end_at_their_caps_with_bounded_memory() {
 fn a_giant_unary_body_ends_at_the_byte_cap_and_the_flag_moves_it() {
     use Behaviour::*;
     let script = [Normal, GiantUnary, Normal, Gzip, Normal];
-    let (_server, _dirs, rows, code, rss) = run_script(&script, "60s", &[]);
+    let (_server, _dirs, rows, code, rss) = run_script(&script, "60s", &["--no-report"]);
     assert_eq!(code, Some(0));
     check_kinds(&script, &rows);
     assert!(
@@ -181,7 +180,7 @@ fn a_giant_unary_body_ends_at_the_byte_cap_and_the_flag_moves_it() {
 
     // A smaller cap: normal answers still fit, the giant one ends sooner.
     let (_server, dirs, rows, code, _) =
-        run_script(&script, "60s", &["--max-response-bytes", "64KiB"]);
+        run_script(&script, "60s", &["--max-response-bytes", "64KiB", "--no-report"]);
     assert_eq!(code, Some(0));
     check_kinds(&script, &rows);
     assert!(
@@ -199,7 +198,7 @@ fn a_giant_unary_body_ends_at_the_byte_cap_and_the_flag_moves_it() {
 fn slow_drip_heads_and_bodies_end_at_the_request_deadline() {
     use Behaviour::*;
     let script = [Normal, SlowHeaders, Normal, SlowBody, Normal];
-    let (_server, _dirs, rows, code, rss) = run_script(&script, "1s", &["--stream"]);
+    let (_server, _dirs, rows, code, rss) = run_script(&script, "1s", &["--stream", "--no-report"]);
     assert_eq!(code, Some(0));
     check_kinds(&script, &rows);
     for i in [1, 3] {
@@ -230,4 +229,48 @@ fn out_of_range_response_caps_are_refused() {
             text(&out)
         );
     }
+}
+
+/// A streamed run answered with one JSON body is measured as unary (no
+/// TTFT claimed) and says so in `verdict.json` and the report; a TTFT bound
+/// on a run that did not stream is not applicable, not missed.
+#[test]
+fn unary_answers_to_a_stream_are_flagged_and_ttft_slos_on_unary_runs_do_not_apply() {
+    use Behaviour::*;
+    let script = [Normal, Unary, Normal];
+    let (_server, dirs, rows, code, _) = run_script(&script, "10s", &["--stream"]);
+    assert_eq!(code, Some(0));
+    check_kinds(&script, &rows);
+    assert_eq!(rows[1]["ok"], true);
+    assert_eq!(rows[1]["ttft_ms"], Value::Null, "{:#}", rows[1]);
+    assert!(rows[0]["ttft_ms"].is_f64());
+    let verdict = read_json(&dirs.run_dir().join("verdict.json"));
+    assert!(
+        verdict["reason_codes"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("STREAM_ANSWERED_UNARY")),
+        "{verdict:#}"
+    );
+    assert_eq!(verdict["decision_grade"], false);
+    assert!(
+        verdict["details"].to_string().contains("1 of 3 requests"),
+        "{verdict:#}"
+    );
+    let report = std::fs::read_to_string(dirs.run_dir().join("report.md")).unwrap();
+    assert!(report.contains("STREAM_ANSWERED_UNARY"), "{report}");
+
+    let script = [Normal, Normal];
+    let (_server, dirs, _rows, code, _) =
+        run_script(&script, "10s", &["--slo", "ttft_p95=100ms,e2e_p50=10s"]);
+    assert_eq!(code, Some(0));
+    let s = summary(&dirs.run_dir());
+    let checks = &s["goodput"]["checks"];
+    assert_eq!(checks[0]["name"], "ttft_p95", "{s:#}");
+    assert_eq!(checks[0]["applicable"], false, "{s:#}");
+    assert_eq!(checks[1]["applicable"], true, "{s:#}");
+    assert_eq!(s["goodput"]["slo_met"], true, "{s:#}");
+    assert_eq!(s["goodput"]["good_requests"], 2, "{s:#}");
+    let report = std::fs::read_to_string(dirs.run_dir().join("report.md")).unwrap();
+    assert!(report.contains("Not applicable"), "{report}");
 }
