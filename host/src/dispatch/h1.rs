@@ -1074,4 +1074,135 @@ mod tests {
         assert!(got.is_err(), "the closed connection was handed out");
         assert!(pool.idle.lock().unwrap().is_empty());
     }
+
+    mod props {
+        //! Property tests (FUZZING.md): response framing over a real
+        //! loopback socket, bytes split into arbitrary reads.
+        use super::*;
+        use proptest::prelude::*;
+
+        fn leak(v: Vec<u8>) -> &'static [u8] {
+            Box::leak(v.into_boxed_slice())
+        }
+
+        /// `bytes` cut at `cuts`, each piece a write of its own.
+        fn pieces(bytes: &[u8], cuts: &[prop::sample::Index]) -> Vec<&'static [u8]> {
+            let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+            at.sort_unstable();
+            let mut out = Vec::new();
+            let mut prev = 0;
+            for a in at {
+                out.push(leak(bytes[prev..a].to_vec()));
+                prev = a;
+            }
+            out.push(leak(bytes[prev..].to_vec()));
+            out
+        }
+
+        /// [`answer`], with a server that does not mind a client that left
+        /// early (a malformed head ends the exchange on the client's side).
+        async fn answer_any(
+            pieces: Vec<&'static [u8]>,
+        ) -> Result<(Head, Vec<u8>, usize, bool), Error> {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                s.set_nodelay(true).unwrap();
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut b = [0u8; 1];
+                    if s.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                for p in &pieces {
+                    if s.write_all(p).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
+            let pool = Pool::new(Endpoint::parse(&format!("http://{addr}")).unwrap());
+            let got = get(&pool).await;
+            server.await.unwrap();
+            got
+        }
+
+        fn block_on<F: std::future::Future>(f: F) -> F::Output {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f)
+        }
+
+        fn config() -> ProptestConfig {
+            // Each case is a socket and a few 3 ms pauses.
+            ProptestConfig {
+                cases: ProptestConfig::default().cases.min(48),
+                ..ProptestConfig::default()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn chunked_bodies_decode_whole_however_cut(
+                body in proptest::collection::vec(any::<u8>(), 0..600),
+                sizes in proptest::collection::vec(1usize..80, 1..12),
+                cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..5),
+            ) {
+                let mut wire = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+                let mut rest = &body[..];
+                for s in sizes.iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let (c, r) = rest.split_at((*s).min(rest.len()));
+                    wire.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                    wire.extend_from_slice(c);
+                    wire.extend_from_slice(b"\r\n");
+                    rest = r;
+                }
+                wire.extend_from_slice(b"0\r\n\r\n");
+                let got = block_on(answer_any(pieces(&wire, &cuts)));
+                let (head, decoded, _, _) = got.unwrap();
+                prop_assert_eq!(head.status, 200);
+                prop_assert_eq!(decoded, body);
+            }
+
+            #[test]
+            fn any_bytes_frame_or_fail_cleanly(
+                head in prop_oneof![
+                    Just(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec()),
+                    Just(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n".to_vec()),
+                    Just(b"HTTP/1.0 200 OK\r\n\r\n".to_vec()),
+                    Just(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()),
+                    proptest::collection::vec(any::<u8>(), 0..64),
+                ],
+                tail in proptest::collection::vec(
+                    prop_oneof![
+                        Just(b"\r\n".to_vec()),
+                        Just(b"0\r\n".to_vec()),
+                        Just(b"ffffffffffffffffff\r\n".to_vec()),
+                        Just(b"5;ext\r\n".to_vec()),
+                        proptest::collection::vec(any::<u8>(), 1..16),
+                    ],
+                    0..12,
+                ),
+                cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+            ) {
+                let mut wire = head;
+                wire.extend(tail.concat());
+                // Whatever comes back, it is a value: never a panic or a hang,
+                // and never more body than was sent.
+                if let Ok((_, body, _, _)) = block_on(answer_any(pieces(&wire, &cuts))) {
+                    prop_assert!(body.len() <= wire.len());
+                }
+            }
+        }
+    }
 }

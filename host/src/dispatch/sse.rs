@@ -280,4 +280,65 @@ mod tests {
         assert_eq!(got, vec![d("{\"a\":1}")]);
         assert!(p.has_partial());
     }
+
+    mod props {
+        //! Property tests (FUZZING.md): arbitrary SSE-ish bytes, split anywhere.
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Bytes built from SSE's own pieces, so cases reach events and
+        /// fields, plus any byte at all.
+        fn sse_bytes() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(b"data: ".to_vec()),
+                Just(b"data:".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"\r".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b"[DONE]".to_vec()),
+                Just(b": keep-alive".to_vec()),
+                Just(b"event: error".to_vec()),
+                Just(b"id: 1".to_vec()),
+                Just(br#"{"choices":[{"text":"x"}]}"#.to_vec()),
+                proptest::collection::vec(any::<u8>(), 1..8),
+            ];
+            proptest::collection::vec(piece, 0..48).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn any_split_gives_the_same_events(
+                bytes in sse_bytes(),
+                cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+            ) {
+                let whole = collect(&mut SseParser::new(), &[&bytes]);
+                let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+                at.sort_unstable();
+                let mut pieces = Vec::new();
+                let mut prev = 0;
+                for a in at {
+                    pieces.push(&bytes[prev..a]);
+                    prev = a;
+                }
+                pieces.push(&bytes[prev..]);
+                let mut p = SseParser::new();
+                prop_assert_eq!(collect(&mut p, &pieces), whole);
+            }
+
+            #[test]
+            fn what_is_kept_never_passes_the_cap(bytes in sse_bytes(), max in 1usize..96) {
+                let mut p = SseParser::with_max_event_bytes(max);
+                let mut longest = 0;
+                for chunk in bytes.chunks(7) {
+                    p.push(chunk, |e| {
+                        if let SseEvent::Data { data, .. } = e {
+                            longest = longest.max(data.len());
+                        }
+                    });
+                    prop_assert!(p.line.len() <= max && p.data.len() <= max);
+                }
+                prop_assert!(longest <= max);
+            }
+        }
+    }
 }
