@@ -106,7 +106,7 @@ fn parse_response_bytes(s: &str) -> Result<u64, String> {
     let range = crate::limits::MIN_RESPONSE_BYTES..=crate::limits::MAX_RESPONSE_BYTES_LIMIT;
     if !range.contains(&n) {
         return Err(format!(
-            "{n} bytes is outside {}..={} (1 KiB..16 GiB)",
+            "{n} bytes is outside {}..={} (1 KiB..2 GiB)",
             range.start(),
             range.end()
         ));

@@ -107,9 +107,10 @@ pub const MAX_IN_FLIGHT: usize = 10_000;
 pub const MAX_RESPONSE_BYTES: u64 = 64 << 20;
 pub const MAX_RESPONSE_BYTES_FLAG: &str = "64MiB";
 /// `--max-response-bytes` range: below 1 KiB not even a head-sized answer
-/// fits; past 16 GiB one request could take the machine's memory.
+/// fits; past 2 GiB one request could take the machine's memory (and a
+/// response's text offsets are 32-bit).
 pub const MIN_RESPONSE_BYTES: u64 = 1 << 10;
-pub const MAX_RESPONSE_BYTES_LIMIT: u64 = 16 << 30;
+pub const MAX_RESPONSE_BYTES_LIMIT: u64 = 2 << 30;
 /// One SSE event (its `data:` lines joined) or one line of it: real chunks
 /// are under 10 KiB, with top-20 logprobs tens of KiB.
 pub const MAX_SSE_EVENT_BYTES: usize = 4 << 20;
@@ -248,6 +249,10 @@ mod tests {
         assert_eq!(
             parse_duration(REPORT_CALL_TIMEOUT_FLAG),
             Ok(REPORT_CALL_TIMEOUT)
+        );
+        assert_eq!(
+            crate::cli::parse_bytes(MAX_RESPONSE_BYTES_FLAG),
+            Ok(MAX_RESPONSE_BYTES)
         );
     }
 }
