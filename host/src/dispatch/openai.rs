@@ -360,10 +360,12 @@ mod tests {
             #[test]
             fn completion_and_chat_text_come_back_whole(text in any::<String>()) {
                 let completion = serde_json::json!({"choices": [{"index": 0, "text": text}]});
-                let info = parse_chunk(completion.to_string().as_bytes()).unwrap();
+                let completion = completion.to_string();
+                let info = parse_chunk(completion.as_bytes()).unwrap();
                 prop_assert_eq!(&*info.text, text.as_str());
                 let chat = serde_json::json!({"choices": [{"index": 0, "delta": {"content": text}}]});
-                let info = parse_chunk(chat.to_string().as_bytes()).unwrap();
+                let chat = chat.to_string();
+                let info = parse_chunk(chat.as_bytes()).unwrap();
                 prop_assert_eq!(&*info.text, text.as_str());
             }
         }

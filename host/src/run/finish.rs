@@ -79,10 +79,10 @@ pub struct Concluded {
     pub phases: Vec<PhaseResult>,
     pub started: Option<(std::time::SystemTime, std::time::Instant)>,
     pub dispatch: crate::results::documents::DispatchDoc,
-    pub preflight: Option<crate::prepare::PreflightReport>,
+    pub preflight: Option<crate::feed::PreflightReport>,
     pub validity: Validity,
     pub telemetry: TelemetryOutcome,
-    pub simulator: Option<crate::simulate::SimInfo>,
+    pub simulator: Option<sparkhost_kvbm::SimInfo>,
     pub kv_reset: Option<crate::results::documents::KvResetDoc>,
     pub prime: Option<crate::results::documents::PrimeDoc>,
     /// What the run cost the client; `None` when it is not this process

@@ -147,8 +147,7 @@ fn read_rows(
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = (&mut r)
-            .take(MAX_ROW_BYTES as u64 + 1)
+        let n = std::io::Read::take(&mut r, MAX_ROW_BYTES as u64 + 1)
             .read_until(b'\n', &mut line)
             .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
