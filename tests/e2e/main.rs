@@ -180,46 +180,6 @@ pub fn sparkhost(args: &[&str], cache: &Path) -> Output {
         .expect("sparkhost binary runs")
 }
 
-/// [`sparkhost`], and the child's peak resident memory in bytes (its own
-/// `ru_maxrss`, from `wait4`, so no other child of the test process counts).
-#[allow(unsafe_code)]
-pub fn sparkhost_peak_rss(args: &[&str], cache: &Path) -> (Output, u64) {
-    use std::io::Read;
-    use std::os::unix::process::ExitStatusExt;
-    use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sparkhost"))
-        .args(args)
-        .env("SPARKHOST_CACHE_DIR", cache)
-        .env("SPARKHOST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sparkhost binary runs");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our unwaited child; both pointers are to live locals.
-    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(got, pid, "wait4: {}", std::io::Error::last_os_error());
-    let output = Output {
-        status: std::process::ExitStatus::from_raw(status),
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    };
-    // Linux reports ru_maxrss in KiB.
-    (output, usage.ru_maxrss as u64 * 1024)
-}
-
 pub fn text(o: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
