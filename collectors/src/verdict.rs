@@ -1676,7 +1676,11 @@ mod tests {
         let v = evaluate(&i);
         assert!(v.run_valid && !v.decision_grade);
         assert_eq!(v.reason_codes, vec![ReasonCode::StreamAnsweredUnary]);
-        assert!(v.details[0].starts_with("3 of 100 requests"), "{:?}", v.details);
+        assert!(
+            v.details[0].starts_with("3 of 100 requests"),
+            "{:?}",
+            v.details
+        );
     }
 
     #[test]

@@ -191,8 +191,11 @@ fn a_giant_unary_body_ends_at_the_byte_cap_and_the_flag_moves_it() {
     assert!(rss < PEAK_RSS_BOUND, "peak RSS {} MiB", rss >> 20);
 
     // A smaller cap: normal answers still fit, the giant one ends sooner.
-    let (_server, dirs, rows, code, _) =
-        run_script(&script, "60s", &["--max-response-bytes", "64KiB", "--no-report"]);
+    let (_server, dirs, rows, code, _) = run_script(
+        &script,
+        "60s",
+        &["--max-response-bytes", "64KiB", "--no-report"],
+    );
     assert_eq!(code, Some(0));
     check_kinds(&script, &rows);
     assert!(
@@ -203,7 +206,10 @@ fn a_giant_unary_body_ends_at_the_byte_cap_and_the_flag_moves_it() {
         rows[1]
     );
     let config = read_json(&dirs.run_dir().join("config.json"));
-    assert_eq!(config["client_request_parameters"]["max_response_bytes"], 65536, "{config:#}");
+    assert_eq!(
+        config["client_request_parameters"]["max_response_bytes"], 65536,
+        "{config:#}"
+    );
 }
 
 #[test]
@@ -227,12 +233,7 @@ fn out_of_range_response_caps_are_refused() {
     for bad in ["0", "1000", "3GiB", "lots"] {
         let wasm = synthetic();
         let out = sparkhost(
-            &[
-                "run",
-                wasm.to_str().unwrap(),
-                "--max-response-bytes",
-                bad,
-            ],
+            &["run", wasm.to_str().unwrap(), "--max-response-bytes", bad],
             dirs.cache.path(),
         );
         assert_eq!(out.status.code(), Some(1), "{bad}: {}", text(&out));

@@ -402,7 +402,11 @@ fn complete(w: &mut Conn, shared: &Shared, behaviour: Behaviour, body: &Value) {
             let piece = "a".repeat(64 << 10);
             let mut first = true;
             loop {
-                let p = if first { format!("data: {piece}") } else { piece.clone() };
+                let p = if first {
+                    format!("data: {piece}")
+                } else {
+                    piece.clone()
+                };
                 first = false;
                 let ok = w.write(format!("{:x}\r\n{p}\r\n", p.len()).as_bytes());
                 if !ok || shared.stop.load(Ordering::SeqCst) {
@@ -454,7 +458,11 @@ fn complete(w: &mut Conn, shared: &Shared, behaviour: Behaviour, body: &Value) {
             let body = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03";
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                if streamed { "text/event-stream" } else { "application/json" },
+                if streamed {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
                 body.len()
             );
             w.write(head.as_bytes());
@@ -515,7 +523,11 @@ struct Conn(TcpStream, u64);
 impl Conn {
     /// False once the client went away (stall, timeout, a cap): not our failure.
     fn write(&mut self, bytes: &[u8]) -> bool {
-        let ok = self.0.write_all(bytes).and_then(|()| self.0.flush()).is_ok();
+        let ok = self
+            .0
+            .write_all(bytes)
+            .and_then(|()| self.0.flush())
+            .is_ok();
         if ok {
             self.1 += bytes.len() as u64;
         }

@@ -585,7 +585,10 @@ mod tests {
         let slo = Slo::parse("ttft_p95=100ms,e2e_p50=100ms").unwrap();
         let g = goodput(&rows, &slo, 1.0);
         let ttft = &g.checks[0];
-        assert_eq!((ttft.applicable, ttft.pass, ttft.observed), (false, false, None));
+        assert_eq!(
+            (ttft.applicable, ttft.pass, ttft.observed),
+            (false, false, None)
+        );
         assert!(g.checks[1].applicable && g.checks[1].pass);
         assert!(g.slo_met, "not missed: {g:#?}");
         assert_eq!(g.good_requests, 2);

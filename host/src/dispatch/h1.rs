@@ -695,7 +695,9 @@ impl Response {
                         Err(_) => {
                             return Err(Error::Malformed("bad chunk size line".into()));
                         }
-                        Ok(httparse::Status::Partial) => return line_fits(avail, "chunk-size line"),
+                        Ok(httparse::Status::Partial) => {
+                            return line_fits(avail, "chunk-size line");
+                        }
                         Ok(httparse::Status::Complete((n, 0))) => {
                             c.start += n;
                             *state = Chunk::Trailers;

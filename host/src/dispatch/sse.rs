@@ -262,7 +262,10 @@ mod tests {
         assert_eq!((got, p.too_large()), (vec![], Some(16)));
         // One endless line, split across reads.
         let mut p = SseParser::with_max_event_bytes(16);
-        let got = collect(&mut p, &[b"data: x\n\ndata: 01234", b"56789abcdef", b"\n\n"]);
+        let got = collect(
+            &mut p,
+            &[b"data: x\n\ndata: 01234", b"56789abcdef", b"\n\n"],
+        );
         assert_eq!((got, p.too_large()), (vec![d("x")], Some(16)));
         // Nothing after the overrun is parsed, however well-formed.
         let got = collect(&mut p, &[b"data: y\n\n"]);

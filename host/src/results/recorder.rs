@@ -204,29 +204,27 @@ impl Recorder {
             self.prompt_limit_hits += 1;
         }
         let ns = |a: Instant, b: Instant| a.saturating_duration_since(b).as_nanos() as u64;
-        self.phases[phase_index]
-            .acc
-            .record_request(&RequestFacts {
-                ok,
-                error: error_key,
-                schedule_lateness_ns: ns(outcome.sent, outcome.intended),
-                e2e_ns: ns(outcome.end, outcome.sent),
-                e2e_from_intended_ns: ns(outcome.end, outcome.intended),
-                ttft_ns: outcome.first_token.map(|t| ns(t, outcome.sent)),
-                ttft_from_intended_ns: outcome.first_token.map(|t| ns(t, outcome.intended)),
-                ttfc_ns: outcome.first_chunk.map(|t| ns(t, outcome.sent)),
-                itl_ns: times.itl_ns.clone(),
-                tpot_ns: times.tpot_ns,
-                read_delays: outcome
-                    .chunks
-                    .iter()
-                    .filter_map(|c| c.read_delay_us.map(|us| (us, c.shared_read)))
-                    .collect(),
-                timed_by: (!outcome.chunks.is_empty()).then_some(outcome.clock),
-                tokens_counted: times.tokens,
-                usage: outcome.usage,
-                unary_answer_to_stream: meta.stream && !outcome.streamed,
-            });
+        self.phases[phase_index].acc.record_request(&RequestFacts {
+            ok,
+            error: error_key,
+            schedule_lateness_ns: ns(outcome.sent, outcome.intended),
+            e2e_ns: ns(outcome.end, outcome.sent),
+            e2e_from_intended_ns: ns(outcome.end, outcome.intended),
+            ttft_ns: outcome.first_token.map(|t| ns(t, outcome.sent)),
+            ttft_from_intended_ns: outcome.first_token.map(|t| ns(t, outcome.intended)),
+            ttfc_ns: outcome.first_chunk.map(|t| ns(t, outcome.sent)),
+            itl_ns: times.itl_ns.clone(),
+            tpot_ns: times.tpot_ns,
+            read_delays: outcome
+                .chunks
+                .iter()
+                .filter_map(|c| c.read_delay_us.map(|us| (us, c.shared_read)))
+                .collect(),
+            timed_by: (!outcome.chunks.is_empty()).then_some(outcome.clock),
+            tokens_counted: times.tokens,
+            usage: outcome.usage,
+            unary_answer_to_stream: meta.stream && !outcome.streamed,
+        });
         if matches!(outcome.status, 404 | 500..=599)
             && let Some(a) = &self.model_alarm
         {

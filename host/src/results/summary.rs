@@ -483,7 +483,11 @@ mod tests {
         let empty: usize = acc.hists.iter().map(|h| h.distinct_values()).sum();
         // One bucket of 2,048 counts each (3 significant digits need that
         // much); allocated for 1 µs..1 h they were ~23,000 each.
-        assert_eq!(empty, METRICS.len() * 2048, "{empty} counts before any value");
+        assert_eq!(
+            empty,
+            METRICS.len() * 2048,
+            "{empty} counts before any value"
+        );
         let mut acc = Accumulator::default();
         acc.record_ns(Metric::E2e, 5_000);
         acc.record_ns(Metric::E2e, 3_600_000_000_000);

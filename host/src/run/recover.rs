@@ -91,9 +91,10 @@ fn ns(ms: f64) -> u64 {
 
 impl Row {
     fn facts(&self, clock: crate::dispatch::stamp::RxClock) -> RequestFacts {
-        let kind = self.error_kind.as_deref().and_then(|k| {
-            ErrorKind::ALL.into_iter().find(|e| e.as_str() == k)
-        });
+        let kind = self
+            .error_kind
+            .as_deref()
+            .and_then(|k| ErrorKind::ALL.into_iter().find(|e| e.as_str() == k));
         let error = match (kind, &self.error_kind) {
             // A kind this build does not know is still a failure.
             (None, Some(_)) => Some(ErrorKey::Http(self.status_code)),
@@ -383,8 +384,7 @@ mod tests {
         write!(f, "{}", &row("main", true, None)[..40]).unwrap();
         drop(f);
         let mut phases = vec![phase("warmup"), phase("main")];
-        let read =
-            read_rows(&path, &mut phases, crate::dispatch::stamp::RxClock::Kernel).unwrap();
+        let read = read_rows(&path, &mut phases, crate::dispatch::stamp::RxClock::Kernel).unwrap();
         assert_eq!(
             read,
             RowsRead {
