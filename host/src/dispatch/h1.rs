@@ -1141,10 +1141,13 @@ mod tests {
         }
 
         fn config() -> ProptestConfig {
-            // Each case is a socket and a few 3 ms pauses.
+            // Each case is a socket and a few 1 ms pauses: 48 unless
+            // PROPTEST_CASES asks for a longer run.
+            let env = std::env::var_os("PROPTEST_CASES").is_some();
+            let d = ProptestConfig::default();
             ProptestConfig {
-                cases: ProptestConfig::default().cases.min(48),
-                ..ProptestConfig::default()
+                cases: if env { d.cases } else { 48 },
+                ..d
             }
         }
 
