@@ -725,4 +725,31 @@ mod tests {
         let e = smart_raw(&f).unwrap_err();
         assert!(e.contains("not an NVMe device"), "{e}");
     }
+
+    mod props {
+        //! Property tests (FUZZING.md): log pages of any length and content.
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_smart_page_decodes_or_is_refused(b in proptest::collection::vec(any::<u8>(), 0..1100)) {
+                match parse_smart(&b) {
+                    Ok(before) => {
+                        prop_assert!(b.len() >= 512);
+                        // Counters that went backwards (a reset or a lie) still
+                        // give a delta, not a panic.
+                        let mut after_bytes = b.clone();
+                        after_bytes.reverse();
+                        if let Ok(after) = parse_smart(&after_bytes) {
+                            let _ = smart_delta(&before, &after);
+                            let _ = smart_delta(&after, &before);
+                        }
+                    }
+                    Err(_) => prop_assert!(b.len() < 512),
+                }
+                let _ = parse_identity(&b);
+            }
+        }
+    }
 }

@@ -246,6 +246,10 @@ pub struct RunErrors {
     pub failed_requests: u64,
     #[serde(default)]
     pub by_kind: BTreeMap<String, u64>,
+    /// Requests that asked to stream but were answered with one JSON body:
+    /// they succeeded, with no TTFT, TTFC or ITL to report.
+    #[serde(default)]
+    pub unary_answers_to_stream: u64,
 }
 
 impl RunErrors {
@@ -473,10 +477,13 @@ pub enum ReasonCode {
     TierModeMismatch,
     /// No KV mode was given: the run is valid but makes no tier claim.
     KvModeUnspecified,
+    /// Streamed requests were answered with one JSON body: the run's
+    /// per-token figures (TTFT, ITL, TPOT) leave them out.
+    StreamAnsweredUnary,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 19] = [
+    pub const ALL: [ReasonCode; 20] = [
         ReasonCode::RunInvalid,
         ReasonCode::ErrorRateAboveThreshold,
         ReasonCode::KvbmMetricsMissing,
@@ -496,6 +503,7 @@ impl ReasonCode {
         ReasonCode::WorkerIoBelowKvbm,
         ReasonCode::TierModeMismatch,
         ReasonCode::KvModeUnspecified,
+        ReasonCode::StreamAnsweredUnary,
     ];
 
     /// As [`Policy`] leaves it; `allow_missing_kvbm_metrics` demotes
@@ -902,6 +910,16 @@ pub fn evaluate(input: &VerdictInput<'_>) -> Verdict {
     }
 
     // ---- soft failures
+    if input.errors.unary_answers_to_stream > 0 {
+        v.add(
+            ReasonCode::StreamAnsweredUnary,
+            format!(
+                "{} of {} requests asked to stream and were answered with one JSON body: \
+                 they have no TTFT, TTFC or ITL, which the run's figures leave out",
+                input.errors.unary_answers_to_stream, input.errors.total_requests
+            ),
+        );
+    }
     if input.errors.failed_requests > 0 {
         let kinds: Vec<String> = input
             .errors
@@ -1359,6 +1377,7 @@ mod tests {
                 total_requests: 100,
                 failed_requests: 0,
                 by_kind: BTreeMap::new(),
+                unary_answers_to_stream: 0,
             },
             reuse: Some(ReuseOpportunity {
                 requests: 100,
@@ -1698,6 +1717,21 @@ mod tests {
         );
         assert_eq!(v.invalid_reason, Some(ReasonCode::ErrorRateAboveThreshold));
         assert_eq!(v.signals.error_rate, Some(0.06));
+    }
+
+    #[test]
+    fn unary_answers_to_a_streamed_run_are_a_soft_warning() {
+        let p = good_b2();
+        let mut i = input(KvMode::CpuDisk, &p);
+        i.errors.unary_answers_to_stream = 3;
+        let v = evaluate(&i);
+        assert!(v.run_valid && !v.decision_grade);
+        assert_eq!(v.reason_codes, vec![ReasonCode::StreamAnsweredUnary]);
+        assert!(
+            v.details[0].starts_with("3 of 100 requests"),
+            "{:?}",
+            v.details
+        );
     }
 
     #[test]

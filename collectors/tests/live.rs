@@ -378,6 +378,7 @@ fn session_end_to_end_on_this_machine() {
             total_requests: 10,
             failed_requests: 0,
             by_kind: Default::default(),
+            unary_answers_to_stream: 0,
         },
         reuse: Some(ReuseOpportunity::default()),
         host_invalid: false,

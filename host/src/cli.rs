@@ -83,6 +83,8 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff) of sparkhost or one of its subcommands.
     Man(ManArgs),
+    /// Rebuild summary.json, histograms, verdict and report of a killed run from its rows, labelled interrupted.
+    Recover(RecoverArgs),
 }
 
 /// `sparkhost --version`: the package version and the git commit it was
@@ -134,6 +136,21 @@ pub struct CalibrateDiskArgs {
 }
 
 /// Accepts `4096`, `4K`, `1M`, `1G`, `1T` (binary units; `KiB` etc. too).
+/// `--max-response-bytes`: at least one SSE event's worth, at most what
+/// one request may sensibly hold in memory.
+fn parse_response_bytes(s: &str) -> Result<u64, String> {
+    let n = parse_bytes(s)?;
+    let range = crate::limits::MIN_RESPONSE_BYTES..=crate::limits::MAX_RESPONSE_BYTES_LIMIT;
+    if !range.contains(&n) {
+        return Err(format!(
+            "{n} bytes is outside {}..={} (1 KiB..2 GiB)",
+            range.start(),
+            range.end()
+        ));
+    }
+    Ok(n)
+}
+
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -620,6 +637,11 @@ pub struct RunArgs {
     /// Per-request limit, from send to the last byte.
     #[arg(help_heading = heading::ENDPOINT, long, alias = "timeout-s", default_value = "600s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Most body bytes one response may bring (as sent, chunk framing
+    /// included; K/M/G, KiB/MiB/GiB); past it the request fails as
+    /// `response_too_large` and the run goes on.
+    #[arg(long, default_value = crate::limits::MAX_RESPONSE_BYTES_FLAG, value_parser = parse_response_bytes)]
+    pub max_response_bytes: u64,
     /// Where chunk arrival times come from: `kernel` receive timestamps
     /// (SO_TIMESTAMPNS; the parser's own delay is then reported as the
     /// read-path delay instead of skewing TTFT/ITL) or `application`, the

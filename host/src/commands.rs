@@ -7,6 +7,7 @@ pub mod health;
 pub mod inspect;
 pub mod matrix;
 pub mod new;
+pub mod recover;
 pub mod report;
 pub mod run;
 pub mod search;

@@ -80,8 +80,8 @@ pub const RATE_RANGE: std::ops::RangeInclusive<f64> = 0.001..=1_000_000.0;
 pub const GAMMA_SHAPE_RANGE: std::ops::RangeInclusive<f64> = 0.001..=1000.0;
 /// Latest planned arrival offset or think time: 7 days.
 pub const MAX_ARRIVAL_MS: f64 = 7.0 * 24.0 * 3600.0 * 1000.0;
-/// Phases one workload may declare: each holds histograms and telemetry
-/// snapshots (~1.7 MB of host memory); the built-in workloads use at most 6.
+/// Phases one workload may declare: each holds histograms (grown as values
+/// come) and telemetry snapshots; the built-in workloads use at most 6.
 pub const MAX_PHASES: usize = 100;
 /// Longest phase name: it names files and table rows.
 pub const MAX_PHASE_NAME_BYTES: usize = 64;
@@ -92,6 +92,42 @@ pub const MAX_MATRIX_CELLS: u64 = 100_000;
 /// Open loop: requests in flight before sends wait (`--max-in-flight`);
 /// protects the client machine's memory and file descriptors.
 pub const MAX_IN_FLIGHT: usize = 10_000;
+
+// --- Responses: every size a server controls --------------------------------
+// A server is untrusted (SECURITY.md): what it sends is bounded per request,
+// so the client's memory follows the requests in flight, not the bytes others
+// choose to send. Each overrun is the request's `response_too_large`; the run
+// goes on.
+
+/// Body bytes of one timed response as they come off the wire (chunk
+/// framing included), streamed or not (`--max-response-bytes`). A
+/// 128k-token stream of Dynamo's ~200-byte chunks is ~26 MB; 64 MiB leaves
+/// room for logprobs, and an endless body stops there instead of growing
+/// the client until it is killed.
+pub const MAX_RESPONSE_BYTES: u64 = 64 << 20;
+pub const MAX_RESPONSE_BYTES_FLAG: &str = "64MiB";
+/// `--max-response-bytes` range: below 1 KiB not even a head-sized answer
+/// fits; past 2 GiB one request could take the machine's memory (and a
+/// response's text offsets are 32-bit).
+pub const MIN_RESPONSE_BYTES: u64 = 1 << 10;
+pub const MAX_RESPONSE_BYTES_LIMIT: u64 = 2 << 30;
+/// One SSE event (its `data:` lines joined) or one line of it: real chunks
+/// are under 10 KiB, with top-20 logprobs tens of KiB.
+pub const MAX_SSE_EVENT_BYTES: usize = 4 << 20;
+/// Content chunks recorded for one response: each keeps an arrival time and
+/// its text offset (~100 bytes across parser, recorder and row). Every
+/// content chunk carries at least one token, and no engine generates a
+/// quarter of a million tokens for one request.
+pub const MAX_RESPONSE_CHUNKS: usize = 1 << 18;
+/// A response head (status line and headers), and its header count: real
+/// heads are under 2 KiB with a dozen headers.
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 << 10;
+pub const MAX_RESPONSE_HEADERS: usize = 64;
+/// A chunk-size line (with its extensions) or one trailer line.
+pub const MAX_CHUNK_LINE_BYTES: usize = 4 << 10;
+/// Of a non-2xx answer's body, what is read and kept for its message: an
+/// error body is a JSON object of a few hundred bytes.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
 
 // --- Endpoint access -------------------------------------------------------
 
@@ -229,6 +265,10 @@ mod tests {
         assert_eq!(
             parse_duration(REPORT_CALL_TIMEOUT_FLAG),
             Ok(REPORT_CALL_TIMEOUT)
+        );
+        assert_eq!(
+            crate::cli::parse_bytes(MAX_RESPONSE_BYTES_FLAG),
+            Ok(MAX_RESPONSE_BYTES)
         );
     }
 }

@@ -47,6 +47,7 @@ fn main() -> std::process::ExitCode {
             Command::New(args) => commands::new::new(args),
             Command::Completions(args) => commands::shell::completions(args),
             Command::Man(args) => commands::shell::man(args),
+            Command::Recover(args) => commands::recover::recover(args),
         }
     });
     let exit = match result {

@@ -249,10 +249,18 @@ pub enum ErrorKind {
     Incomplete,
     /// The server refused a prompt longer than its engine allows.
     PromptLimit,
+    /// The response passed one of the caps on what a server may send
+    /// (head, SSE event, body bytes, content chunks; `limits`): reading
+    /// stopped there, so an endless or giant answer cannot grow the client.
+    ResponseTooLarge,
+    /// The body came compressed (`Content-Encoding`) although the request
+    /// asked for `identity`: chunk arrivals of a compressed stream are not
+    /// token arrivals, so it is not decoded.
+    UnsupportedContentEncoding,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::ConnectRefused,
         ErrorKind::Connect,
         ErrorKind::Timeout,
@@ -266,6 +274,8 @@ impl ErrorKind {
         ErrorKind::Malformed,
         ErrorKind::Incomplete,
         ErrorKind::PromptLimit,
+        ErrorKind::ResponseTooLarge,
+        ErrorKind::UnsupportedContentEncoding,
     ];
 
     /// The one list of stable names; serialization goes through it.
@@ -284,6 +294,8 @@ impl ErrorKind {
             ErrorKind::Malformed => "malformed_response",
             ErrorKind::Incomplete => "incomplete_stream",
             ErrorKind::PromptLimit => "engine_prompt_limit_exceeded",
+            ErrorKind::ResponseTooLarge => "response_too_large",
+            ErrorKind::UnsupportedContentEncoding => "unsupported_content_encoding",
         }
     }
 }
@@ -477,5 +489,55 @@ mod tests {
             Some("http_302".into())
         );
         assert_eq!(ErrorKey::of(None, true, 200), None);
+    }
+
+    mod props {
+        //! Property tests (FUZZING.md): any load or arrival a guest may
+        //! return is refused or safe to schedule.
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_f64() -> impl Strategy<Value = f64> {
+            prop_oneof![
+                any::<f64>(),
+                Just(f64::NAN),
+                Just(f64::INFINITY),
+                Just(1e-300),
+                Just(1e300),
+                0.0..2e6,
+            ]
+        }
+
+        fn load() -> impl Strategy<Value = LoadModel> {
+            prop_oneof![
+                any::<u32>().prop_map(|concurrency| LoadModel::Closed { concurrency }),
+                any_f64().prop_map(|rate| LoadModel::Constant { rate }),
+                any_f64().prop_map(|rate| LoadModel::Poisson { rate }),
+                (any_f64(), any_f64()).prop_map(|(rate, shape)| LoadModel::Gamma { rate, shape }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn a_load_that_validates_schedules_without_panicking(
+                l in load(),
+                seed in any::<u64>(),
+                n in 0u64..10_000,
+            ) {
+                if l.validate().is_ok()
+                    && let Some(mut s) = crate::dispatch::pacer::Schedule::new(l, seed)
+                {
+                    let _ = s.offset(n);
+                }
+            }
+
+            #[test]
+            fn an_arrival_that_validates_is_a_duration(ms in any_f64(), after in any::<bool>()) {
+                let a = if after { Arrival::AfterPreviousTurn(ms) } else { Arrival::AtOffsetMs(ms) };
+                if a.validate().is_ok() {
+                    prop_assert!(std::time::Duration::try_from_secs_f64(ms / 1e3).is_ok());
+                }
+            }
+        }
     }
 }

@@ -10,10 +10,12 @@
 //!   watcher, Ctrl-C); returns one [`RunOutcome`](execute::RunOutcome).
 //! - [`finish`]: telemetry closed, the verdict, the run's validity, the disk
 //!   ceiling, `summary.json`, histograms, goodput, the report and the table.
+//! - [`recover`]: the same closing documents for a killed run, from its rows.
 
 pub mod execute;
 pub mod finish;
 pub mod loads;
 pub mod plan;
+pub mod recover;
 
 pub use plan::{Resolved, RunPlan};

@@ -40,6 +40,25 @@ pub(crate) enum Behaviour {
     NoDone,
     /// HTTP 301, as a proxy in front of the wrong base URL answers.
     Redirect301,
+    /// A stream of small text chunks that never ends (until the client
+    /// goes away or the server stops).
+    EndlessSse,
+    /// One SSE event whose `data:` line never ends.
+    GiantEvent,
+    /// A 200 JSON answer whose `Content-Length` says 1 GiB, sent as fast
+    /// as it is read.
+    GiantUnary,
+    /// The status line, then header bytes one every 20 ms, never the
+    /// blank line.
+    SlowHeaders,
+    /// Header lines as fast as they are read, never the blank line.
+    EndlessHeaders,
+    /// A normal stream's head, then one body byte every 20 ms.
+    SlowBody,
+    /// A normal answer, gzip-compressed (`Content-Encoding: gzip`).
+    Gzip,
+    /// One JSON body (`application/json`), even when the request streams.
+    Unary,
 }
 
 pub(crate) const MODEL: &str = "tiny";
@@ -94,6 +113,8 @@ struct Shared {
     listener: Mutex<Option<TcpListener>>,
     models_served: AtomicUsize,
     completions: Mutex<Vec<Seen>>,
+    /// Bytes written for completions: proof that a flood was sent.
+    completion_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// The fake server; dropping it stops and joins every thread it started.
@@ -117,6 +138,7 @@ impl FakeServer {
             listener: Mutex::new(Some(listener)),
             models_served: AtomicUsize::new(0),
             completions: Mutex::new(Vec::new()),
+            completion_bytes: std::sync::atomic::AtomicU64::new(0),
         });
         let s = shared.clone();
         let accept = thread::Builder::new()
@@ -140,6 +162,11 @@ impl FakeServer {
 
     pub fn models_served(&self) -> usize {
         self.shared.models_served.load(Ordering::SeqCst)
+    }
+
+    /// Bytes the server wrote in answers to completions.
+    pub fn completion_bytes(&self) -> u64 {
+        self.shared.completion_bytes.load(Ordering::SeqCst)
     }
 }
 
@@ -218,11 +245,13 @@ fn handle(stream: TcpStream, shared: &Shared) {
     // pinning this thread past the test.
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    // A flood the client stopped reading must not pin the thread either.
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let _ = stream.set_nodelay(true);
     let Some(req) = read_request(&stream) else {
         return;
     };
-    let mut w = Conn(stream);
+    let mut w = Conn(stream, 0);
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/v1/models") => {
             let n = shared.models_served.fetch_add(1, Ordering::SeqCst) + 1;
@@ -267,6 +296,7 @@ fn handle(stream: TcpStream, shared: &Shared) {
                 b
             };
             complete(&mut w, shared, behaviour, &body);
+            shared.completion_bytes.fetch_add(w.1, Ordering::SeqCst);
         }
         _ => w.full(
             "404 Not Found",
@@ -353,6 +383,103 @@ fn complete(w: &mut Conn, shared: &Shared, behaviour: Behaviour, body: &Value) {
             sleep_unless_stopped(shared, shared.cfg.stall_for);
             w.close();
         }
+        Behaviour::EndlessSse => {
+            w.sse_head();
+            // 256 events per write, so the flood outruns any client timeout.
+            let burst: String = (0..256)
+                .map(|i| {
+                    let payload = format!("data: {}\n\n", text_chunk(i, false));
+                    format!("{:x}\r\n{payload}\r\n", payload.len())
+                })
+                .collect();
+            while w.write(burst.as_bytes()) && !shared.stop.load(Ordering::SeqCst) {}
+            w.close();
+        }
+        Behaviour::GiantEvent => {
+            w.sse_head();
+            w.event(&text_chunk(0, false));
+            // One HTTP chunk per piece, all of them one `data:` line.
+            let piece = "a".repeat(64 << 10);
+            let mut first = true;
+            loop {
+                let p = if first {
+                    format!("data: {piece}")
+                } else {
+                    piece.clone()
+                };
+                first = false;
+                let ok = w.write(format!("{:x}\r\n{p}\r\n", p.len()).as_bytes());
+                if !ok || shared.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+            w.close();
+        }
+        Behaviour::GiantUnary => {
+            w.write(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{\"id\":\"cmpl-fake\",\"choices\":[{{\"text\":\"",
+                    1u64 << 30
+                )
+                .as_bytes(),
+            );
+            let piece = "a".repeat(64 << 10);
+            while w.write(piece.as_bytes()) && !shared.stop.load(Ordering::SeqCst) {}
+            w.close();
+        }
+        Behaviour::SlowHeaders => {
+            w.write(b"HTTP/1.1 200 OK\r\nx-slow: ");
+            while w.write(b"a") && !shared.stop.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            w.close();
+        }
+        Behaviour::EndlessHeaders => {
+            w.write(b"HTTP/1.1 200 OK\r\n");
+            let mut i = 0u64;
+            while w.write(format!("x-h{i}: v\r\n").as_bytes())
+                && !shared.stop.load(Ordering::SeqCst)
+            {
+                i += 1;
+            }
+            w.close();
+        }
+        Behaviour::SlowBody => {
+            w.sse_head();
+            let payload = format!("data: {}\n\n", text_chunk(0, false));
+            w.write(format!("{:x}\r\n", payload.len() + (1 << 20)).as_bytes());
+            while w.write(b":") && !shared.stop.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            w.close();
+        }
+        Behaviour::Gzip => {
+            // Any bytes would do: the client must not try to read them.
+            let body = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03";
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                if streamed {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+                body.len()
+            );
+            w.write(head.as_bytes());
+            w.write(body);
+            w.close();
+        }
+        Behaviour::Unary => {
+            let text: String = (0..n_chunks).map(|i| format!(" t{i}")).collect();
+            let b = json!({
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "model": MODEL,
+                "choices": [{"index": 0, "text": text, "finish_reason": "length"}],
+                "usage": usage(prompt_tokens, n_chunks),
+            });
+            w.full("200 OK", "application/json", b.to_string().as_bytes());
+        }
         Behaviour::ErrorEvent => {
             w.sse_head();
             w.event(&text_chunk(0, false));
@@ -388,14 +515,23 @@ fn sleep_unless_stopped(shared: &Shared, d: Duration) {
     }
 }
 
-/// One connection; every answer is `Connection: close`, so the client never
-/// reuses a socket whose fate a behaviour decided.
-struct Conn(TcpStream);
+/// One connection, and the bytes written to it; every answer is
+/// `Connection: close`, so the client never reuses a socket whose fate a
+/// behaviour decided.
+struct Conn(TcpStream, u64);
 
 impl Conn {
-    fn write(&mut self, bytes: &[u8]) {
-        // The client may already have given up (stall, timeout): not our failure.
-        let _ = self.0.write_all(bytes).and_then(|()| self.0.flush());
+    /// False once the client went away (stall, timeout, a cap): not our failure.
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        let ok = self
+            .0
+            .write_all(bytes)
+            .and_then(|()| self.0.flush())
+            .is_ok();
+        if ok {
+            self.1 += bytes.len() as u64;
+        }
+        ok
     }
 
     fn full(&mut self, status: &str, content_type: &str, body: &[u8]) {
@@ -415,9 +551,9 @@ impl Conn {
     }
 
     /// One SSE event as one HTTP chunk.
-    fn event(&mut self, data: &str) {
+    fn event(&mut self, data: &str) -> bool {
         let payload = format!("data: {data}\n\n");
-        self.write(format!("{:x}\r\n{payload}\r\n", payload.len()).as_bytes());
+        self.write(format!("{:x}\r\n{payload}\r\n", payload.len()).as_bytes())
     }
 
     fn end_chunked(&mut self) {
@@ -458,7 +594,7 @@ impl Dirs {
 
 /// `sparkhost run` of the synthetic workload with small prompts and a short
 /// timeout, writing run `r1`.
-fn run_synthetic(
+pub(crate) fn run_synthetic(
     endpoint: &str,
     dirs: &Dirs,
     requests: u32,
@@ -505,7 +641,7 @@ fn run_synthetic(
     sparkhost(&args, dirs.cache.path())
 }
 
-fn rows_of(run_dir: &Path) -> Vec<Value> {
+pub(crate) fn rows_of(run_dir: &Path) -> Vec<Value> {
     read_jsonl(&run_dir.join("requests.jsonl"))
 }
 
@@ -516,7 +652,7 @@ fn main_phase(summary: &Value) -> &Value {
         .unwrap_or_else(|| panic!("no main phase in {summary:#}"))
 }
 
-fn expected_kind(b: Behaviour) -> Option<&'static str> {
+pub(crate) fn expected_kind(b: Behaviour) -> Option<&'static str> {
     match b {
         Behaviour::Normal => None,
         Behaviour::Http500 => Some("http_5xx"),
@@ -530,6 +666,13 @@ fn expected_kind(b: Behaviour) -> Option<&'static str> {
         Behaviour::NoDone => Some("incomplete_stream"),
         // A redirect is neither followed nor blamed on the server.
         Behaviour::Redirect301 => Some("http_3xx"),
+        Behaviour::EndlessSse
+        | Behaviour::GiantEvent
+        | Behaviour::GiantUnary
+        | Behaviour::EndlessHeaders => Some("response_too_large"),
+        Behaviour::SlowHeaders | Behaviour::SlowBody => Some("timeout"),
+        Behaviour::Gzip => Some("unsupported_content_encoding"),
+        Behaviour::Unary => None,
     }
 }
 
@@ -655,6 +798,9 @@ fn each_fault_gets_its_own_error_kind_and_the_run_stays_valid() {
                 assert_eq!(row["done_seen"], false, "{ctx}");
                 assert_eq!(row["usage"]["completion_tokens"], 8, "{ctx}");
             }
+            // Not in this script: `bounded.rs` runs them.
+            EndlessSse | GiantEvent | GiantUnary | SlowHeaders | EndlessHeaders | SlowBody
+            | Gzip | Unary => unreachable!("{b:?} is not scripted here"),
         }
     }
 

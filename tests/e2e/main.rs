@@ -5,6 +5,7 @@
 //! - [`endpoints`]: TLS, API keys and headers, base URLs and hosts, exit codes and pipes, against an in-test server.
 //! - [`dynamo`]: against the real Dynamo frontend + mocker (started per test).
 //! - [`faults`]: against an in-test server that misbehaves on purpose.
+//! - [`bounded`]: endless and giant answers end within caps, in memory and time.
 //! - [`sandbox`]: workload components that trap, hang, hog or lie.
 //! - [`reports`]: report generators, summarize, compare, matrix and search.
 //! - [`workloads`]: the workload library against the real mocker.
@@ -27,6 +28,7 @@
 mod support;
 
 mod bench;
+mod bounded;
 mod cli;
 mod disk_full;
 mod dynamo;

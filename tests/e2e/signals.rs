@@ -162,3 +162,73 @@ fn a_second_signal_stops_waiting() {
         "{details}"
     );
 }
+
+/// kill -9 leaves rows and no summary; `recover` rebuilds the closing
+/// documents from the rows, labelled interrupted, and refuses a run that
+/// already has them unless forced.
+#[test]
+fn kill_9_then_recover_rebuilds_the_summary_from_the_rows() {
+    let d = dirs();
+    let dir = d.results.path().join("sig");
+    let mut run = start(&d, "16");
+    wait_for_lines(&dir, "requests.jsonl", 3);
+    run.0.kill().unwrap();
+    let status = run.0.wait().unwrap();
+    assert_eq!(status.code(), None, "SIGKILL");
+    assert!(!dir.join("summary.json").exists());
+    let text = std::fs::read_to_string(dir.join("requests.jsonl")).unwrap();
+    // Whole lines only: the recorder writes each row in one piece.
+    let rows = text.lines().filter(|l| !l.is_empty()).count();
+    let torn = u64::from(!text.is_empty() && !text.ends_with('\n'));
+
+    let dir_s = dir.to_str().unwrap();
+    let out = super::sparkhost(&["recover", dir_s], d.cache.path());
+    assert_eq!(out.status.code(), Some(2), "{}", super::text(&out));
+    let summary = read_json(&dir.join("summary.json"));
+    assert_eq!(summary["run_valid"], false);
+    assert_eq!(summary["invalid_reason"], "interrupted", "{summary:#}");
+    let details = summary["invalid_details"].to_string();
+    assert!(details.contains("sparkhost recover"), "{details}");
+    let recorded: u64 = summary["phase_summaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["total_requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(recorded, rows as u64 - torn, "{summary:#}");
+    assert_eq!(summary["dispatch"]["recorded"], recorded);
+    let ok: u64 = summary["phase_summaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ok_requests"].as_u64().unwrap())
+        .sum();
+    assert!(ok >= 3 - torn, "{summary:#}");
+    // Every successful row's latency is back in the histograms.
+    let e2e: u64 = summary["phase_summaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["latency_ms"]["e2e"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(e2e, ok, "{summary:#}");
+    for f in ["verdict.json", "histograms.hlog", "report.md"] {
+        assert!(dir.join(f).is_file(), "{f} not rebuilt");
+    }
+
+    // A finished run is not recovered again by accident.
+    let again = super::sparkhost(&["recover", dir_s, "--no-report"], d.cache.path());
+    assert_eq!(again.status.code(), Some(1), "{}", super::text(&again));
+    assert!(super::text(&again).contains("--force"));
+    let forced = super::sparkhost(
+        &["recover", dir_s, "--force", "--no-report", "--quiet"],
+        d.cache.path(),
+    );
+    assert_eq!(forced.status.code(), Some(2), "{}", super::text(&forced));
+
+    // summarize lists it as any other run, with its reason.
+    let out = super::sparkhost(&["summarize", dir_s, "--no-csv"], d.cache.path());
+    assert_eq!(out.status.code(), Some(0), "{}", super::text(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("interrupted"), "{table}");
+}

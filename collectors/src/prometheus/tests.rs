@@ -247,3 +247,58 @@ fn histogram_delta_distribution_and_reset() {
     assert!(r.reset);
     assert_eq!(r.count, Some(10.0));
 }
+
+mod props {
+    //! Property tests (FUZZING.md): the text parser on any input, and the
+    //! writer's output read back.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn exposition_ish() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("# TYPE ".to_owned()),
+            Just("# HELP ".to_owned()),
+            Just("counter".to_owned()),
+            Just("histogram".to_owned()),
+            Just("summary".to_owned()),
+            Just("gauge".to_owned()),
+            Just("kvbm_x".to_owned()),
+            Just("_bucket".to_owned()),
+            Just("_sum".to_owned()),
+            Just("_count".to_owned()),
+            Just("{".to_owned()),
+            Just("}".to_owned()),
+            Just("le=\"+Inf\"".to_owned()),
+            Just("a=\"b\\\"c\"".to_owned()),
+            Just(",".to_owned()),
+            Just(" ".to_owned()),
+            Just("\n".to_owned()),
+            Just("NaN".to_owned()),
+            Just("-Inf".to_owned()),
+            Just("1e308".to_owned()),
+            Just("17".to_owned()),
+            Just("\\".to_owned()),
+            "[ -~]{1,6}",
+            any::<char>().prop_map(String::from),
+        ];
+        proptest::collection::vec(piece, 0..64).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_fails_cleanly(text in exposition_ish()) {
+            if let Ok(e) = parse(&text) {
+                // Everything derived from a parse is safe too.
+                for f in &e.families {
+                    let _ = e.histograms(&f.name);
+                    let _ = e.summaries(&f.name);
+                }
+                let _ = counter_deltas(&e, &e);
+                // What the writer writes, the parser reads, sample for sample.
+                let again = parse(&e.to_text());
+                prop_assert!(again.is_ok(), "{:?} from {:?}", again, e.to_text());
+                prop_assert_eq!(again.unwrap().len(), e.len());
+            }
+        }
+    }
+}

@@ -51,6 +51,18 @@ impl LatencyMetric {
         ("e2e_from_intended", LatencyMetric::E2eFromIntended),
     ];
 
+    /// Measured per token or chunk of a stream: unary answers have none.
+    pub fn needs_stream(self) -> bool {
+        matches!(
+            self,
+            LatencyMetric::Ttft
+                | LatencyMetric::Ttfc
+                | LatencyMetric::Tpot
+                | LatencyMetric::Itl
+                | LatencyMetric::TtftFromIntended
+        )
+    }
+
     pub fn name(self) -> &'static str {
         Self::ALL
             .iter()
@@ -299,7 +311,17 @@ pub struct SloCheck {
     pub observed: Option<f64>,
     /// `ms` or `ratio`.
     pub unit: String,
+    /// Met. False too when not applicable: see `applicable`.
     pub pass: bool,
+    /// False for a per-token bound (TTFT, TTFC, ITL, TPOT) over requests
+    /// that had no tokens timed, e.g. a run that did not stream: neither met
+    /// nor missed, and left out of `slo_met` and `good_requests`.
+    #[serde(default = "applicable_default")]
+    pub applicable: bool,
+}
+
+fn applicable_default() -> bool {
+    true
 }
 
 /// What `summary.json`'s `goodput` holds.
@@ -352,6 +374,7 @@ pub fn goodput(rows: &[SloRow], slo: &Slo, duration_s: f64) -> GoodputSummary {
                     observed,
                     unit: "ms".into(),
                     pass: observed.is_some_and(|o| o <= *threshold_ms),
+                    applicable: !(metric.needs_stream() && all.is_empty() && !ok.is_empty()),
                 });
             }
             SloTerm::ErrorRate { max } => {
@@ -366,6 +389,7 @@ pub fn goodput(rows: &[SloRow], slo: &Slo, duration_s: f64) -> GoodputSummary {
                     observed: (requests > 0).then_some(round3_6(rate)),
                     unit: "ratio".into(),
                     pass: requests > 0 && rate <= *max,
+                    applicable: true,
                 });
             }
         }
@@ -373,7 +397,8 @@ pub fn goodput(rows: &[SloRow], slo: &Slo, duration_s: f64) -> GoodputSummary {
     let good = ok
         .iter()
         .filter(|r| {
-            slo.terms.iter().all(|t| match t {
+            slo.terms.iter().zip(&checks).all(|(t, c)| match t {
+                _ if !c.applicable => true,
                 SloTerm::Latency {
                     metric,
                     stat,
@@ -410,7 +435,7 @@ pub fn goodput(rows: &[SloRow], slo: &Slo, duration_s: f64) -> GoodputSummary {
         } else {
             0.0
         },
-        slo_met: requests > 0 && checks.iter().all(|c| c.pass),
+        slo_met: requests > 0 && checks.iter().filter(|c| c.applicable).all(|c| c.pass),
         checks,
     }
 }
@@ -544,6 +569,33 @@ mod tests {
         let easy = Slo::parse("ttft_p95=1s").unwrap();
         assert!(goodput(&rows, &easy, 2.0).slo_met);
         assert!(!goodput(&[], &easy, 0.0).slo_met);
+    }
+
+    /// A run that did not stream has no TTFT: its TTFT bound is neither
+    /// met nor missed, and the other terms still decide.
+    #[test]
+    fn a_ttft_bound_over_unary_requests_is_not_applicable() {
+        let unary = |ok: bool, e2e: f64| SloRow {
+            ttft_ms: None,
+            tpot_ms: None,
+            e2e_ms: Some(e2e),
+            ..row(ok, 0.0, 0.0)
+        };
+        let rows = vec![unary(true, 40.0), unary(true, 60.0), unary(false, 1.0)];
+        let slo = Slo::parse("ttft_p95=100ms,e2e_p50=100ms").unwrap();
+        let g = goodput(&rows, &slo, 1.0);
+        let ttft = &g.checks[0];
+        assert_eq!(
+            (ttft.applicable, ttft.pass, ttft.observed),
+            (false, false, None)
+        );
+        assert!(g.checks[1].applicable && g.checks[1].pass);
+        assert!(g.slo_met, "not missed: {g:#?}");
+        assert_eq!(g.good_requests, 2);
+        // A streamed run with a slow TTFT still misses it.
+        let streamed = vec![row(true, 150.0, 5.0)];
+        let g = goodput(&streamed, &slo, 1.0);
+        assert!(g.checks[0].applicable && !g.checks[0].pass && !g.slo_met);
     }
 
     #[test]

@@ -43,6 +43,24 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// The run directory of a run that was killed before its summary.
+    pub run_dir: PathBuf,
+    /// Rebuild the documents of a run that already finished (from its rows).
+    #[arg(long)]
+    pub force: bool,
+    /// Do not render the report.
+    #[arg(long)]
+    pub no_report: bool,
+    /// Do not print the table.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Cache for compiled components (as for `run`).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct SummarizeArgs {
     /// Run directories, directories holding runs (searched 3 levels deep), or glob patterns.
     #[arg(required = true)]

@@ -188,7 +188,11 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<Exit> {
                             c.observed
                                 .map(|o| format!("{o}"))
                                 .unwrap_or_else(|| "-".into()),
-                            if c.pass { "" } else { " ✗" }
+                            match (c.applicable, c.pass) {
+                                (false, _) => " n/a",
+                                (true, true) => "",
+                                (true, false) => " ✗",
+                            }
                         )
                     })
                     .collect::<Vec<_>>()

@@ -23,7 +23,10 @@ use super::openai::{self, ServerError, Usage};
 use super::sse::{SseEvent, SseParser};
 use super::stamp::RxClock;
 use super::untimed::{Untimed, UntimedError};
-use crate::limits::{MAX_UNTIMED_BODY, UNTIMED_TIMEOUT};
+use crate::limits::{
+    MAX_ERROR_BODY_BYTES, MAX_RESPONSE_BYTES, MAX_RESPONSE_CHUNKS, MAX_UNTIMED_BODY,
+    UNTIMED_TIMEOUT,
+};
 use crate::plan::ErrorKind;
 
 /// A content-bearing chunk: when it arrived and where its text ends.
@@ -152,6 +155,7 @@ pub struct Client {
     base: String,
     timeout: Duration,
     clock: RxClock,
+    max_response_bytes: u64,
 }
 
 /// Why a client could not be made for an endpoint.
@@ -188,7 +192,14 @@ impl Client {
             untimed,
             timeout,
             clock,
+            max_response_bytes: MAX_RESPONSE_BYTES,
         })
+    }
+
+    /// Caps each timed response's body bytes (`--max-response-bytes`).
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response_bytes = bytes;
+        self
     }
 
     /// The API root (the base URL less a trailing `/v1`).
@@ -318,10 +329,26 @@ impl Client {
                 return outcome.fail(kind, message);
             }
         };
+        resp.limit_body(self.max_response_bytes);
         let mut rx = Rx::new(self.clock);
         outcome.headers = Some(rx.arrival(&resp.head.read).0);
         outcome.status = resp.head.status;
         outcome.server_request_id = resp.head.request_id.clone();
+        if let Some(enc) = resp.head.content_encoding.as_deref()
+            && !enc.eq_ignore_ascii_case("identity")
+        {
+            // Not decoded: what would be timed is the decompressor's output,
+            // and the connection is not reused (the body is left unread).
+            return outcome.fail(
+                ErrorKind::UnsupportedContentEncoding,
+                format!(
+                    "the server compressed the body (Content-Encoding: {}) although the request \
+                     asked for identity; arrivals of a compressed stream are not token arrivals, \
+                     so it is not decoded (turn compression off on the server or its proxy)",
+                    enc.chars().take(64).collect::<String>()
+                ),
+            );
+        }
         let is_sse = resp
             .head
             .content_type
@@ -330,7 +357,9 @@ impl Client {
         let status = resp.head.status;
 
         if !(200..300).contains(&status) {
-            let bytes = read_all(&mut resp, expiry, outcome, &mut rx).await;
+            // Only the start of an error body is read: it names the error,
+            // and the rest may be endless.
+            let bytes = read_all(&mut resp, expiry, outcome, &mut rx, MAX_ERROR_BODY_BYTES).await;
             let kind = match status {
                 300..=399 => ErrorKind::Http3xx,
                 429 => ErrorKind::Http429,
@@ -354,7 +383,7 @@ impl Client {
         } else {
             // A server may answer a streamed request with one JSON body; measure it as unary.
             outcome.streamed = false;
-            let bytes = read_all(&mut resp, expiry, outcome, &mut rx).await;
+            let bytes = read_all(&mut resp, expiry, outcome, &mut rx, usize::MAX).await;
             if outcome.error.is_none() {
                 match openai::parse_chunk(&bytes) {
                     Ok(info) => {
@@ -403,6 +432,7 @@ fn classify(e: &h1::Error, stage: Stage) -> (ErrorKind, String) {
             );
         }
         h1::Error::Malformed(_) => ErrorKind::Malformed,
+        h1::Error::TooLarge(_) => ErrorKind::ResponseTooLarge,
         // Only the head stage connects; after it, any failure is a reset.
         _ if stage != Stage::Head => ErrorKind::ConnectionReset,
         e if e.is_refused() => ErrorKind::ConnectRefused,
@@ -464,15 +494,17 @@ impl Rx {
     }
 }
 
-/// The whole body (bounded by the request's expiry).
+/// The whole body, or its first `keep` bytes (bounded by the request's
+/// expiry and the body cap).
 async fn read_all(
     resp: &mut h1::Response,
     mut expiry: Pin<&mut Sleep>,
     outcome: &mut Outcome,
     rx: &mut Rx,
+    keep: usize,
 ) -> Vec<u8> {
     let mut buf = Vec::new();
-    loop {
+    while buf.len() < keep {
         match resp.next(expiry.as_mut()).await {
             Err(e) => {
                 let (kind, message) = classify(&e, Stage::Body);
@@ -485,7 +517,7 @@ async fn read_all(
                 if outcome.first_byte.is_none() && !data.is_empty() {
                     outcome.first_byte = Some(rx.arrival(&read).0);
                 }
-                buf.extend_from_slice(data);
+                buf.extend_from_slice(&data[..data.len().min(keep - buf.len())]);
             }
         }
     }
@@ -529,6 +561,19 @@ async fn read_stream(
         parser.push(data, |ev| {
             on_event(ev, mark, &mut rx.last_content_read, outcome)
         });
+        if let Some(max) = parser.too_large() {
+            return outcome.fail(
+                ErrorKind::ResponseTooLarge,
+                format!("an SSE event or line longer than {max} bytes"),
+            );
+        }
+        if outcome
+            .error
+            .as_ref()
+            .is_some_and(|e| e.kind == ErrorKind::ResponseTooLarge)
+        {
+            return;
+        }
     }
     if parser.has_partial() {
         outcome.fail(ErrorKind::Malformed, "stream ended inside an SSE event");
@@ -582,7 +627,16 @@ fn on_event(ev: SseEvent<'_>, seen: Seen, last_read: &mut Option<u64>, outcome: 
                             String::from_utf8_lossy(data).into_owned(),
                         );
                     }
-                    if !info.text.is_empty() {
+                    // Past the cap nothing more is kept, and the read loop
+                    // ends the response.
+                    if !info.text.is_empty() && outcome.chunks.len() >= MAX_RESPONSE_CHUNKS {
+                        outcome.fail(
+                            ErrorKind::ResponseTooLarge,
+                            format!(
+                                "more than {MAX_RESPONSE_CHUNKS} content chunks in one response"
+                            ),
+                        );
+                    } else if !info.text.is_empty() {
                         if outcome.first_token.is_none() {
                             outcome.first_token = Some(at);
                         }

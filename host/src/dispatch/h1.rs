@@ -28,10 +28,12 @@ use rustls::pki_types::ServerName;
 use super::access::{Access, AccessError};
 use super::stamp::{enable_rx_timestamps, poll_recv_stamped_init};
 
-/// Room for one read; a response head must fit in [`MAX_HEAD`].
+use crate::limits::{
+    MAX_CHUNK_LINE_BYTES, MAX_RESPONSE_BYTES, MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADERS,
+};
+
+/// Room for one read; a response head must fit in [`MAX_RESPONSE_HEAD_BYTES`].
 const READ_SIZE: usize = 8 * 1024;
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 64;
 /// Room for one TCP read over TLS: a whole maximal record and its overhead,
 /// so a read is never split for want of space.
 const TLS_READ_SIZE: usize = 16 * 1024 + 512;
@@ -64,6 +66,9 @@ pub enum Error {
     Closed(&'static str),
     #[error("malformed HTTP response: {0}")]
     Malformed(String),
+    /// Past a cap on what a server may send (`limits`); the text says which.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("timed out")]
     Timeout,
 }
@@ -148,6 +153,8 @@ impl Endpoint {
     }
 
     /// The request head and body as one buffer, so a request is one `write`.
+    /// It asks for an uncompressed body: arrivals are timed per read, and
+    /// a compressed stream's reads are not its tokens.
     pub fn request(&self, method: &str, path: &str, accept_sse: bool, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(160 + self.header_lines.len() + body.len());
         let accept = if accept_sse {
@@ -162,7 +169,7 @@ impl Endpoint {
         };
         out.extend_from_slice(
             format!(
-                "{method} {}{path} HTTP/1.1\r\nhost: {}\r\n{}{typ}{accept}content-length: {}\r\n\r\n",
+                "{method} {}{path} HTTP/1.1\r\nhost: {}\r\n{}{typ}{accept}accept-encoding: identity\r\ncontent-length: {}\r\n\r\n",
                 self.prefix,
                 self.authority,
                 self.header_lines,
@@ -344,6 +351,11 @@ impl Conn {
 
     /// One read into the buffer, or `Timeout` once `expiry` fires.
     async fn read(&mut self, mut expiry: Pin<&mut Sleep>) -> Result<Option<Read>, Error> {
+        // The timer is only polled when the socket has nothing: a server
+        // that keeps it always readable would otherwise outrun the deadline.
+        if tokio::time::Instant::now() >= expiry.deadline() {
+            return Err(Error::Timeout);
+        }
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -448,14 +460,19 @@ impl Conn {
         let mut last: Option<Read> = None;
         loop {
             if self.end > self.start {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
                 let mut res = httparse::Response::new(&mut headers);
                 match res.parse(&self.buf[self.start..self.end]) {
+                    Err(httparse::Error::TooManyHeaders) => {
+                        return Err(Error::TooLarge(format!(
+                            "response head has more than {MAX_RESPONSE_HEADERS} headers"
+                        )));
+                    }
                     Err(e) => return Err(Error::Malformed(format!("response head: {e}"))),
                     Ok(httparse::Status::Partial) => {
-                        if self.end - self.start > MAX_HEAD {
-                            return Err(Error::Malformed(format!(
-                                "response head longer than {MAX_HEAD} bytes"
+                        if self.end - self.start > MAX_RESPONSE_HEAD_BYTES {
+                            return Err(Error::TooLarge(format!(
+                                "response head longer than {MAX_RESPONSE_HEAD_BYTES} bytes"
                             )));
                         }
                     }
@@ -506,6 +523,8 @@ pub struct Head {
     pub request_id: Option<String>,
     /// The `Server` header: what the server says it is (manifest.json).
     pub server: Option<String>,
+    /// `Content-Encoding`, when the server sent one.
+    pub content_encoding: Option<String>,
     /// The read that completed the head.
     pub read: Read,
     keep_alive: bool,
@@ -550,6 +569,7 @@ impl Head {
             content_type: text("content-type"),
             request_id: text("x-request-id"),
             server: text("server"),
+            content_encoding: text("content-encoding"),
             read,
             keep_alive,
         };
@@ -585,6 +605,10 @@ pub struct Response {
     data: Vec<u8>,
     /// Bytes that came with the head wait to be decoded as its read's.
     buffered: Option<Read>,
+    /// Body bytes taken off the connection so far (framing included), and
+    /// the most that may be (`--max-response-bytes`).
+    received: u64,
+    limit: u64,
 }
 
 impl Response {
@@ -597,7 +621,15 @@ impl Response {
             framing,
             data: Vec::new(),
             buffered,
+            received: 0,
+            limit: MAX_RESPONSE_BYTES,
         }
+    }
+
+    /// Caps the body's bytes (framing included); past it the response
+    /// fails as [`Error::TooLarge`].
+    pub fn limit_body(&mut self, bytes: u64) {
+        self.limit = bytes;
     }
 
     /// Body bytes decoded from the read [`Response::next`] last returned.
@@ -623,7 +655,16 @@ impl Response {
                 None => return Err(Error::Closed("inside the response body")),
             },
         };
+        let before = self.conn.start;
         self.decode()?;
+        self.received += (self.conn.start - before) as u64;
+        if self.received > self.limit {
+            self.done = false;
+            return Err(Error::TooLarge(format!(
+                "response body longer than {} bytes (--max-response-bytes)",
+                self.limit
+            )));
+        }
         Ok(Some(read))
     }
 
@@ -654,7 +695,9 @@ impl Response {
                         Err(_) => {
                             return Err(Error::Malformed("bad chunk size line".into()));
                         }
-                        Ok(httparse::Status::Partial) => return Ok(()),
+                        Ok(httparse::Status::Partial) => {
+                            return line_fits(avail, "chunk-size line");
+                        }
                         Ok(httparse::Status::Complete((n, 0))) => {
                             c.start += n;
                             *state = Chunk::Trailers;
@@ -687,9 +730,11 @@ impl Response {
                         c.start += 2;
                         *state = Chunk::Size;
                     }
+                    // Complete trailer lines count as body bytes, so endless
+                    // trailers end at the body cap, one endless line here.
                     Chunk::Trailers => {
                         let Some(eol) = avail.windows(2).position(|w| w == b"\r\n") else {
-                            return Ok(());
+                            return line_fits(avail, "trailer line");
                         };
                         c.start += eol + 2;
                         if eol == 0 {
@@ -709,6 +754,16 @@ impl Response {
             pool.put(self.conn);
         }
     }
+}
+
+/// An unfinished framing line may wait for more bytes only while it is short.
+fn line_fits(partial: &[u8], what: &str) -> Result<(), Error> {
+    if partial.len() > MAX_CHUNK_LINE_BYTES {
+        return Err(Error::TooLarge(format!(
+            "{what} longer than {MAX_CHUNK_LINE_BYTES} bytes"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -769,7 +824,7 @@ mod tests {
             .request("POST", "/v1/x", true, b"{}");
         assert_eq!(
             String::from_utf8(req).unwrap(),
-            "POST /p/v1/x HTTP/1.1\r\nhost: h:1\r\ncontent-type: application/json\r\naccept: text/event-stream\r\ncontent-length: 2\r\n\r\n{}"
+            "POST /p/v1/x HTTP/1.1\r\nhost: h:1\r\ncontent-type: application/json\r\naccept: text/event-stream\r\naccept-encoding: identity\r\ncontent-length: 2\r\n\r\n{}"
         );
         let access = Access::new(Some("k"), &["X-A: b".into()], Default::default()).unwrap();
         let req = Endpoint::with_access("http://h:1", &access)
@@ -777,7 +832,7 @@ mod tests {
             .request("GET", "/v1/models", false, b"");
         assert_eq!(
             String::from_utf8(req).unwrap(),
-            "GET /v1/models HTTP/1.1\r\nhost: h:1\r\nx-a: b\r\nauthorization: Bearer k\r\ncontent-length: 0\r\n\r\n"
+            "GET /v1/models HTTP/1.1\r\nhost: h:1\r\nx-a: b\r\nauthorization: Bearer k\r\naccept-encoding: identity\r\ncontent-length: 0\r\n\r\n"
         );
     }
 
@@ -1020,5 +1075,139 @@ mod tests {
         let got = pool.checkout(exp.as_mut()).await;
         assert!(got.is_err(), "the closed connection was handed out");
         assert!(pool.idle.lock().unwrap().is_empty());
+    }
+
+    mod props {
+        //! Property tests (FUZZING.md): response framing over a real
+        //! loopback socket, bytes split into arbitrary reads.
+        use super::*;
+        use proptest::prelude::*;
+
+        fn leak(v: Vec<u8>) -> &'static [u8] {
+            Box::leak(v.into_boxed_slice())
+        }
+
+        /// `bytes` cut at `cuts`, each piece a write of its own.
+        fn pieces(bytes: &[u8], cuts: &[prop::sample::Index]) -> Vec<&'static [u8]> {
+            let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+            at.sort_unstable();
+            let mut out = Vec::new();
+            let mut prev = 0;
+            for a in at {
+                out.push(leak(bytes[prev..a].to_vec()));
+                prev = a;
+            }
+            out.push(leak(bytes[prev..].to_vec()));
+            out
+        }
+
+        /// [`answer`], with a server that does not mind a client that left
+        /// early (a malformed head ends the exchange on the client's side).
+        async fn answer_any(
+            pieces: Vec<&'static [u8]>,
+        ) -> Result<(Head, Vec<u8>, usize, bool), Error> {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                s.set_nodelay(true).unwrap();
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut b = [0u8; 1];
+                    if s.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                for p in &pieces {
+                    if s.write_all(p).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
+            let pool = Pool::new(Endpoint::parse(&format!("http://{addr}")).unwrap());
+            let got = get(&pool).await;
+            server.await.unwrap();
+            got
+        }
+
+        fn block_on<F: std::future::Future>(f: F) -> F::Output {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f)
+        }
+
+        fn config() -> ProptestConfig {
+            // Each case is a socket and a few 1 ms pauses: 48 unless
+            // PROPTEST_CASES asks for a longer run.
+            let env = std::env::var_os("PROPTEST_CASES").is_some();
+            let d = ProptestConfig::default();
+            ProptestConfig {
+                cases: if env { d.cases } else { 48 },
+                ..d
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn chunked_bodies_decode_whole_however_cut(
+                body in proptest::collection::vec(any::<u8>(), 0..600),
+                sizes in proptest::collection::vec(1usize..80, 1..12),
+                cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..5),
+            ) {
+                let mut wire = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+                let mut rest = &body[..];
+                for s in sizes.iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let (c, r) = rest.split_at((*s).min(rest.len()));
+                    wire.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                    wire.extend_from_slice(c);
+                    wire.extend_from_slice(b"\r\n");
+                    rest = r;
+                }
+                wire.extend_from_slice(b"0\r\n\r\n");
+                let got = block_on(answer_any(pieces(&wire, &cuts)));
+                let (head, decoded, _, _) = got.unwrap();
+                prop_assert_eq!(head.status, 200);
+                prop_assert_eq!(decoded, body);
+            }
+
+            #[test]
+            fn any_bytes_frame_or_fail_cleanly(
+                head in prop_oneof![
+                    Just(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec()),
+                    Just(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n".to_vec()),
+                    Just(b"HTTP/1.0 200 OK\r\n\r\n".to_vec()),
+                    Just(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()),
+                    proptest::collection::vec(any::<u8>(), 0..64),
+                ],
+                tail in proptest::collection::vec(
+                    prop_oneof![
+                        Just(b"\r\n".to_vec()),
+                        Just(b"0\r\n".to_vec()),
+                        Just(b"ffffffffffffffffff\r\n".to_vec()),
+                        Just(b"5;ext\r\n".to_vec()),
+                        proptest::collection::vec(any::<u8>(), 1..16),
+                    ],
+                    0..12,
+                ),
+                cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+            ) {
+                let mut wire = head;
+                wire.extend(tail.concat());
+                // Whatever comes back, it is a value: never a panic or a hang,
+                // and never more body than was sent.
+                if let Ok((_, body, _, _)) = block_on(answer_any(pieces(&wire, &cuts))) {
+                    prop_assert!(body.len() <= wire.len());
+                }
+            }
+        }
     }
 }

@@ -317,4 +317,57 @@ mod tests {
             r#"{"ignore_eos":true,"max_tokens":16,"model":"m","prompt":"x","stream":true,"stream_options":{"include_usage":true},"temperature":0.7}"#
         );
     }
+
+    mod props {
+        //! Property tests (FUZZING.md): the chunk decoder on any bytes.
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_ish() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(br#"{"#.to_vec()),
+                Just(br#"}"#.to_vec()),
+                Just(br#"["#.to_vec()),
+                Just(br#"]"#.to_vec()),
+                Just(br#"""#.to_vec()),
+                Just(br#":"#.to_vec()),
+                Just(br#","#.to_vec()),
+                Just(br#""choices""#.to_vec()),
+                Just(br#""text""#.to_vec()),
+                Just(br#""delta""#.to_vec()),
+                Just(br#""content""#.to_vec()),
+                Just(br#""usage""#.to_vec()),
+                Just(br#""error""#.to_vec()),
+                Just(br#""message""#.to_vec()),
+                Just(br#""prompt_tokens_details""#.to_vec()),
+                Just(br#""cached_tokens""#.to_vec()),
+                Just(br#"null"#.to_vec()),
+                Just(br#"-1"#.to_vec()),
+                Just(br#"4294967296"#.to_vec()),
+                Just(br#"1e400"#.to_vec()),
+                proptest::collection::vec(any::<u8>(), 1..4),
+            ];
+            proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_decode_or_fail_cleanly(bytes in json_ish()) {
+                let _ = parse_chunk(&bytes);
+                let _ = parse_error_body(&bytes);
+            }
+
+            #[test]
+            fn completion_and_chat_text_come_back_whole(text in any::<String>()) {
+                let completion = serde_json::json!({"choices": [{"index": 0, "text": text}]});
+                let completion = completion.to_string();
+                let info = parse_chunk(completion.as_bytes()).unwrap();
+                prop_assert_eq!(&*info.text, text.as_str());
+                let chat = serde_json::json!({"choices": [{"index": 0, "delta": {"content": text}}]});
+                let chat = chat.to_string();
+                let info = parse_chunk(chat.as_bytes()).unwrap();
+                prop_assert_eq!(&*info.text, text.as_str());
+            }
+        }
+    }
 }

@@ -128,6 +128,8 @@ pub struct ClientParams {
     pub stream_usage: bool,
     pub timeout_s: f64,
     pub arrival_clock: crate::dispatch::stamp::RxClock,
+    /// `--max-response-bytes`; 0 in runs from before the flag.
+    pub max_response_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

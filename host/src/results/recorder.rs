@@ -11,10 +11,9 @@ use tokio::sync::mpsc;
 
 use super::records::RequestRow;
 use super::rundir::JsonlWriter;
-use super::summary::{Accumulator, Metric};
+use super::summary::{Accumulator, RequestFacts};
 use super::tokens::{token_times, tokens_per_chunk};
 use crate::dispatch::runner::{Event, Finished};
-use crate::dispatch::stamp::RxClock;
 use crate::limits::RECORDER_FLUSH_EVERY as FLUSH_EVERY;
 use crate::plan::{ErrorKey, ErrorKind, ResponseSummary};
 use crate::tokenize::TokenCounter;
@@ -216,61 +215,33 @@ impl Recorder {
         let ok = outcome.error.is_none() && (200..400).contains(&outcome.status);
         let since_sent = |t: Option<Instant>| t.map(|t| ms_between(t, outcome.sent));
         let ttft = since_sent(outcome.first_token);
-        let acc = &mut self.phases[phase_index].acc;
-        acc.requests += 1;
         let error_kind = outcome.error.as_ref().map(|e| e.kind);
         let error_key = ErrorKey::of(error_kind, ok, outcome.status);
-        match error_key {
-            None => acc.ok += 1,
-            Some(k) => *acc.errors.entry(k).or_default() += 1,
-        }
         if error_kind == Some(ErrorKind::PromptLimit) {
             self.prompt_limit_hits += 1;
         }
-        let lateness = outcome.sent.saturating_duration_since(outcome.intended);
-        acc.record_ns(Metric::ScheduleLateness, lateness.as_nanos() as u64);
-        if ok {
-            let ns = |a: Instant, b: Instant| a.saturating_duration_since(b).as_nanos() as u64;
-            acc.record_ns(Metric::E2e, ns(outcome.end, outcome.sent));
-            acc.record_ns(Metric::E2eFromIntended, ns(outcome.end, outcome.intended));
-            if let Some(t) = outcome.first_token {
-                acc.record_ns(Metric::Ttft, ns(t, outcome.sent));
-                acc.record_ns(Metric::TtftFromIntended, ns(t, outcome.intended));
-            }
-            if let Some(t) = outcome.first_chunk {
-                acc.record_ns(Metric::Ttfc, ns(t, outcome.sent));
-            }
-            for &v in &times.itl_ns {
-                acc.record_ns(Metric::Itl, v);
-            }
-            for c in &outcome.chunks {
-                if let Some(us) = c.read_delay_us {
-                    acc.record_read_delay_us(us, c.shared_read);
-                }
-            }
-            if !outcome.chunks.is_empty() {
-                match outcome.clock {
-                    RxClock::Kernel => acc.requests_kernel_timed += 1,
-                    RxClock::Application => acc.requests_application_timed += 1,
-                }
-            }
-            if let Some(v) = times.tpot_ns {
-                acc.record_ns(Metric::Tpot, v);
-            }
-            acc.output_tokens_counted += u64::from(times.tokens);
-        }
-        match outcome.usage {
-            Some(u) => {
-                acc.prompt_tokens += u64::from(u.prompt_tokens.unwrap_or(0));
-                acc.output_tokens += u64::from(u.completion_tokens.unwrap_or(0));
-                let cached = u.cached_tokens.unwrap_or(0);
-                acc.cached_tokens += u64::from(cached);
-                if cached > 0 {
-                    acc.requests_with_cache_hit += 1;
-                }
-            }
-            None => acc.requests_without_usage += 1,
-        }
+        let ns = |a: Instant, b: Instant| a.saturating_duration_since(b).as_nanos() as u64;
+        self.phases[phase_index].acc.record_request(&RequestFacts {
+            ok,
+            error: error_key,
+            schedule_lateness_ns: ns(outcome.sent, outcome.intended),
+            e2e_ns: ns(outcome.end, outcome.sent),
+            e2e_from_intended_ns: ns(outcome.end, outcome.intended),
+            ttft_ns: outcome.first_token.map(|t| ns(t, outcome.sent)),
+            ttft_from_intended_ns: outcome.first_token.map(|t| ns(t, outcome.intended)),
+            ttfc_ns: outcome.first_chunk.map(|t| ns(t, outcome.sent)),
+            itl_ns: times.itl_ns.clone(),
+            tpot_ns: times.tpot_ns,
+            read_delays: outcome
+                .chunks
+                .iter()
+                .filter_map(|c| c.read_delay_us.map(|us| (us, c.shared_read)))
+                .collect(),
+            timed_by: (!outcome.chunks.is_empty()).then_some(outcome.clock),
+            tokens_counted: times.tokens,
+            usage: outcome.usage,
+            unary_answer_to_stream: meta.stream && !outcome.streamed,
+        });
         if matches!(outcome.status, 404 | 500..=599)
             && let Some(a) = &self.model_alarm
         {

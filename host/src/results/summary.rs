@@ -40,8 +40,11 @@ pub enum Metric {
 }
 
 fn new_hist() -> Histogram<u64> {
-    // 1 µs .. 1 h; auto-resize protects against anything longer.
-    let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid");
+    // Grown as values come (auto-resize): allocated for 1 µs .. 1 h up
+    // front, the nine histograms of a phase took ~1.7 MB before its first
+    // request (now ~150 KB), so a guest declaring many phases cost memory
+    // for nothing.
+    let mut h = Histogram::new_with_bounds(1, 2, 3).expect("static bounds are valid");
     h.auto(true);
     h
 }
@@ -69,6 +72,8 @@ pub struct Accumulator {
     pub requests_without_usage: u64,
     /// Output tokens of successful requests counted by the host.
     pub output_tokens_counted: u64,
+    /// Successful requests that asked to stream and got one JSON body.
+    pub unary_answers_to_stream: u64,
     pub duration: Duration,
 }
 
@@ -90,12 +95,91 @@ impl Default for Accumulator {
             requests_with_cache_hit: 0,
             requests_without_usage: 0,
             output_tokens_counted: 0,
+            unary_answers_to_stream: 0,
             duration: Duration::ZERO,
         }
     }
 }
 
+/// What one finished request adds to its phase's [`Accumulator`]: built
+/// from the live outcome by the recorder, and from its `requests.jsonl`
+/// row by `recover`, so both count the same way.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts {
+    pub ok: bool,
+    pub error: Option<ErrorKey>,
+    pub schedule_lateness_ns: u64,
+    pub e2e_ns: u64,
+    pub e2e_from_intended_ns: u64,
+    pub ttft_ns: Option<u64>,
+    pub ttft_from_intended_ns: Option<u64>,
+    pub ttfc_ns: Option<u64>,
+    pub itl_ns: Vec<u64>,
+    pub tpot_ns: Option<u64>,
+    /// Kernel-stamped content chunks: the parser's delay (µs) and whether
+    /// the chunk shared its read with the one before.
+    pub read_delays: Vec<(u32, bool)>,
+    /// The clock of a request that had content chunks.
+    pub timed_by: Option<crate::dispatch::stamp::RxClock>,
+    pub tokens_counted: u32,
+    pub usage: Option<crate::dispatch::openai::Usage>,
+    /// It asked to stream and was answered with one JSON body.
+    pub unary_answer_to_stream: bool,
+}
+
 impl Accumulator {
+    /// Counts one finished request; latencies only when it succeeded.
+    pub fn record_request(&mut self, f: &RequestFacts) {
+        use crate::dispatch::stamp::RxClock;
+        self.requests += 1;
+        match f.error {
+            None => self.ok += 1,
+            Some(k) => *self.errors.entry(k).or_default() += 1,
+        }
+        self.record_ns(Metric::ScheduleLateness, f.schedule_lateness_ns);
+        if f.ok {
+            self.record_ns(Metric::E2e, f.e2e_ns);
+            self.record_ns(Metric::E2eFromIntended, f.e2e_from_intended_ns);
+            if let Some(t) = f.ttft_ns {
+                self.record_ns(Metric::Ttft, t);
+            }
+            if let Some(t) = f.ttft_from_intended_ns {
+                self.record_ns(Metric::TtftFromIntended, t);
+            }
+            if let Some(t) = f.ttfc_ns {
+                self.record_ns(Metric::Ttfc, t);
+            }
+            for &v in &f.itl_ns {
+                self.record_ns(Metric::Itl, v);
+            }
+            for &(us, shared) in &f.read_delays {
+                self.record_read_delay_us(us, shared);
+            }
+            match f.timed_by {
+                Some(RxClock::Kernel) => self.requests_kernel_timed += 1,
+                Some(RxClock::Application) => self.requests_application_timed += 1,
+                None => {}
+            }
+            if let Some(v) = f.tpot_ns {
+                self.record_ns(Metric::Tpot, v);
+            }
+            self.output_tokens_counted += u64::from(f.tokens_counted);
+            self.unary_answers_to_stream += u64::from(f.unary_answer_to_stream);
+        }
+        match f.usage {
+            Some(u) => {
+                self.prompt_tokens += u64::from(u.prompt_tokens.unwrap_or(0));
+                self.output_tokens += u64::from(u.completion_tokens.unwrap_or(0));
+                let cached = u.cached_tokens.unwrap_or(0);
+                self.cached_tokens += u64::from(cached);
+                if cached > 0 {
+                    self.requests_with_cache_hit += 1;
+                }
+            }
+            None => self.requests_without_usage += 1,
+        }
+    }
+
     pub fn record_ns(&mut self, m: Metric, ns: u64) {
         // Sub-microsecond values round up to 1 µs rather than vanish.
         let us = ns.div_ceil(1000).max(1);
@@ -133,6 +217,7 @@ impl Accumulator {
         self.requests_with_cache_hit += o.requests_with_cache_hit;
         self.requests_without_usage += o.requests_without_usage;
         self.output_tokens_counted += o.output_tokens_counted;
+        self.unary_answers_to_stream += o.unary_answers_to_stream;
         self.duration += o.duration;
     }
 
@@ -389,6 +474,34 @@ fn sanitize_tag(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Histograms start small and grow with what they record, so a phase
+    /// that records nothing costs next to nothing; values up to an hour
+    /// and past it stay exact to 3 digits.
+    #[test]
+    fn histograms_grow_with_use() {
+        let acc = Accumulator::default();
+        let empty: usize = acc.hists.iter().map(|h| h.distinct_values()).sum();
+        // One bucket of 2,048 counts each (3 significant digits need that
+        // much); allocated for 1 µs..1 h they were ~23,000 each.
+        assert_eq!(
+            empty,
+            METRICS.len() * 2048,
+            "{empty} counts before any value"
+        );
+        let mut acc = Accumulator::default();
+        acc.record_ns(Metric::E2e, 5_000);
+        acc.record_ns(Metric::E2e, 3_600_000_000_000);
+        acc.record_ns(Metric::E2e, 7_200_000_000_000);
+        let h = acc.hist(Metric::E2e);
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.value_at_quantile(0.0), 5);
+        let top = h.value_at_quantile(1.0) as f64;
+        assert!((top / 7.2e9 - 1.0).abs() < 1e-3, "{top}");
+        let mut all = Accumulator::default();
+        all.merge(&acc);
+        assert_eq!(all.hist(Metric::E2e).len(), 3);
+    }
+
     use super::*;
     use base64::Engine as _;
     use hdrhistogram::serialization::Deserializer;

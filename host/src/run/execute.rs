@@ -102,7 +102,8 @@ pub async fn execute(
                 Duration::from_secs_f64(plan.client.timeout_s),
                 plan.client.arrival_clock,
             )
-            .context("the simulator's endpoint")?,
+            .context("the simulator's endpoint")?
+            .with_max_response_bytes(plan.client.max_response_bytes),
             s.base_url(),
         ),
         (None, Some(c)) => (c, plan.endpoint.clone()),

@@ -1,15 +1,18 @@
 //! What a run means, written once: telemetry closed, the verdict, the run's
 //! validity, `summary.json` (with goodput when SLOs were given),
-//! `histograms.hlog`, the report, and the table on stdout.
+//! `histograms.hlog`, the report, and the table on stdout. [`conclude`]
+//! is the part after telemetry, shared with `recover`, which rebuilds the
+//! same documents from a killed run's rows.
 
 use std::collections::BTreeMap;
 
 use super::execute::RunOutcome;
-use super::plan::RunPlan;
+use super::plan::{KvModeInfo, ReportPlan, RunPlan};
+use crate::analysis::slo::Slo;
 use crate::evidence::{InvalidReason, Validity};
 use crate::results::documents::{
     Excluded, OverallSummary, PhaseDoc, ReasonName, ServerSide, SummaryDoc, TelemetryDoc,
-    WorkloadId,
+    WorkloadDoc, WorkloadId,
 };
 use crate::results::recorder::PhaseResult;
 use crate::results::rundir::RunDir;
@@ -32,6 +35,61 @@ pub struct Finished {
     pub validity: Validity,
 }
 
+/// What the closing documents need to know about a run besides its
+/// results: from the plan of a live run, or from a killed run's
+/// `manifest.json` and command line (`recover`).
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    pub run_id: String,
+    pub created_utc: String,
+    pub workload: WorkloadDoc,
+    pub stream: bool,
+    pub kv: KvModeInfo,
+    pub variant_tags: Vec<String>,
+    pub tokenizer_id: String,
+    pub verdict_policy: sparkhost_collectors::Policy,
+    pub slo: Option<Slo>,
+    pub device_profile: Option<crate::devprofile::DeviceProfile>,
+    pub report: Option<ReportPlan>,
+    pub quiet: bool,
+}
+
+impl RunFacts {
+    pub fn of(plan: &RunPlan) -> Self {
+        RunFacts {
+            run_id: plan.run_id.clone(),
+            created_utc: plan.created_utc.clone(),
+            workload: plan.workload.doc.clone(),
+            stream: plan.client.stream,
+            kv: plan.kv.clone(),
+            variant_tags: plan.variant_tags.clone(),
+            tokenizer_id: plan.tokenizer_id.clone(),
+            verdict_policy: plan.verdict_policy.clone(),
+            slo: plan.slo.clone(),
+            device_profile: plan.device_profile.clone(),
+            report: plan.report.clone(),
+            quiet: plan.quiet,
+        }
+    }
+}
+
+/// A run's results, once telemetry is closed.
+pub struct Concluded {
+    pub model: Option<String>,
+    pub phases: Vec<PhaseResult>,
+    pub started: Option<(std::time::SystemTime, std::time::Instant)>,
+    pub dispatch: crate::results::documents::DispatchDoc,
+    pub preflight: Option<crate::feed::PreflightReport>,
+    pub validity: Validity,
+    pub telemetry: TelemetryOutcome,
+    pub simulator: Option<sparkhost_kvbm::SimInfo>,
+    pub kv_reset: Option<crate::results::documents::KvResetDoc>,
+    pub prime: Option<crate::results::documents::PrimeDoc>,
+    /// What the run cost the client; `None` when it is not this process
+    /// (`recover`).
+    pub harness: Option<crate::harness::HarnessCost>,
+}
+
 pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Result<Finished> {
     let RunOutcome {
         model,
@@ -40,7 +98,7 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
         first_sent,
         dispatch,
         preflight,
-        mut validity,
+        validity,
         telemetry,
         sim,
         kv_reset,
@@ -54,11 +112,47 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
     if let Some(s) = sim {
         s.shutdown().await;
     }
+    let harness = crate::harness::measure(first_sent, Some(plan.workload.from_cache));
+    conclude(
+        &RunFacts::of(plan),
+        rd,
+        Concluded {
+            model,
+            phases,
+            started,
+            dispatch,
+            preflight,
+            validity,
+            telemetry,
+            simulator,
+            kv_reset,
+            prime,
+            harness: Some(harness),
+        },
+    )
+}
+
+/// The verdict, `summary.json`, `histograms.hlog`, the report and the table.
+pub fn conclude(plan: &RunFacts, rd: &RunDir, run: Concluded) -> anyhow::Result<Finished> {
+    let Concluded {
+        model,
+        phases,
+        started,
+        dispatch,
+        preflight,
+        mut validity,
+        telemetry,
+        simulator,
+        kv_reset,
+        prime,
+        harness,
+    } = run;
     let all = merged(phases.iter());
     let errors = RunErrors {
         total_requests: all.requests,
         failed_requests: all.errors.values().sum(),
         by_kind: all.errors_by_kind(),
+        unary_answers_to_stream: all.unary_answers_to_stream,
     };
     let mut policy = plan.verdict_policy.clone();
     if let Some(info) = &simulator {
@@ -104,7 +198,7 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
     } else {
         OverallSummary::Excluded(Excluded {
             phase: "overall".into(),
-            scenario: plan.workload.doc.name.clone(),
+            scenario: plan.workload.name.clone(),
             excluded: true,
             reason: validity.invalid_reason.map(ReasonName::Known),
             details: validity.invalid_details.clone(),
@@ -130,7 +224,7 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
         .device_profile
         .as_ref()
         .map(|p| disk_ceiling(p, &phases, &telemetry, simulator.is_some()));
-    let reuse_verify_identity = (plan.workload.doc.name == "reuse_verify")
+    let reuse_verify_identity = (plan.workload.name == "reuse_verify")
         .then(|| crate::hygiene::reuse_verify_identity(&rd.path().join("request_manifest.jsonl")))
         .and_then(|r| {
             r.map_err(|e| tracing::warn!("reuse_verify identity not computed: {e}"))
@@ -143,12 +237,12 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
         invalid_reason: validity.invalid_reason.map(ReasonName::Known),
         invalid_details: validity.invalid_details.clone(),
         model_id: model,
-        scenario: plan.workload.doc.name.clone(),
+        scenario: plan.workload.name.clone(),
         workload: WorkloadId {
-            name: plan.workload.doc.name.clone(),
-            version: plan.workload.doc.version.clone(),
+            name: plan.workload.name.clone(),
+            version: plan.workload.version.clone(),
         },
-        stream: plan.client.stream,
+        stream: plan.stream,
         tier_mode: plan.kv.tier_mode().into(),
         kv_mode: plan.kv.doc(),
         variant_tags: plan.variant_tags.clone(),
@@ -172,7 +266,7 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
                 .as_ref()
                 .and_then(|r| r.kv_disk_device.clone()),
         },
-        harness: crate::harness::measure(first_sent, Some(plan.workload.from_cache)),
+        harness: harness.unwrap_or_default(),
         goodput,
         notes: NOTES.iter().map(|s| s.to_string()).collect(),
         simulator,

@@ -264,11 +264,11 @@ impl RunPlan {
         };
         let client = match sim {
             Some(_) => None,
-            None => Some(args.endpoint.client_for(
-                &args.endpoint.endpoint,
-                args.timeout,
-                args.arrival_clock,
-            )?),
+            None => Some(
+                args.endpoint
+                    .client_for(&args.endpoint.endpoint, args.timeout, args.arrival_clock)?
+                    .with_max_response_bytes(args.max_response_bytes),
+            ),
         };
         let mut load_flags = load_flags(&args)?;
         let tokens = Arc::new(match &args.tokenizer {
@@ -412,6 +412,7 @@ impl RunPlan {
                 stream_usage: args.stream && !args.no_stream_usage,
                 timeout_s: args.timeout.as_secs_f64(),
                 arrival_clock: args.arrival_clock,
+                max_response_bytes: args.max_response_bytes,
             },
             feed: FeedPlan {
                 stream: args.stream,

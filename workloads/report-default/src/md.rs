@@ -589,6 +589,25 @@ fn overall(s: &mut String, run: &Run) {
             json_num(g.get("goodput_req_per_s")),
             text(g.get("slo_met"))
         );
+        // Per-token bounds over a run without streamed tokens: said, not
+        // counted as missed.
+        let na: Vec<String> = g
+            .get("checks")
+            .and_then(Value::as_array)
+            .map(|c| {
+                c.iter()
+                    .filter(|c| c.get("applicable").and_then(Value::as_bool) == Some(false))
+                    .map(|c| format!("`{}`", text(c.get("name"))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !na.is_empty() {
+            let _ = writeln!(
+                s,
+                "Not applicable (no request had streamed tokens to time): {}.\n",
+                na.join(", ")
+            );
+        }
     }
 }
 
