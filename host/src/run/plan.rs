@@ -705,6 +705,11 @@ fn default_load(args: &RunArgs) -> anyhow::Result<LoadModel> {
 /// the user's go to the workload, so it can tell a default from a choice.
 type Params = Vec<(String, String)>;
 
+/// The workload param the host fills with a fresh salt per run, and the
+/// default that asks for it.
+const SALT_PARAM: &str = "salt";
+const SALT_PER_RUN: &str = "per-run";
+
 fn effective_params(
     info: &WorkloadInfo,
     user: &[(String, String)],
@@ -759,6 +764,17 @@ fn effective_params(
         if let Some(v) = value {
             set(name, v, flag)?;
         }
+    }
+    // A `salt` param defaulting to `per-run` asks for a fresh value each run
+    // (the SDK's `salt` module): drawn here, it reaches the workload and
+    // config.json, and `--param salt=VALUE` replays the run byte for byte.
+    if info
+        .params
+        .iter()
+        .any(|p| p.name == SALT_PARAM && p.default_value == SALT_PER_RUN)
+        && !explicit.contains_key(SALT_PARAM)
+    {
+        explicit.insert(SALT_PARAM.to_owned(), format!("{:016x}", rand::random::<u64>()));
     }
     let mut effective: BTreeMap<String, String> = info
         .params
