@@ -15,8 +15,10 @@ pub fn fixture(name: &str) -> String {
 }
 
 fn params(pairs: &[(&str, &str)]) -> Params {
-    let mut all = vec![("salt", "off")];
-    all.extend_from_slice(pairs);
+    let mut all = pairs.to_vec();
+    if !pairs.iter().any(|(k, _)| *k == "salt") {
+        all.push(("salt", "off"));
+    }
     Params::from_pairs(&declared_params(), &all).unwrap()
 }
 
