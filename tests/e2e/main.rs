@@ -10,6 +10,7 @@
 //! - [`workloads`]: the workload library against the real mocker.
 //! - [`sim`]: the evidence chain against the simulated engine, the disk tier on a loop device.
 //! - [`languages`]: JavaScript and Python workloads, byte-identical to Rust.
+//! - [`traces`]: every trace format replayed against the simulator, block-exact reuse, the per-run salt.
 //!
 //! Workload components come from `make workloads` (`workloads/synthetic.wasm`,
 //! `target/test-guests/*.wasm`); a missing one fails with that hint.
@@ -33,6 +34,7 @@ mod sandbox;
 mod signals;
 mod sim;
 mod stack;
+mod traces;
 mod workloads;
 
 use std::path::{Path, PathBuf};
