@@ -177,8 +177,8 @@ impl Config {
         if max > 0 {
             records.truncate(max as usize);
         }
-        let mut offset = 0.0;
-        let mut prev = None;
+        let mut offset = 0.0_f64;
+        let mut prev: Option<f64> = None;
         let requests = records
             .into_iter()
             .map(|record| {

@@ -73,15 +73,15 @@ pub fn parse(text: &str) -> Result<Trace> {
             obj: replay,
         };
         let size = rep.whole("trace_block_size", 1, MAX_BLOCK_SIZE)?;
-        match &block {
-            None => block = Some((size, at.clone())),
-            Some((b, first)) if *b != size => {
+        if let Some((b, first)) = &block {
+            if *b != size {
                 return Err(invalid(format!(
                     "trace {at}: `trace_block_size` is {size}, but {first} recorded {b}; one \
                      trace must have one block size"
                 )));
             }
-            Some(_) => {}
+        } else {
+            block = Some((size, at.clone()));
         }
         let input_length = rep.whole("input_length", 1, MAX_INPUT_TOKENS)?;
         let hash_ids = rep.hash_ids("input_sequence_hashes")?;
