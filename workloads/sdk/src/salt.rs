@@ -2,7 +2,8 @@
 //! inheriting each other's cache hits.
 //!
 //! A workload that declares [`salt_param`] gets one value for the whole
-//! run: every prompt it builds depends on it, so requests of one run still
+//! run: every prompt it builds depends on it ([`Salt::mix`] for seeds,
+//! [`Salt::doc_id`] for the first line of each document), so requests of one run still
 //! share what the workload means them to share, while a second run against
 //! the same server (same seed, same params) shares nothing with the first.
 //!
@@ -70,6 +71,18 @@ impl Salt {
         }
     }
 
+    /// A document id with the salt in front (unchanged when off). Folding
+    /// the salt into a seed alone is not enough: a synthetic document's
+    /// first line is its id and the next ones are fixed text, so two
+    /// salts would still share a first KV block; the salt in the first
+    /// line makes the very first block differ.
+    pub fn doc_id(&self, id: &str) -> String {
+        match &self.0 {
+            None => id.to_string(),
+            Some(s) => format!("{s}-{id}"),
+        }
+    }
+
     /// The manifest label's value: the salt, or `off`.
     pub fn label_value(&self) -> &str {
         self.0.as_deref().unwrap_or(OFF)
@@ -121,6 +134,8 @@ mod tests {
         assert_ne!(a.mix(7), 7);
         assert_eq!(a.mix(7), Salt::new("a1b2").unwrap().mix(7));
         assert_ne!(a.mix(7), Salt::new("a1b3").unwrap().mix(7));
+        assert_eq!(a.doc_id("block-1"), "a1b2-block-1");
+        assert_eq!(Salt::off().doc_id("block-1"), "block-1");
         assert!(message(Salt::new("per-run")).contains("draws a fresh salt"));
         for bad in ["", "a b", "é", &"x".repeat(65)] {
             assert!(message(Salt::new(bad)).contains("parameter `salt`"), "{bad}");

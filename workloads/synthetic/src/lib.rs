@@ -11,7 +11,8 @@
 //! a tokenizer happened to be installed; here they depend only on the seed,
 //! the params and the host's tokenizer (whose id the host records).
 //!
-//! `salt` (default `per-run`) is folded into both phases' seeds, so a
+//! `salt` (default `per-run`) is folded into both phases' seeds and put in
+//! front of every document's id (its first line), so a
 //! second run on a warm server shares no prompt with the first; `salt=off`
 //! gives the seed harness's prompts, byte-identical across runs.
 //!
@@ -189,7 +190,8 @@ impl PhasePlan {
             config.long_range,
         );
         let topic = self.rng.pick(&TOPICS);
-        let document = text::synthetic_document(&mut self.rng, &id, topic, target_tokens);
+        let doc_id = config.salt.doc_id(&id);
+        let document = text::synthetic_document(&mut self.rng, &doc_id, topic, target_tokens);
         Some(Draft {
             id,
             class,
@@ -416,6 +418,7 @@ mod tests {
         assert_eq!(salted("r1"), salted("r1"));
         let (a, b) = (salted("r1"), salted("r2"));
         assert!(a.iter().zip(&b).all(|(x, y)| x.1.document != y.1.document));
+        assert!(a[0].1.document.starts_with("Document ID: r1-warmup-00000\n"));
         let c = config(&[("salt", "r1")]).unwrap();
         assert_eq!(c.salt.label_value(), "r1");
         assert!(config(&[("salt", "bad salt")]).is_err());

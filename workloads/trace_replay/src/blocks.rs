@@ -2,8 +2,9 @@
 //!
 //! Block `h` is a synthetic document from a PRNG seeded by (the run's
 //! salted seed, `h`), fitted to the block size and ended with a newline:
-//! `seed_h = SplitMix64(seed ^ h).next_u64()`; with `rng =
-//! SplitMix64(seed_h)`, `topic = pick(TOPICS)`, document `"block-<h>"`.
+//! `seed_h = SplitMix64(salt.mix(seed) ^ h).next_u64()`; with `rng =
+//! SplitMix64(seed_h)`, `topic = pick(TOPICS)`, document
+//! `salt.doc_id("block-<h>")` (`<salt>-block-<h>`, or `block-<h>` unsalted).
 //! The newline is why blocks stay exact when concatenated: no tokenizer
 //! the host offers merges a word across it (the heuristic and the word
 //! stand-in split on whitespace; BPE tokenizers keep a newline apart from
@@ -15,11 +16,12 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use sparkhost_workload::text::{self, FILLER, TOPICS};
-use sparkhost_workload::{SplitMix64, Tokenizer};
+use sparkhost_workload::{Salt, SplitMix64, Tokenizer};
 
 /// Texts of hash-id blocks, with a bounded cache.
 pub struct Blocks {
     seed: u64,
+    salt: Salt,
     block_size: u32,
     /// Bounded so long traces with many unique blocks fit in guest memory;
     /// it only saves host calls, the text is the same either way.
@@ -33,10 +35,12 @@ const BLOCK_CACHE: usize = 4096;
 const TAIL_SEED: u64 = 0x7a11_0000_0000_0000;
 
 impl Blocks {
-    /// `seed` is the run's seed with the salt already folded in.
-    pub fn new(seed: u64, block_size: u32) -> Self {
+    /// `seed` is the run's seed; the salt is folded into it and named in
+    /// every document's id ([`Salt::doc_id`]).
+    pub fn new(seed: u64, salt: Salt, block_size: u32) -> Self {
         Self {
-            seed,
+            seed: salt.mix(seed),
+            salt,
             block_size,
             cache: HashMap::new(),
         }
@@ -55,7 +59,7 @@ impl Blocks {
         }
         let mut rng = SplitMix64::new(SplitMix64::new(self.seed ^ h).next_u64());
         let topic = rng.pick(&TOPICS);
-        let doc = text::synthetic_document(&mut rng, &format!("block-{h}"), topic, self.block_size);
+        let doc = text::synthetic_document(&mut rng, &self.salt.doc_id(&format!("block-{h}")), topic, self.block_size);
         let t = Rc::new(exact(&doc, self.block_size, tok));
         self.cache.insert(h, Rc::clone(&t));
         t
@@ -66,7 +70,7 @@ impl Blocks {
     pub fn tail(&self, index: usize, tokens: u32, tok: &dyn Tokenizer) -> String {
         let mut rng = SplitMix64::new(SplitMix64::new(self.seed ^ TAIL_SEED ^ index as u64).next_u64());
         let topic = rng.pick(&TOPICS);
-        let doc = text::synthetic_document(&mut rng, &format!("tail-{index}"), topic, tokens);
+        let doc = text::synthetic_document(&mut rng, &self.salt.doc_id(&format!("tail-{index}")), topic, tokens);
         tok.fit(&doc, tokens, FILLER)
     }
 }
@@ -87,14 +91,16 @@ mod tests {
 
     #[test]
     fn blocks_are_exact_and_seeded() {
-        let mut b = Blocks::new(5, 64);
+        let mut b = Blocks::new(5, Salt::off(), 64);
         let a = b.text(7, &WordTokenizer);
         assert_eq!(WordTokenizer.count(&a), 64);
         assert!(a.starts_with("Document ID: block-7\n") && a.ends_with('\n'));
         let c = b.text(8, &WordTokenizer);
         assert_eq!(WordTokenizer.count(&format!("{a}{c}")), 128);
-        assert_eq!(a, Blocks::new(5, 64).text(7, &WordTokenizer));
-        assert_ne!(a, Blocks::new(6, 64).text(7, &WordTokenizer));
+        assert_eq!(a, Blocks::new(5, Salt::off(), 64).text(7, &WordTokenizer));
+        assert_ne!(a, Blocks::new(6, Salt::off(), 64).text(7, &WordTokenizer));
+        let salted = Blocks::new(5, Salt::new("s1").unwrap(), 64).text(7, &WordTokenizer);
+        assert!(salted.starts_with("Document ID: s1-block-7\n"), "{salted}");
         assert_eq!(WordTokenizer.count(&b.tail(3, 10, &WordTokenizer)), 10);
         assert_ne!(b.tail(3, 10, &WordTokenizer), b.tail(4, 10, &WordTokenizer));
     }

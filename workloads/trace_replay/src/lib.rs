@@ -22,9 +22,10 @@
 //! `time-scale`. Each asks for exactly its recorded output length
 //! (`max_tokens`, with `ignore-eos`; a recorded 0 asks for 1).
 //!
-//! **Salt.** `salt` (default `per-run`) is folded into every block's seed,
-//! so a second run against a warm server inherits no cache hits from the
-//! first; `salt=off` makes runs byte-identical.
+//! **Salt.** `salt` (default `per-run`) is folded into every block's seed
+//! and written into its first line, so a second run against a warm server
+//! inherits no cache hits from the first; `salt=off` makes runs
+//! byte-identical.
 //!
 //! **Manifest.** Every request's labels carry `hash_ids` (the run's block
 //! ids, comma-separated decimal), `hash_block_tokens` (the block size),
@@ -301,7 +302,7 @@ pub struct TraceReplay {
 impl TraceReplay {
     pub fn new(config: Config, seed: u64) -> Self {
         Self {
-            blocks: Blocks::new(config.salt.mix(seed), config.block_size),
+            blocks: Blocks::new(seed, config.salt.clone(), config.block_size),
             config,
             next: 0,
         }
