@@ -428,6 +428,7 @@ fn a_dynamo_trace_shows_the_reuse_its_hash_ids_predict_in_b0_and_b2() {
         assert_eq!(cached(phase(&s, "replay")), c, "{ctx}");
         cached_a2.push(c);
     }
+    eprintln!("A's second turn, cached tokens in B0 and B2: {cached_a2:?}; predicted {predicted}");
     assert!(cached_a2[0] < predicted, "B0 evicted A from the GPU: {cached_a2:?}");
     assert_eq!(cached_a2[1], predicted, "B2 reuses all that was predicted: {cached_a2:?}");
 }
