@@ -11,8 +11,9 @@
 //! recorded input length. So requests that share a hash id at a position
 //! share exactly that block's tokens, and requests that do not share one
 //! share no block. `block-size` must be the trace's own block size
-//! (recorded by Dynamo and WEKA; for Mooncake `trace-block-size`, 512 by
-//! default); another size is refused naming both, unless `re-block=true`
+//! (recorded by Dynamo and WEKA; for Mooncake, which records none,
+//! `trace-block-size`, else `block-size`, else 512); another size is
+//! refused naming both, unless `re-block=true`
 //! re-cuts the recorded blocks into blocks of `block-size` with chained
 //! derived ids ([`layout`]).
 //!
@@ -128,6 +129,7 @@ impl Config {
         drop(text);
 
         let given_trace = block_param(p, "trace-block-size")?;
+        let given_block = block_param(p, "block-size")?;
         let (trace_block_size, t_from) = match (trace.block_size, given_trace) {
             (Some(rec), Some(given)) if rec != given => {
                 return Err(WorkloadError::InvalidConfig(format!(
@@ -138,12 +140,16 @@ impl Config {
             }
             (Some(rec), _) => (rec, "the block size the trace records"),
             (None, Some(given)) => (given, "`trace-block-size`"),
-            (None, None) => (MOONCAKE_BLOCK_SIZE, "`trace-block-size` auto: Mooncake's 512"),
+            // Mooncake records none: the size the user states is the trace's.
+            (None, None) => match given_block {
+                Some(b) => (b, "`block-size`, as the trace records none"),
+                None => (MOONCAKE_BLOCK_SIZE, "`trace-block-size` auto: Mooncake's 512"),
+            },
         };
         for r in &trace.records {
             layout::check_count(r, format, trace_block_size, t_from)?;
         }
-        let block_size = block_param(p, "block-size")?.unwrap_or(trace_block_size);
+        let block_size = given_block.unwrap_or(trace_block_size);
         let reblocked = block_size != trace_block_size;
         if reblocked && !p.get_bool("re-block")? {
             return Err(WorkloadError::InvalidConfig(format!(
@@ -243,8 +249,9 @@ fn declared_params() -> Vec<ParamInfo> {
         param(
             "trace-block-size",
             "The block size the trace was recorded with; `auto`: what the trace records \
-             (Dynamo `trace_block_size`, WEKA `block_size`), 512 for Mooncake, which records \
-             none. Each request's hash id count is checked against it.",
+             (Dynamo `trace_block_size`, WEKA `block_size`); Mooncake records none, so \
+             `block-size` if given, else 512. Each request's hash id count is checked \
+             against it.",
             "auto",
         ),
         param(

@@ -168,6 +168,10 @@ fn another_block_size_is_refused_naming_both() {
             && m.contains("not 512"),
         "{m}"
     );
+    // Mooncake: a stated block-size is the trace's; a wrong one is named.
+    assert_eq!(config("mooncake.jsonl", &[("block-size", "64")]).unwrap().trace_block_size, 64);
+    let m = message(config("mooncake.jsonl", &[("block-size", "128")]));
+    assert!(m.contains("not 128 (`block-size`, as the trace records none)"), "{m}");
     let m = message(config("mooncake.jsonl", &[("format", "dynamo")]));
     assert!(m.contains("`schema`"), "{m}");
 }
