@@ -175,7 +175,10 @@ mod tests {
         let mut c = HashReuseCounter::default();
         assert_eq!(c.add("a", Some("1,2,3"), Some("16"), Some(48)), Some(false));
         // Shares 1,2; block 4 is new, so 3 after it is not a shared prefix.
-        assert_eq!(c.add("a", Some("1,2,4,3"), Some("16"), Some(60)), Some(true));
+        assert_eq!(
+            c.add("a", Some("1,2,4,3"), Some("16"), Some(60)),
+            Some(true)
+        );
         // A block id seen only at another position is no prefix.
         assert_eq!(c.add("b", Some("3,1"), Some("16"), Some(32)), Some(false));
         assert_eq!(c.add("b", Some("1,2,3"), Some("16"), Some(40)), Some(true));
@@ -190,14 +193,23 @@ mod tests {
         assert_eq!((a.reusable_tokens, a.prompt_tokens), (32, 108));
         let b = &r.phases["b"];
         // 3 blocks reusable but only 40 prompt tokens.
-        assert_eq!((b.reusable_blocks, b.reusable_tokens, b.requests_with_reuse), (3, 40, 1));
+        assert_eq!(
+            (b.reusable_blocks, b.reusable_tokens, b.requests_with_reuse),
+            (3, 40, 1)
+        );
         assert_eq!(r.run.reusable_blocks, 5);
         assert_eq!(r.run.reusable_token_rate, 0.4);
         // 64-bit ids that agree in their low 32 bits stay apart.
         let mut c = HashReuseCounter::default();
         c.add("p", Some("42"), Some("16"), None);
-        assert_eq!(c.add("p", Some("4294967338"), Some("16"), None), Some(false));
-        assert_eq!(c.add("p", Some("18446744073709551615"), Some("16"), None), Some(false));
+        assert_eq!(
+            c.add("p", Some("4294967338"), Some("16"), None),
+            Some(false)
+        );
+        assert_eq!(
+            c.add("p", Some("18446744073709551615"), Some("16"), None),
+            Some(false)
+        );
         assert!(HashReuseCounter::default().finish().is_none());
     }
 }

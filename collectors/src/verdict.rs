@@ -259,7 +259,12 @@ impl ReuseCounter {
     fn add(&mut self, prefix: Option<&str>, identity: Option<&str>, hashes: HashLabels<'_>) {
         let mut opp = self
             .hashes
-            .add(hashes.phase, hashes.ids, hashes.block_tokens, hashes.prompt_tokens)
+            .add(
+                hashes.phase,
+                hashes.ids,
+                hashes.block_tokens,
+                hashes.prompt_tokens,
+            )
             .unwrap_or(false);
         let r = &mut self.r;
         r.requests += 1;
@@ -1745,12 +1750,20 @@ mod tests {
             json!({"phase": phase, "prompt_sha256": format!("{phase}{ids}"), "prompt_tokens_est": tokens,
                    "prompt_metadata": {"hash_ids": ids, "hash_block_tokens": "16", "other": "x"}})
         };
-        let rows = [row("a", "7,8", 32), row("a", "7,8,9", 40), row("b", "7", 16), row("b", "5", 16)];
+        let rows = [
+            row("a", "7,8", 32),
+            row("a", "7,8,9", 40),
+            row("b", "7", 16),
+            row("b", "5", 16),
+        ];
         let r = ReuseOpportunity::from_rows(&rows);
         assert_eq!((r.requests, r.opportunities), (4, 2));
         let h = r.hash_ids.clone().unwrap();
         assert_eq!(h.block_tokens, Some(16));
-        assert_eq!((h.run.blocks, h.run.reusable_blocks, h.run.reusable_tokens), (7, 3, 48));
+        assert_eq!(
+            (h.run.blocks, h.run.reusable_blocks, h.run.reusable_tokens),
+            (7, 3, 48)
+        );
         assert_eq!(h.phases["a"].reusable_tokens, 32);
         assert_eq!(h.phases["b"].requests_with_reuse, 1);
         let d = tempfile::tempdir().unwrap();

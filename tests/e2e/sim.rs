@@ -396,14 +396,32 @@ fn a_dynamo_trace_shows_the_reuse_its_hash_ids_predict_in_b0_and_b2() {
         let endpoint = format!("sim:{}", profile.display());
         let dev = disk.name();
         let mut args = vec![
-            "run", wasm.to_str().unwrap(), "--param", &grant,
-            "--endpoint", &endpoint, "--tier-mode", tier,
-            "--sim-cache-dir", cache.to_str().unwrap(),
-            "--sim-set", "disable_disk_offload_filter=true",
-            "--block-device", &dev,
-            "--results-root", d.results.path().to_str().unwrap(), "--run-id", &run_id,
-            "--model-resolve-timeout", "10s",
-            "--no-collector", "gpu", "--no-collector", "nvme", "--no-report", "--quiet",
+            "run",
+            wasm.to_str().unwrap(),
+            "--param",
+            &grant,
+            "--endpoint",
+            &endpoint,
+            "--tier-mode",
+            tier,
+            "--sim-cache-dir",
+            cache.to_str().unwrap(),
+            "--sim-set",
+            "disable_disk_offload_filter=true",
+            "--block-device",
+            &dev,
+            "--results-root",
+            d.results.path().to_str().unwrap(),
+            "--run-id",
+            &run_id,
+            "--model-resolve-timeout",
+            "10s",
+            "--no-collector",
+            "gpu",
+            "--no-collector",
+            "nvme",
+            "--no-report",
+            "--quiet",
         ];
         if tier == "B2" {
             args.extend(["--sim-set", B2_HOST_BLOCKS]);
@@ -422,15 +440,24 @@ fn a_dynamo_trace_shows_the_reuse_its_hash_ids_predict_in_b0_and_b2() {
             assert_eq!(h["requests"].as_u64(), Some(10), "{ctx}");
         }
         let rows = crate::read_jsonl(&dir.join("requests.jsonl"));
-        let a2 = rows.iter().find(|r| r["prompt_id"] == "trace-000009").unwrap();
+        let a2 = rows
+            .iter()
+            .find(|r| r["prompt_id"] == "trace-000009")
+            .unwrap();
         let c = a2["cached_tokens"].as_u64().unwrap_or(0);
         // Nothing but A's second turn could reuse anything.
         assert_eq!(cached(phase(&s, "replay")), c, "{ctx}");
         cached_a2.push(c);
     }
     eprintln!("A's second turn, cached tokens in B0 and B2: {cached_a2:?}; predicted {predicted}");
-    assert!(cached_a2[0] < predicted, "B0 evicted A from the GPU: {cached_a2:?}");
-    assert_eq!(cached_a2[1], predicted, "B2 reuses all that was predicted: {cached_a2:?}");
+    assert!(
+        cached_a2[0] < predicted,
+        "B0 evicted A from the GPU: {cached_a2:?}"
+    );
+    assert_eq!(
+        cached_a2[1], predicted,
+        "B2 reuses all that was predicted: {cached_a2:?}"
+    );
 }
 
 #[test]

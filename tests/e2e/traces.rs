@@ -97,7 +97,11 @@ fn check_fidelity(dir: &Path, ctx: &str) -> u64 {
         let c = &format!("{ctx} {}: {r:#}", m["prompt_id"]);
         assert_eq!(r["ok"], true, "{c}");
         let target = m["prompt_metadata"]["target_tokens"].as_str().unwrap();
-        assert_eq!(r["prompt_tokens"].as_u64().unwrap().to_string(), target, "{c}");
+        assert_eq!(
+            r["prompt_tokens"].as_u64().unwrap().to_string(),
+            target,
+            "{c}"
+        );
         assert_eq!(r["cached_tokens"].as_u64().unwrap_or(0), *expect, "{c}");
         let out = m["prompt_metadata"]["output_length"].as_str().unwrap();
         let out: u64 = out.parse::<u64>().unwrap().max(1);
@@ -108,8 +112,16 @@ fn check_fidelity(dir: &Path, ctx: &str) -> u64 {
     // The verdict computes the same prediction from the same labels.
     let v = read_json(&dir.join("verdict.json"));
     let h = &v["signals"]["reuse_opportunity"]["hash_ids"];
-    assert_eq!(h["run"]["reusable_tokens"].as_u64(), Some(total), "{ctx}: {h:#}");
-    assert_eq!(h["phases"]["replay"]["reusable_tokens"].as_u64(), Some(total), "{ctx}");
+    assert_eq!(
+        h["run"]["reusable_tokens"].as_u64(),
+        Some(total),
+        "{ctx}: {h:#}"
+    );
+    assert_eq!(
+        h["phases"]["replay"]["reusable_tokens"].as_u64(),
+        Some(total),
+        "{ctx}"
+    );
     assert_eq!(h["complete"], true, "{ctx}");
     total
 }
@@ -136,7 +148,10 @@ fn every_trace_format_shares_exactly_the_blocks_its_hash_ids_share() {
         for row in read_jsonl(&dir.join("request_manifest.jsonl")) {
             assert_eq!(row["prompt_metadata"]["salt"], salt.as_str(), "{name}");
         }
-        assert_eq!(phase(&s, "replay")["total_requests"].as_u64().is_some(), true);
+        assert_eq!(
+            phase(&s, "replay")["total_requests"].as_u64().is_some(),
+            true
+        );
     }
     // Re-blocked to the engine's 16 tokens, Mooncake's 64-token blocks
     // still predict the cache exactly.
@@ -145,7 +160,14 @@ fn every_trace_format_shares_exactly_the_blocks_its_hash_ids_share() {
         &fixture("mooncake.jsonl"),
         "reblocked",
         "sim:tiny",
-        &["--param", "trace-block-size=64", "--param", "block-size=16", "--param", "re-block=true"],
+        &[
+            "--param",
+            "trace-block-size=64",
+            "--param",
+            "block-size=16",
+            "--param",
+            "re-block=true",
+        ],
     );
     check_fidelity(&dir, "re-blocked");
 }
@@ -178,7 +200,9 @@ fn a_block_size_the_trace_was_not_recorded_with_is_refused_naming_both() {
     assert_ne!(out.status.code(), Some(0));
     let err = text(&out);
     assert!(
-        err.contains("`block-size`: 32") && err.contains("16-token blocks") && err.contains("re-block=true"),
+        err.contains("`block-size`: 32")
+            && err.contains("16-token blocks")
+            && err.contains("re-block=true"),
         "{err}"
     );
 }
@@ -233,7 +257,10 @@ fn the_per_run_salt_keeps_a_warm_server_from_inflating_the_second_run() {
     let trace = fixture("dynamo.jsonl");
     let first_cached = |dir: &Path| -> u64 {
         let rows = read_jsonl(&dir.join("requests.jsonl"));
-        let r = rows.iter().find(|r| r["prompt_id"] == "trace-000000").unwrap();
+        let r = rows
+            .iter()
+            .find(|r| r["prompt_id"] == "trace-000000")
+            .unwrap();
         r["cached_tokens"].as_u64().unwrap_or(0)
     };
     let a = replay(&d, &trace, "salted-1", &url, &[]);

@@ -774,7 +774,10 @@ fn effective_params(
         .any(|p| p.name == SALT_PARAM && p.default_value == SALT_PER_RUN)
         && !explicit.contains_key(SALT_PARAM)
     {
-        explicit.insert(SALT_PARAM.to_owned(), format!("{:016x}", rand::random::<u64>()));
+        explicit.insert(
+            SALT_PARAM.to_owned(),
+            format!("{:016x}", rand::random::<u64>()),
+        );
     }
     let mut effective: BTreeMap<String, String> = info
         .params

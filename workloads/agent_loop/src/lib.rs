@@ -123,7 +123,10 @@ fn tool_sizes(p: &Params) -> Result<Vec<(&'static str, (u32, u32))>> {
     let mut out: Vec<(&'static str, (u32, u32))> = Vec::new();
     for item in p.get_list("tool-result-tokens")? {
         let (tool, range) = item.split_once('=').ok_or_else(|| bad(&item))?;
-        let tool = *TOOLS.iter().find(|t| **t == tool).ok_or_else(|| bad(&item))?;
+        let tool = *TOOLS
+            .iter()
+            .find(|t| **t == tool)
+            .ok_or_else(|| bad(&item))?;
         let (lo, hi) = range
             .split_once(':')
             .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
@@ -223,11 +226,7 @@ fn declared_params() -> Vec<ParamInfo> {
              one, so the session's KV can leave the GPU tier; 0 for no pauses.",
             "0",
         ),
-        param(
-            "pause-ms",
-            "The pause, in ms (see pause-every).",
-            "30000",
-        ),
+        param("pause-ms", "The pause, in ms (see pause-every).", "30000"),
         param(
             "history",
             "real: earlier answers are the engine's. synthetic: a fixed sentence per answer, so \
@@ -264,7 +263,11 @@ pub fn script(c: &Config) -> Vec<Step> {
         if c.subagents > 0 && c.subagent_every > 0 && k % c.subagent_every == 0 && k < c.turns {
             for child in 1..=c.subagents {
                 for turn in 1..=c.subagent_turns {
-                    out.push(Step::Sub { after: k, child, turn });
+                    out.push(Step::Sub {
+                        after: k,
+                        child,
+                        turn,
+                    });
                 }
             }
         }
@@ -338,7 +341,12 @@ impl Agent {
     /// every earlier one first: `pick(TOOLS)`, `range_u32(min, max)` tokens,
     /// then a synthetic document fitted to that many tokens.
     /// A tool's size comes from `sizes` when listed there, else `range`.
-    pub fn observation(&mut self, turn: u32, sizes: &Sizes<'_>, tok: &dyn Tokenizer) -> &Observation {
+    pub fn observation(
+        &mut self,
+        turn: u32,
+        sizes: &Sizes<'_>,
+        tok: &dyn Tokenizer,
+    ) -> &Observation {
         while self.observations.len() < turn as usize {
             let n = self.observations.len() + 1;
             let name = format!("{}-{{tool}}-{n}", self.id);
@@ -399,7 +407,11 @@ fn draw_observation(
         .map_or(sizes.range, |(_, r)| *r);
     let tokens = rng.range_u32(lo, hi);
     let doc = text::synthetic_document(rng, &name.replace("{tool}", tool), topic, tokens);
-    let text = tok.fit(&format!("Tool result ({tool}, call {n}):\n{doc}"), tokens, FILLER);
+    let text = tok.fit(
+        &format!("Tool result ({tool}, call {n}):\n{doc}"),
+        tokens,
+        FILLER,
+    );
     Observation { tool, tokens, text }
 }
 
@@ -511,7 +523,10 @@ impl AgentLoop {
     }
 
     fn step_index(&self, step: Step) -> usize {
-        self.script.iter().position(|s| *s == step).expect("a step of the script")
+        self.script
+            .iter()
+            .position(|s| *s == step)
+            .expect("a step of the script")
     }
 
     /// The parent's conversation up to (not including) its turn `turn`:
@@ -526,7 +541,10 @@ impl AgentLoop {
         tok: &dyn Tokenizer,
     ) -> Vec<ChatMessage> {
         let c = self.config.clone();
-        let sizes = Sizes { range: c.observation_range, tools: &c.tool_sizes };
+        let sizes = Sizes {
+            range: c.observation_range,
+            tools: &c.tool_sizes,
+        };
         let mut messages: Vec<ChatMessage> = Vec::new();
         if let Some(system) = system {
             messages.push(message("system", system));
@@ -544,7 +562,11 @@ impl AgentLoop {
             let result = if spawns(&c, k) {
                 let mut r = String::from("Subagent results:\n");
                 for child in 1..=c.subagents {
-                    let last = self.step_index(Step::Sub { after: k, child, turn: c.subagent_turns });
+                    let last = self.step_index(Step::Sub {
+                        after: k,
+                        child,
+                        turn: c.subagent_turns,
+                    });
                     let tool = self.agents[s]
                         .sub_observation(k, child, c.subagent_turns, &sizes, tok)
                         .tool;
@@ -565,14 +587,19 @@ impl AgentLoop {
     /// The request for agent `s`'s next step.
     fn request(&mut self, s: usize, system: Option<&str>, tok: &dyn Tokenizer) -> RequestSpec {
         let c = self.config.clone();
-        let sizes = Sizes { range: c.observation_range, tools: &c.tool_sizes };
+        let sizes = Sizes {
+            range: c.observation_range,
+            tools: &c.tool_sizes,
+        };
         let index = self.agents[s].planned as usize;
         let step = self.script[index];
         let (messages, id, extra, last_observation) = match step {
             Step::Turn(turn) => {
                 let m = self.parent_messages(s, turn, system, tok);
                 let last = if turn > 1 && !spawns(&c, turn - 1) {
-                    self.agents[s].observations[turn as usize - 2].tokens.to_string()
+                    self.agents[s].observations[turn as usize - 2]
+                        .tokens
+                        .to_string()
                 } else {
                     "0".to_string()
                 };
@@ -581,7 +608,10 @@ impl AgentLoop {
             Step::Sub { after, child, turn } => {
                 let mut m = self.parent_messages(s, after, system, tok);
                 let spawn = self.step_index(Step::Turn(after));
-                m.push(message("assistant", &self.answer(s, spawn, "spawn_subagents")));
+                m.push(message(
+                    "assistant",
+                    &self.answer(s, spawn, "spawn_subagents"),
+                ));
                 let a = &self.agents[s];
                 m.push(message(
                     "user",
@@ -593,8 +623,14 @@ impl AgentLoop {
                     ),
                 ));
                 for v in 1..turn {
-                    let tool = self.agents[s].sub_observation(after, child, v, &sizes, tok).tool;
-                    let i = self.step_index(Step::Sub { after, child, turn: v });
+                    let tool = self.agents[s]
+                        .sub_observation(after, child, v, &sizes, tok)
+                        .tool;
+                    let i = self.step_index(Step::Sub {
+                        after,
+                        child,
+                        turn: v,
+                    });
                     m.push(message("assistant", &self.answer(s, i, tool)));
                     let text = self.agents[s]
                         .sub_observation(after, child, v, &sizes, tok)
@@ -622,7 +658,8 @@ impl AgentLoop {
         let agent = &self.agents[s];
         // The turn after every `pause-every`-th parent turn waits longer.
         let paused = match (index.checked_sub(1).map(|i| self.script[i]), step) {
-            (Some(Step::Turn(k)), Step::Turn(_)) | (Some(Step::Sub { after: k, .. }), Step::Turn(_)) => {
+            (Some(Step::Turn(k)), Step::Turn(_))
+            | (Some(Step::Sub { after: k, .. }), Step::Turn(_)) => {
                 c.pause_every > 0 && k % c.pause_every == 0
             }
             _ => false,
@@ -920,7 +957,10 @@ mod tests {
     }
 
     fn label_of<'a>(r: &'a RequestSpec, key: &str) -> Option<&'a str> {
-        r.labels.iter().find(|l| l.key == key).map(|l| l.value.as_str())
+        r.labels
+            .iter()
+            .find(|l| l.key == key)
+            .map(|l| l.value.as_str())
     }
 
     #[test]
@@ -957,13 +997,20 @@ mod tests {
                 "agent_001-t03",
             ]
         );
-        assert!(all.iter().all(|r| r.session_id.as_deref() == Some("agent_001")));
+        assert!(
+            all.iter()
+                .all(|r| r.session_id.as_deref() == Some("agent_001"))
+        );
         let parent1 = messages(&all[0]);
         let child = messages(&all[2]);
         // The child starts with the parent's whole prompt, then the spawn.
         assert_eq!(child[..parent1.len()], parent1[..]);
         assert!(child[parent1.len()].content.contains("spawn_subagents"));
-        assert!(child[parent1.len() + 1].content.starts_with("Subagent agent_001/sub1:"));
+        assert!(
+            child[parent1.len() + 1]
+                .content
+                .starts_with("Subagent agent_001/sub1:")
+        );
         assert_eq!(label_of(&all[2], "subagent"), Some("agent_001/sub1@1"));
         assert_eq!(label_of(&all[2], "subagent_turn"), Some("2"));
         // The parent's next turn gets both children's final answers.
@@ -972,14 +1019,22 @@ mod tests {
         let results = &parent2.last().unwrap().content;
         assert!(results.starts_with("Subagent results:\n"), "{results}");
         assert!(
-            results.contains("Turn 2 of agent_001/sub1@1") && results.contains("Turn 2 of agent_001/sub2@1"),
+            results.contains("Turn 2 of agent_001/sub1@1")
+                && results.contains("Turn 2 of agent_001/sub2@1"),
             "{results}"
         );
         // Children of one spawn do not share each other's history.
-        assert_ne!(messages(&all[3])[parent1.len() + 1], child[parent1.len() + 1]);
+        assert_ne!(
+            messages(&all[3])[parent1.len() + 1],
+            child[parent1.len() + 1]
+        );
         // The last turn spawns nothing.
         assert_eq!(all.len(), 11);
-        assert!(all[1..].iter().all(|r| matches!(r.arrival, Arrival::AfterPreviousTurn(_))));
+        assert!(
+            all[1..]
+                .iter()
+                .all(|r| matches!(r.arrival, Arrival::AfterPreviousTurn(_)))
+        );
     }
 
     #[test]
@@ -992,7 +1047,10 @@ mod tests {
                 ("pause-every", "2"),
                 ("pause-ms", "45000"),
                 ("observation-range", "20:30"),
-                ("tool-result-tokens", "read_file=300:300,run_tests=300:300,grep=300:300,list_dir=300:300,git_diff=300:300,build=300:300"),
+                (
+                    "tool-result-tokens",
+                    "read_file=300:300,run_tests=300:300,grep=300:300,list_dir=300:300,git_diff=300:300,build=300:300",
+                ),
             ],
             2,
         );
@@ -1011,7 +1069,13 @@ mod tests {
         assert_eq!(label_of(&all[2], "pause_ms"), Some("45000"));
         assert_eq!(label_of(&all[1], "pause_ms"), None);
         assert_eq!(label_of(&all[1], "observation_tokens"), Some("300"));
-        for bad in ["read_file", "nope=1:2", "grep=0:5", "grep=5:1", "grep=1:2,grep=1:2"] {
+        for bad in [
+            "read_file",
+            "nope=1:2",
+            "grep=0:5",
+            "grep=5:1",
+            "grep=1:2,grep=1:2",
+        ] {
             assert!(config(&[("tool-result-tokens", bad)]).is_err(), "{bad}");
         }
         assert!(config(&[("subagents", "17")]).is_err());

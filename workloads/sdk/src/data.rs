@@ -79,7 +79,12 @@ mod tests {
         assert!(m.contains("--param trace=@FILE"), "{m}");
         let m = message(read_text("trace", ""));
         assert!(m.contains("is empty"), "{m}");
-        assert_eq!(read_bytes("trace", good.to_str().unwrap(), 7).unwrap().len(), 7);
+        assert_eq!(
+            read_bytes("trace", good.to_str().unwrap(), 7)
+                .unwrap()
+                .len(),
+            7
+        );
         let m = match read_bytes("trace", good.to_str().unwrap(), 6) {
             Err(WorkloadError::InvalidConfig(m)) => m,
             other => panic!("{other:?}"),

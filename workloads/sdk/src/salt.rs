@@ -138,7 +138,10 @@ mod tests {
         assert_eq!(Salt::off().doc_id("block-1"), "block-1");
         assert!(message(Salt::new("per-run")).contains("draws a fresh salt"));
         for bad in ["", "a b", "é", &"x".repeat(65)] {
-            assert!(message(Salt::new(bad)).contains("parameter `salt`"), "{bad}");
+            assert!(
+                message(Salt::new(bad)).contains("parameter `salt`"),
+                "{bad}"
+            );
         }
         let p = Params::from_pairs(&[salt_param(PER_RUN)], &[("salt", "abc")]).unwrap();
         assert_eq!(Salt::from_params(&p).unwrap().value(), Some("abc"));

@@ -309,8 +309,8 @@ mod tests {
     fn params(pairs: &[(&str, &str)]) -> Result<Params> {
         let mut all = pairs.to_vec();
         if !pairs.iter().any(|(k, _)| *k == "salt") {
-        all.push(("salt", "off"));
-    }
+            all.push(("salt", "off"));
+        }
         Params::from_pairs(&Synthetic::describe().params, &all)
     }
 
@@ -418,7 +418,11 @@ mod tests {
         assert_eq!(salted("r1"), salted("r1"));
         let (a, b) = (salted("r1"), salted("r2"));
         assert!(a.iter().zip(&b).all(|(x, y)| x.1.document != y.1.document));
-        assert!(a[0].1.document.starts_with("Document ID: r1-warmup-00000\n"));
+        assert!(
+            a[0].1
+                .document
+                .starts_with("Document ID: r1-warmup-00000\n")
+        );
         let c = config(&[("salt", "r1")]).unwrap();
         assert_eq!(c.salt.label_value(), "r1");
         assert!(config(&[("salt", "bad salt")]).is_err());

@@ -59,7 +59,12 @@ impl Blocks {
         }
         let mut rng = SplitMix64::new(SplitMix64::new(self.seed ^ h).next_u64());
         let topic = rng.pick(&TOPICS);
-        let doc = text::synthetic_document(&mut rng, &self.salt.doc_id(&format!("block-{h}")), topic, self.block_size);
+        let doc = text::synthetic_document(
+            &mut rng,
+            &self.salt.doc_id(&format!("block-{h}")),
+            topic,
+            self.block_size,
+        );
         let t = Rc::new(exact(&doc, self.block_size, tok));
         self.cache.insert(h, Rc::clone(&t));
         t
@@ -68,9 +73,15 @@ impl Blocks {
     /// `tokens` tokens that belong to request `index` alone (the part of
     /// its prompt no hash id covers).
     pub fn tail(&self, index: usize, tokens: u32, tok: &dyn Tokenizer) -> String {
-        let mut rng = SplitMix64::new(SplitMix64::new(self.seed ^ TAIL_SEED ^ index as u64).next_u64());
+        let mut rng =
+            SplitMix64::new(SplitMix64::new(self.seed ^ TAIL_SEED ^ index as u64).next_u64());
         let topic = rng.pick(&TOPICS);
-        let doc = text::synthetic_document(&mut rng, &self.salt.doc_id(&format!("tail-{index}")), topic, tokens);
+        let doc = text::synthetic_document(
+            &mut rng,
+            &self.salt.doc_id(&format!("tail-{index}")),
+            topic,
+            tokens,
+        );
         tok.fit(&doc, tokens, FILLER)
     }
 }

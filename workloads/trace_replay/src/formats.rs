@@ -144,8 +144,7 @@ pub fn detect(text: &str) -> Result<Format> {
 }
 
 fn detect_object(o: &Map<String, Value>) -> Option<Format> {
-    if o
-        .get("schema")
+    if o.get("schema")
         .and_then(Value::as_str)
         .is_some_and(|s| s.starts_with("dynamo.request.trace"))
     {
@@ -198,7 +197,9 @@ pub(crate) fn jsonl_objects(
             }
             match serde_json::from_str::<Value>(raw) {
                 Ok(Value::Object(o)) => Ok((line, o)),
-                Ok(_) => Err(invalid(format!("trace line {line}: expected a JSON object"))),
+                Ok(_) => Err(invalid(format!(
+                    "trace line {line}: expected a JSON object"
+                ))),
                 Err(e) => Err(invalid(format!("trace line {line}: not valid JSON ({e})"))),
             }
         })
@@ -325,15 +326,33 @@ mod tests {
         assert!(m.contains("trace line 1") && m.contains("at most"), "{m}");
         let obj: Map<String, Value> =
             serde_json::from_str(r#"{"h": [1, 18446744073709551616]}"#).unwrap();
-        let f = Fields { at: "line 9", obj: &obj };
+        let f = Fields {
+            at: "line 9",
+            obj: &obj,
+        };
         let m = message(f.hash_ids("h"));
-        assert!(m.contains("trace line 9: `h[1]`") && m.contains("18446744073709551615"), "{m}");
+        assert!(
+            m.contains("trace line 9: `h[1]`") && m.contains("18446744073709551615"),
+            "{m}"
+        );
         let obj: Map<String, Value> = serde_json::from_str(r#"{"h": [-1]}"#).unwrap();
-        let m = message(Fields { at: "line 2", obj: &obj }.hash_ids("h"));
+        let m = message(
+            Fields {
+                at: "line 2",
+                obj: &obj,
+            }
+            .hash_ids("h"),
+        );
         assert!(m.contains("`h[0]` is -1"), "{m}");
         let many = format!("{{\"h\": [{}]}}", vec!["1"; MAX_HASH_IDS + 1].join(","));
         let obj: Map<String, Value> = serde_json::from_str(&many).unwrap();
-        let m = message(Fields { at: "line 3", obj: &obj }.hash_ids("h"));
+        let m = message(
+            Fields {
+                at: "line 3",
+                obj: &obj,
+            }
+            .hash_ids("h"),
+        );
         assert!(m.contains("at most 65536"), "{m}");
     }
 }

@@ -106,8 +106,16 @@ mod tests {
     fn counts_name_both_block_sizes() {
         assert!(check_count(&rec(700, 2), Format::Mooncake, 512, "").is_ok());
         assert!(check_count(&rec(700, 1), Format::Mooncake, 512, "").is_err());
-        assert!(check_count(&rec(700, 1), Format::Dynamo, 512, "").is_ok(), "floor");
-        let m = message(check_count(&rec(700, 44), Format::Mooncake, 512, "the default"));
+        assert!(
+            check_count(&rec(700, 1), Format::Dynamo, 512, "").is_ok(),
+            "floor"
+        );
+        let m = message(check_count(
+            &rec(700, 44),
+            Format::Mooncake,
+            512,
+            "the default",
+        ));
         assert!(
             m.contains("trace line 4: input_length 700 with 44 hash ids fits a block size of 16")
                 && m.contains("not 512 (the default)"),

@@ -104,7 +104,13 @@ fn block_param(p: &Params, name: &str) -> Result<Option<u32>> {
         .ok()
         .filter(|n| (1..=MAX_BLOCK_SIZE).contains(n))
         .map(Some)
-        .ok_or_else(|| invalid(name, v, &format!("`auto` or tokens from 1 to {MAX_BLOCK_SIZE}")))
+        .ok_or_else(|| {
+            invalid(
+                name,
+                v,
+                &format!("`auto` or tokens from 1 to {MAX_BLOCK_SIZE}"),
+            )
+        })
 }
 
 /// Mooncake's published traces use 512-token blocks, and record no size.
@@ -143,7 +149,10 @@ impl Config {
             // Mooncake records none: the size the user states is the trace's.
             (None, None) => match given_block {
                 Some(b) => (b, "`block-size`, as the trace records none"),
-                None => (MOONCAKE_BLOCK_SIZE, "`trace-block-size` auto: Mooncake's 512"),
+                None => (
+                    MOONCAKE_BLOCK_SIZE,
+                    "`trace-block-size` auto: Mooncake's 512",
+                ),
             },
         };
         for r in &trace.records {
@@ -403,7 +412,7 @@ impl Workload for TraceReplay {
         let config = Config::new(params, trace)?;
         if config.skipped > 0 {
             sparkhost_workload::host::info(&format!(
-                    "trace_replay: {} records of the trace are not requests with replay \
+                "trace_replay: {} records of the trace are not requests with replay \
                      hashes and are skipped",
                 config.skipped
             ));

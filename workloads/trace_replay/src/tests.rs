@@ -68,7 +68,12 @@ fn assert_hash_fidelity(c: &Config, requests: &[RequestSpec]) {
         .collect();
     let mut whole: Vec<(u64, &[&str])> = Vec::new();
     for ((p, r), w) in c.requests.iter().zip(requests).zip(&words) {
-        assert_eq!(w.len(), p.record.input_length as usize, "{}", p.record.source);
+        assert_eq!(
+            w.len(),
+            p.record.input_length as usize,
+            "{}",
+            p.record.source
+        );
         let ids: Vec<String> = p.block_ids.iter().map(u64::to_string).collect();
         assert_eq!(get(&r.labels, "hash_ids"), ids.join(","));
         assert_eq!(get(&r.labels, "hash_block_tokens"), b.to_string());
@@ -78,7 +83,10 @@ fn assert_hash_fidelity(c: &Config, requests: &[RequestSpec]) {
             }
         }
     }
-    assert!(whole.len() > c.requests.len(), "the fixture has shared blocks");
+    assert!(
+        whole.len() > c.requests.len(),
+        "the fixture has shared blocks"
+    );
     let mut shared = 0;
     for (i, (id_a, a)) in whole.iter().enumerate() {
         for (id_b, bb) in &whole[i + 1..] {
@@ -137,7 +145,10 @@ fn hash_fidelity_weka() {
         .unwrap();
     assert!(get(&sub.labels, "trace_record").contains("requests[2].requests["));
     // A recorded output of 0 asks for 1 token and says what was recorded.
-    let zero = r.iter().find(|q| get(&q.labels, "output_length") == "0").unwrap();
+    let zero = r
+        .iter()
+        .find(|q| get(&q.labels, "output_length") == "0")
+        .unwrap();
     assert_eq!(zero.generation.max_tokens, 1);
 }
 
@@ -156,22 +167,36 @@ fn hash_fidelity_after_re_blocking() {
 fn another_block_size_is_refused_naming_both() {
     let m = message(config("dynamo.jsonl", &[("block-size", "32")]));
     assert!(
-        m.contains("`block-size`: 32") && m.contains("16-token blocks") && m.contains("re-block=true"),
+        m.contains("`block-size`: 32")
+            && m.contains("16-token blocks")
+            && m.contains("re-block=true"),
         "{m}"
     );
     let m = message(config("dynamo.jsonl", &[("trace-block-size", "64")]));
-    assert!(m.contains("64") && m.contains("records block size 16"), "{m}");
+    assert!(
+        m.contains("64") && m.contains("records block size 16"),
+        "{m}"
+    );
     // Mooncake records none: the default 512 does not fit this trace's counts.
     let m = message(config("mooncake.jsonl", &[]));
     assert!(
-        m.contains("trace line 1: input_length 200 with 4 hash ids fits a block size from 50 to 66")
-            && m.contains("not 512"),
+        m.contains(
+            "trace line 1: input_length 200 with 4 hash ids fits a block size from 50 to 66"
+        ) && m.contains("not 512"),
         "{m}"
     );
     // Mooncake: a stated block-size is the trace's; a wrong one is named.
-    assert_eq!(config("mooncake.jsonl", &[("block-size", "64")]).unwrap().trace_block_size, 64);
+    assert_eq!(
+        config("mooncake.jsonl", &[("block-size", "64")])
+            .unwrap()
+            .trace_block_size,
+        64
+    );
     let m = message(config("mooncake.jsonl", &[("block-size", "128")]));
-    assert!(m.contains("not 128 (`block-size`, as the trace records none)"), "{m}");
+    assert!(
+        m.contains("not 128 (`block-size`, as the trace records none)"),
+        "{m}"
+    );
     let m = message(config("mooncake.jsonl", &[("format", "dynamo")]));
     assert!(m.contains("`schema`"), "{m}");
 }
@@ -188,13 +213,18 @@ fn gaps_are_kept_capped_and_scaled() {
     };
     // Sorted by arrival (the file is in end order); the 90 s idle gap is
     // cut to the 60 s default cap.
-    assert_eq!(offsets(&[]), [0.0, 500.0, 800.0, 60_800.0, 61_000.0, 61_200.0]);
+    assert_eq!(
+        offsets(&[]),
+        [0.0, 500.0, 800.0, 60_800.0, 61_000.0, 61_200.0]
+    );
     assert_eq!(
         offsets(&[("idle-gap-cap-ms", "off"), ("time-scale", "0.5")]),
         [0.0, 250.0, 400.0, 45_400.0, 45_500.0, 45_600.0]
     );
     assert_eq!(offsets(&[("idle-gap-cap-ms", "100")])[3], 300.0);
-    assert!(message(config("dynamo.jsonl", &[("idle-gap-cap-ms", "-1")])).contains("idle-gap-cap-ms"));
+    assert!(
+        message(config("dynamo.jsonl", &[("idle-gap-cap-ms", "-1")])).contains("idle-gap-cap-ms")
+    );
     assert!(message(config("dynamo.jsonl", &[("time-scale", "-1")])).contains("time-scale"));
     let c = config("dynamo.jsonl", &[("max-requests", "2")]).unwrap();
     assert_eq!(c.requests.len(), 2);
@@ -225,12 +255,18 @@ fn salt_changes_every_block_and_off_is_byte_identical() {
     assert_eq!(texts("off"), texts("off"));
     assert_eq!(texts("a1"), texts("a1"));
     let (a, b) = (texts("a1"), texts("b2"));
-    assert!(a.iter().zip(&b).all(|(x, y)| x != y), "every prompt differs");
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x != y),
+        "every prompt differs"
+    );
     let p = Params::from_pairs(&declared_params(), &[("salt", "a1")]).unwrap();
     let c = Config::new(&p, std::fs::read(fixture_path("dynamo.jsonl")).unwrap()).unwrap();
     assert_eq!(get(&plan(c, 9)[0].labels, "salt"), "a1");
     let p = Params::from_pairs(&declared_params(), &[]).unwrap();
-    let m = message(Config::new(&p, std::fs::read(fixture_path("dynamo.jsonl")).unwrap()));
+    let m = message(Config::new(
+        &p,
+        std::fs::read(fixture_path("dynamo.jsonl")).unwrap(),
+    ));
     assert!(m.contains("per-run"), "{m}");
 }
 

@@ -45,10 +45,14 @@ pub fn parse(text: &str) -> Result<Trace> {
             }
         }
         let request = obj.get("request").and_then(Value::as_object);
-        let replay = request.and_then(|r| r.get("replay")).and_then(Value::as_object);
-        let (Some("request_end"), Some(request), Some(replay)) =
-            (obj.get("event_type").and_then(Value::as_str), request, replay)
-        else {
+        let replay = request
+            .and_then(|r| r.get("replay"))
+            .and_then(Value::as_object);
+        let (Some("request_end"), Some(request), Some(replay)) = (
+            obj.get("event_type").and_then(Value::as_str),
+            request,
+            replay,
+        ) else {
             skipped += 1;
             continue;
         };
@@ -129,7 +133,11 @@ mod tests {
         let r = &t.records[0];
         assert_eq!(r.session.as_deref(), Some("session-a"));
         assert_eq!(r.input_length, r.hash_ids.len() as u32 * 16);
-        assert!(t.records.iter().any(|r| r.hash_ids.iter().any(|&h| h > 1 << 40)));
+        assert!(
+            t.records
+                .iter()
+                .any(|r| r.hash_ids.iter().any(|&h| h > 1 << 40))
+        );
     }
 
     #[test]
@@ -139,14 +147,21 @@ mod tests {
                 r#"{{"schema": "dynamo.request.trace.v1", "event_type": "request_end", "event_time_unix_ms": 5, "request": {{"request_id": "r", "output_tokens": 3, "replay": {replay}}}}}"#
             )
         };
-        let ok = rec(r#"{"trace_block_size": 16, "input_length": 16, "input_sequence_hashes": [1]}"#);
+        let ok =
+            rec(r#"{"trace_block_size": 16, "input_length": 16, "input_sequence_hashes": [1]}"#);
         let m = message(&format!(
             "{ok}\n{}\n",
             rec(r#"{"trace_block_size": 32, "input_length": 32, "input_sequence_hashes": [1]}"#)
         ));
-        assert!(m.contains("line 2: `trace_block_size` is 32, but line 1 recorded 16"), "{m}");
+        assert!(
+            m.contains("line 2: `trace_block_size` is 32, but line 1 recorded 16"),
+            "{m}"
+        );
         let m = message(&rec(r#"{"trace_block_size": 16, "input_length": 16}"#));
-        assert!(m.contains("line 1 request.replay: `input_sequence_hashes` is missing"), "{m}");
+        assert!(
+            m.contains("line 1 request.replay: `input_sequence_hashes` is missing"),
+            "{m}"
+        );
         let m = message(&rec(
             r#"{"trace_block_size": 16, "input_length": 16, "input_sequence_hashes": [1.5]}"#,
         ));

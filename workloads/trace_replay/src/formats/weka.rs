@@ -19,8 +19,7 @@
 use serde_json::{Map, Value};
 
 use super::{
-    Fields, Format, MAX_BLOCK_SIZE, MAX_INPUT_TOKENS, MAX_TRACE_BYTES, Record, Trace, invalid,
-    push,
+    Fields, Format, MAX_BLOCK_SIZE, MAX_INPUT_TOKENS, MAX_TRACE_BYTES, Record, Trace, invalid, push,
 };
 use sparkhost_workload::Result;
 
@@ -32,7 +31,9 @@ pub fn parse(text: &str) -> Result<Trace> {
     let doc: Value = serde_json::from_str(text)
         .map_err(|e| invalid(format!("trace: not a valid WEKA JSON document ({e})")))?;
     let Value::Object(obj) = doc else {
-        return Err(invalid("trace: a WEKA trace is one JSON object".to_string()));
+        return Err(invalid(
+            "trace: a WEKA trace is one JSON object".to_string(),
+        ));
     };
     let top = Fields {
         at: "document",
@@ -138,7 +139,10 @@ mod tests {
         let t = parse(&crate::tests::fixture("weka.json")).unwrap();
         assert_eq!(t.block_size, Some(32));
         let sessions: Vec<_> = t.records.iter().map(|r| r.session.clone()).collect();
-        assert!(sessions.contains(&Some("agent_001".to_string())), "{sessions:?}");
+        assert!(
+            sessions.contains(&Some("agent_001".to_string())),
+            "{sessions:?}"
+        );
         assert!(sessions.contains(&Some("weka-session-1".to_string())));
         assert!(t.records.iter().any(|r| r.source.contains(".requests[")));
     }
@@ -152,7 +156,10 @@ mod tests {
         let m = message(
             r#"{"block_size": 16, "requests": [{"t": 0, "type": "n", "in": 0, "out": 1}]}"#,
         );
-        assert!(m.contains("requests[0]: `in` must be a whole number from 1"), "{m}");
+        assert!(
+            m.contains("requests[0]: `in` must be a whole number from 1"),
+            "{m}"
+        );
         let m = message(r#"{"block_size": 16, "requests": [{"t": 0, "type": "x"}]}"#);
         assert!(m.contains("`type` must be"), "{m}");
         let mut deep = String::from(r#"{"t": 0, "type": "n", "in": 1, "out": 1}"#);
