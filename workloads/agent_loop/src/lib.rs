@@ -260,7 +260,7 @@ pub fn script(c: &Config) -> Vec<Step> {
     let mut out = Vec::new();
     for k in 1..=c.turns {
         out.push(Step::Turn(k));
-        if c.subagents > 0 && c.subagent_every > 0 && k % c.subagent_every == 0 && k < c.turns {
+        if spawns(c, k) {
             for child in 1..=c.subagents {
                 for turn in 1..=c.subagent_turns {
                     out.push(Step::Sub {
@@ -277,7 +277,7 @@ pub fn script(c: &Config) -> Vec<Step> {
 
 /// Whether the parent's turn `k` spawned subagents.
 fn spawns(c: &Config, k: u32) -> bool {
-    c.subagents > 0 && c.subagent_every > 0 && k % c.subagent_every == 0 && k < c.turns
+    c.subagents > 0 && c.subagent_every > 0 && k.is_multiple_of(c.subagent_every) && k < c.turns
 }
 
 /// One tool result, drawn when first needed.
@@ -660,7 +660,7 @@ impl AgentLoop {
         let paused = match (index.checked_sub(1).map(|i| self.script[i]), step) {
             (Some(Step::Turn(k)), Step::Turn(_))
             | (Some(Step::Sub { after: k, .. }), Step::Turn(_)) => {
-                c.pause_every > 0 && k % c.pause_every == 0
+                c.pause_every > 0 && k.is_multiple_of(c.pause_every)
             }
             _ => false,
         };
@@ -1055,7 +1055,7 @@ mod tests {
             2,
         );
         let all = p.next_requests(100, &WordTokenizer);
-        let waits: Vec<Arrival> = all.iter().map(|r| r.arrival.clone()).collect();
+        let waits: Vec<Arrival> = all.iter().map(|r| r.arrival).collect();
         assert_eq!(
             waits,
             [

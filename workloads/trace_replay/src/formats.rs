@@ -124,10 +124,9 @@ pub fn detect(text: &str) -> Result<Format> {
     if let Some(first) = text.lines().find(|l| !l.trim().is_empty())
         && first.len() <= MAX_LINE_BYTES
         && let Ok(Value::Object(o)) = serde_json::from_str::<Value>(first)
+        && let Some(f) = detect_object(&o)
     {
-        if let Some(f) = detect_object(&o) {
-            return Ok(f);
-        }
+        return Ok(f);
     }
     if text.trim_start().starts_with('{')
         && let Ok(Value::Object(o)) = serde_json::from_str::<Value>(text)
