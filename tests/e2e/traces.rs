@@ -148,9 +148,11 @@ fn every_trace_format_shares_exactly_the_blocks_its_hash_ids_share() {
         for row in read_jsonl(&dir.join("request_manifest.jsonl")) {
             assert_eq!(row["prompt_metadata"]["salt"], salt.as_str(), "{name}");
         }
+        let planned = read_jsonl(&dir.join("request_manifest.jsonl")).len() as u64;
         assert_eq!(
-            phase(&s, "replay")["total_requests"].as_u64().is_some(),
-            true
+            phase(&s, "replay")["total_requests"].as_u64(),
+            Some(planned),
+            "{name}"
         );
     }
     // Re-blocked to the engine's 16 tokens, Mooncake's 64-token blocks
