@@ -24,6 +24,9 @@
 //!   evidence (with the client's per-phase usage the host adds), error counts
 //!   and the request manifest's reuse opportunity; the per-phase three-way
 //!   cross-checks of reuse and disk bytes; findings are [`ReasonCode`]s.
+//! - [`hash_reuse`]: the reuse a trace's hash ids predict (chained block
+//!   ids from the manifest's `hash_ids` labels), per phase and for the run;
+//!   part of the verdict's reuse opportunity.
 //! - Sources, one module each, each owning its probe, snapshot part, timeline
 //!   columns and rows: [`diskstats`] (`/proc/diskstats`, `iostat -x` rates; also
 //!   picks the KV disk), [`procio`] (the `processes` source: per-process
@@ -48,6 +51,7 @@ pub mod directio;
 pub mod diskstats;
 pub mod docker;
 pub mod gpu;
+pub mod hash_reuse;
 pub mod kvbm;
 pub mod logs;
 pub mod memory;

@@ -273,6 +273,11 @@ pub struct ReuseOpportunity {
     /// `opportunities / requests`.
     pub rate: f64,
     pub unique_prefix_hashes: u64,
+    /// What the requests' hash ids predict, block by block, when the
+    /// workload labelled them (trace replays); a request with a reusable
+    /// block also counts as an opportunity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_ids: Option<crate::hash_reuse::HashReuse>,
 }
 
 /// Counts [`ReuseOpportunity`] one manifest row at a time, in planned order.
@@ -280,14 +285,23 @@ pub struct ReuseOpportunity {
 struct ReuseCounter {
     seen_prefix: HashSet<String>,
     seen_identity: HashSet<String>,
+    hashes: crate::hash_reuse::HashReuseCounter,
     r: ReuseOpportunity,
 }
 
 impl ReuseCounter {
-    fn add(&mut self, prefix: Option<&str>, identity: Option<&str>) {
+    fn add(&mut self, prefix: Option<&str>, identity: Option<&str>, hashes: HashLabels<'_>) {
+        let mut opp = self
+            .hashes
+            .add(
+                hashes.phase,
+                hashes.ids,
+                hashes.block_tokens,
+                hashes.prompt_tokens,
+            )
+            .unwrap_or(false);
         let r = &mut self.r;
         r.requests += 1;
-        let mut opp = false;
         if let Some(p) = prefix.filter(|s| !s.is_empty()) {
             r.with_prefix_hash += 1;
             if !self.seen_prefix.contains(p) {
@@ -310,6 +324,7 @@ impl ReuseCounter {
 
     fn finish(self) -> ReuseOpportunity {
         let mut r = self.r;
+        r.hash_ids = self.hashes.finish();
         r.unique_prefix_hashes = self.seen_prefix.len() as u64;
         r.rate = if r.requests > 0 {
             crate::common::round6(r.opportunities as f64 / r.requests as f64)
@@ -329,6 +344,29 @@ struct ReuseFields<'a> {
     request_identity_sha256: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     prompt_sha256: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    phase: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    prompt_tokens_est: Option<u64>,
+    #[serde(default, borrow)]
+    prompt_metadata: Option<HashLabelFields<'a>>,
+}
+
+/// The labels of a manifest row that [`crate::hash_reuse`] reads.
+#[derive(Deserialize, Default)]
+struct HashLabelFields<'a> {
+    #[serde(default, borrow)]
+    hash_ids: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    hash_block_tokens: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct HashLabels<'a> {
+    phase: &'a str,
+    ids: Option<&'a str>,
+    block_tokens: Option<&'a str>,
+    prompt_tokens: Option<u64>,
 }
 
 impl ReuseOpportunity {
@@ -341,7 +379,14 @@ impl ReuseOpportunity {
                 .get("request_identity_sha256")
                 .or_else(|| row.get("prompt_sha256"))
                 .and_then(|v| v.as_str());
-            c.add(prefix, identity);
+            let meta = |k: &str| row.get("prompt_metadata")?.get(k)?.as_str();
+            let hashes = HashLabels {
+                phase: row.get("phase").and_then(|v| v.as_str()).unwrap_or(""),
+                ids: meta("hash_ids"),
+                block_tokens: meta("hash_block_tokens"),
+                prompt_tokens: row.get("prompt_tokens_est").and_then(|v| v.as_u64()),
+            };
+            c.add(prefix, identity, hashes);
         }
         c.finish()
     }
@@ -361,7 +406,14 @@ impl ReuseOpportunity {
             let row: ReuseFields<'_> = serde_json::from_str(&line)
                 .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
             let identity = row.request_identity_sha256.or(row.prompt_sha256);
-            c.add(row.prefix_hash.as_deref(), identity.as_deref());
+            let meta = row.prompt_metadata.unwrap_or_default();
+            let hashes = HashLabels {
+                phase: row.phase.as_deref().unwrap_or(""),
+                ids: meta.hash_ids.as_deref(),
+                block_tokens: meta.hash_block_tokens.as_deref(),
+                prompt_tokens: row.prompt_tokens_est,
+            };
+            c.add(row.prefix_hash.as_deref(), identity.as_deref(), hashes);
         }
         Ok(c.finish())
     }
@@ -1771,6 +1823,38 @@ mod tests {
                 .collect::<String>(),
         )
         .unwrap();
+        assert_eq!(ReuseOpportunity::from_manifest_file(&path).unwrap(), r);
+        assert_eq!(r.hash_ids, None, "no row had hash ids");
+    }
+
+    /// Hash ids make a request an opportunity and are counted per phase,
+    /// the same from parsed rows and from the streamed file.
+    #[test]
+    fn reuse_opportunity_from_hash_id_labels() {
+        let row = |phase: &str, ids: &str, tokens: u64| {
+            json!({"phase": phase, "prompt_sha256": format!("{phase}{ids}"), "prompt_tokens_est": tokens,
+                   "prompt_metadata": {"hash_ids": ids, "hash_block_tokens": "16", "other": "x"}})
+        };
+        let rows = [
+            row("a", "7,8", 32),
+            row("a", "7,8,9", 40),
+            row("b", "7", 16),
+            row("b", "5", 16),
+        ];
+        let r = ReuseOpportunity::from_rows(&rows);
+        assert_eq!((r.requests, r.opportunities), (4, 2));
+        let h = r.hash_ids.clone().unwrap();
+        assert_eq!(h.block_tokens, Some(16));
+        assert_eq!(
+            (h.run.blocks, h.run.reusable_blocks, h.run.reusable_tokens),
+            (7, 3, 48)
+        );
+        assert_eq!(h.phases["a"].reusable_tokens, 32);
+        assert_eq!(h.phases["b"].requests_with_reuse, 1);
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("request_manifest.jsonl");
+        let text: String = rows.iter().map(|r| r.to_string() + "\n").collect();
+        std::fs::write(&path, text).unwrap();
         assert_eq!(ReuseOpportunity::from_manifest_file(&path).unwrap(), r);
     }
 

@@ -218,6 +218,9 @@ fn a_repeated_long_prompt_is_served_from_cache_faster() {
         "set=long",
         "--param",
         "long-range=3000:3000",
+        // The same bytes twice: no per-run salt.
+        "--param",
+        "salt=off",
     ];
     let first = rows(&run(&stack, &d, "cold", &args, 0));
     let second = rows(&run(&stack, &d, "warm", &args, 0));
@@ -340,6 +343,8 @@ fn same_workload_params_seed_and_tokenizer_give_a_byte_identical_manifest() {
         "short-range=64:256",
         "--param",
         "long-range=600:900",
+        "--param",
+        "salt=off",
     ];
     let a = run(&stack, &d, "a", &args, 0);
     let b = run(&stack, &d, "b", &args, 0);

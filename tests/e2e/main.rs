@@ -15,6 +15,7 @@
 //! - [`cli`]: help headings, completions, man pages, `--version`, the seed's
 //!   flags, `--store-responses`, and `sparkhost run workloads/copilot.wasm`.
 //! - [`new_workload`]: `sparkhost new workload` projects built and tested.
+//! - [`traces`]: every trace format replayed against the simulator, block-exact reuse, the per-run salt.
 //!
 //! Workload components come from `make workloads` (`workloads/synthetic.wasm`,
 //! `target/test-guests/*.wasm`); a missing one fails with that hint.
@@ -42,6 +43,7 @@ mod sandbox;
 mod signals;
 mod sim;
 mod stack;
+mod traces;
 mod workloads;
 
 use std::path::{Path, PathBuf};

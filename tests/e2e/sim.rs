@@ -347,6 +347,119 @@ fn rehydrate_replay_evidence_chain_b0_b1_b2() {
 /// `verdict.json` names its figures and tolerance. One more run, honest but
 /// in KVBM v2's names (no GDS, so disk hits are staged disk→host→GPU): its
 /// replay's disk evidence is `onboard_blocks_d2h`, and it is not host reuse.
+/// A Dynamo-format trace (written here as Dynamo's request-trace sink
+/// writes it): session A's first turn, eight other sessions whose prompts
+/// fill the 96-block GPU tier, then A's second turn, which extends the
+/// first. Its hash ids predict that the second turn reuses the first's 10
+/// blocks (160 tokens) and that nothing else reuses anything.
+fn pressure_trace(path: &std::path::Path) -> u64 {
+    let rec = |t: u64, session: &str, ids: Vec<u64>| {
+        let n = ids.len() * 16;
+        serde_json::json!({
+            "schema": "dynamo.request.trace.v1", "event_type": "request_end",
+            "event_time_unix_ms": 1_764_600_000_000u64 + t + 50,
+            "agent_context": {"session_id": session},
+            "request": {"request_id": format!("{session}-{t}"), "input_tokens": n, "output_tokens": 2,
+                        "request_received_ms": 1_764_600_000_000u64 + t,
+                        "replay": {"trace_block_size": 16, "input_length": n, "input_sequence_hashes": ids}}
+        })
+        .to_string()
+            + "\n"
+    };
+    let a: Vec<u64> = (0..12).map(|i| 0xA000_0000_0000_0000 + i).collect();
+    let mut text = rec(0, "a", a[..10].to_vec());
+    for p in 0..8u64 {
+        let ids = (0..12).map(|i| (p + 1) << 56 | i).collect();
+        text.push_str(&rec(100 + 50 * p, &format!("p{p}"), ids));
+    }
+    text.push_str(&rec(1000, "a", a.clone()));
+    std::fs::write(path, text).unwrap();
+    160
+}
+
+/// Item 6 of issue 20: the trace's hash ids predict A's reuse; B0 loses it
+/// to GPU eviction, B2 brings it back from its CPU and disk tiers, and
+/// summary and verdict say both, per phase.
+#[test]
+fn a_dynamo_trace_shows_the_reuse_its_hash_ids_predict_in_b0_and_b2() {
+    let Some((d, disk, profile)) = setup("dynamo trace B0/B2") else {
+        return;
+    };
+    let trace = d.results.path().join("pressure.jsonl");
+    let predicted = pressure_trace(&trace);
+    let wasm = workload("trace_replay");
+    let grant = format!("trace=@{}", trace.display());
+    let mut cached_a2 = Vec::new();
+    for tier in ["B0", "B2"] {
+        let run_id = format!("trace-{tier}");
+        let cache = disk.mnt().join(&run_id);
+        let endpoint = format!("sim:{}", profile.display());
+        let dev = disk.name();
+        let mut args = vec![
+            "run",
+            wasm.to_str().unwrap(),
+            "--param",
+            &grant,
+            "--endpoint",
+            &endpoint,
+            "--tier-mode",
+            tier,
+            "--sim-cache-dir",
+            cache.to_str().unwrap(),
+            "--sim-set",
+            "disable_disk_offload_filter=true",
+            "--block-device",
+            &dev,
+            "--results-root",
+            d.results.path().to_str().unwrap(),
+            "--run-id",
+            &run_id,
+            "--model-resolve-timeout",
+            "10s",
+            "--no-collector",
+            "gpu",
+            "--no-collector",
+            "nvme",
+            "--no-report",
+            "--quiet",
+        ];
+        if tier == "B2" {
+            args.extend(["--sim-set", B2_HOST_BLOCKS]);
+        }
+        let out = sparkhost(&args, d.cache.path());
+        assert_eq!(out.status.code(), Some(0), "{tier}: {}", text(&out));
+        let dir = d.results.path().join(&run_id);
+        let s = read_json(&dir.join("summary.json"));
+        let v = read_json(&dir.join("verdict.json"));
+        let ctx = format!("{tier}: {v:#}");
+        // The prediction, per phase, in the verdict and in the summary's copy of it.
+        for doc in [&v, &s["verdict"]] {
+            let h = &doc["signals"]["reuse_opportunity"]["hash_ids"]["phases"]["replay"];
+            assert_eq!(h["reusable_tokens"].as_u64(), Some(predicted), "{ctx}");
+            assert_eq!(h["requests_with_reuse"].as_u64(), Some(1), "{ctx}");
+            assert_eq!(h["requests"].as_u64(), Some(10), "{ctx}");
+        }
+        let rows = crate::read_jsonl(&dir.join("requests.jsonl"));
+        let a2 = rows
+            .iter()
+            .find(|r| r["prompt_id"] == "trace-000009")
+            .unwrap();
+        let c = a2["cached_tokens"].as_u64().unwrap_or(0);
+        // Nothing but A's second turn could reuse anything.
+        assert_eq!(cached(phase(&s, "replay")), c, "{ctx}");
+        cached_a2.push(c);
+    }
+    eprintln!("A's second turn, cached tokens in B0 and B2: {cached_a2:?}; predicted {predicted}");
+    assert!(
+        cached_a2[0] < predicted,
+        "B0 evicted A from the GPU: {cached_a2:?}"
+    );
+    assert_eq!(
+        cached_a2[1], predicted,
+        "B2 reuses all that was predicted: {cached_a2:?}"
+    );
+}
+
 #[test]
 fn each_lie_makes_the_verdict_name_the_mismatch() {
     let Some((d, disk, profile)) = setup("lies") else {

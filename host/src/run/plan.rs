@@ -776,6 +776,11 @@ fn open_load(args: &RunArgs, rate: f64) -> LoadModel {
 /// the user's go to the workload, so it can tell a default from a choice.
 type Params = Vec<(String, String)>;
 
+/// The workload param the host fills with a fresh salt per run, and the
+/// default that asks for it.
+const SALT_PARAM: &str = "salt";
+const SALT_PER_RUN: &str = "per-run";
+
 /// `concurrency`: `--concurrency` for a workload that takes its phase loads
 /// from its `concurrency` param (`run::loads`).
 fn effective_params(
@@ -846,6 +851,20 @@ fn effective_params(
                 explicit.insert(name.to_owned(), c.to_string());
             }
         }
+    }
+    // A `salt` param defaulting to `per-run` asks for a fresh value each run
+    // (the SDK's `salt` module): drawn here, it reaches the workload and
+    // config.json, and `--param salt=VALUE` replays the run byte for byte.
+    if info
+        .params
+        .iter()
+        .any(|p| p.name == SALT_PARAM && p.default_value == SALT_PER_RUN)
+        && !explicit.contains_key(SALT_PARAM)
+    {
+        explicit.insert(
+            SALT_PARAM.to_owned(),
+            format!("{:016x}", rand::random::<u64>()),
+        );
     }
     let mut effective: BTreeMap<String, String> = info
         .params

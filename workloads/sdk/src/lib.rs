@@ -84,6 +84,8 @@
 //!   messages as a chat or completions prompt.
 //! - [`hash`]: [`sha256_hex`], the form of every `prefix_hash`.
 //! - [`data`]: reading a file the user granted with `--param NAME=@FILE`.
+//! - [`salt`]: [`Salt`], the per-run salt param that keeps repeated runs
+//!   from inheriting each other's cache hits.
 //! - `wit` (hidden): the raw wit-bindgen output, generated from the
 //!   repository's `wit/workload@0.1.0`.
 //! - `__private` (hidden): the adapters from [`Workload`] to the generated
@@ -100,6 +102,7 @@ pub mod params;
 pub mod plan;
 pub mod prompt;
 pub mod rng;
+pub mod salt;
 pub mod text;
 pub mod tokens;
 
@@ -108,6 +111,7 @@ pub use params::{GenerationDefaults, Params, generation_params};
 pub use plan::{Sequence, SequenceWorkload, Sequenced, Source, closed_phase, counted};
 pub use prompt::{Api, PromptFormat, Template, message};
 pub use rng::SplitMix64;
+pub use salt::{Salt, salt_param};
 pub use tokens::{HostTokenizer, Tokenizer, WordTokenizer};
 
 #[doc(hidden)]

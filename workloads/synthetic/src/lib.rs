@@ -11,6 +11,11 @@
 //! a tokenizer happened to be installed; here they depend only on the seed,
 //! the params and the host's tokenizer (whose id the host records).
 //!
+//! `salt` (default `per-run`) is folded into both phases' seeds and put in
+//! front of every document's id (its first line), so a
+//! second run on a warm server shares no prompt with the first; `salt=off`
+//! gives the seed harness's prompts, byte-identical across runs.
+//!
 //! `target_tokens` counts the tokens of the user text. The raw Llama-3
 //! template (or the server's chat template with `api=chat`) adds its own
 //! fixed overhead on top.
@@ -24,8 +29,8 @@
 use sparkhost_workload::text::{self, FILLER, SizeSet, TOPICS};
 use sparkhost_workload::{
     Arrival, Batch, Generation, GenerationDefaults, ParamInfo, Params, Phase, PromptFormat,
-    RequestSpec, Result, SplitMix64, Workload, WorkloadError, WorkloadInfo, generation_params,
-    host, label, message, param,
+    RequestSpec, Result, Salt, SplitMix64, Workload, WorkloadError, WorkloadInfo,
+    generation_params, host, label, message, param, salt, salt_param,
 };
 
 /// The seed offset its warmup prompts this way, so warmup never repeats a
@@ -42,6 +47,8 @@ pub struct Config {
     pub long_range: (u32, u32),
     pub generation: Generation,
     pub format: PromptFormat,
+    /// Folded into every phase's seed (see `sparkhost_workload::salt`).
+    pub salt: Salt,
 }
 
 impl Config {
@@ -70,6 +77,7 @@ impl Config {
             long_range: p.get_range("long-range")?,
             generation: sampling.generation(max_tokens, p.get_bool("ignore-eos")?),
             format,
+            salt: Salt::from_params(p)?,
         })
     }
 }
@@ -132,6 +140,7 @@ fn declared_params() -> Vec<ParamInfo> {
              template, none sends it bare. Must be left unset with api=chat.",
             "llama3",
         ),
+        salt_param(salt::PER_RUN),
     ]);
     params
 }
@@ -181,7 +190,8 @@ impl PhasePlan {
             config.long_range,
         );
         let topic = self.rng.pick(&TOPICS);
-        let document = text::synthetic_document(&mut self.rng, &id, topic, target_tokens);
+        let doc_id = config.salt.doc_id(&id);
+        let document = text::synthetic_document(&mut self.rng, &doc_id, topic, target_tokens);
         Some(Draft {
             id,
             class,
@@ -201,6 +211,7 @@ pub struct Synthetic {
 
 impl Synthetic {
     fn new(config: Config, seed: u64) -> Self {
+        let seed = config.salt.mix(seed);
         let warmup = PhasePlan::new(
             "warmup",
             false,
@@ -237,6 +248,7 @@ impl Synthetic {
             labels: vec![
                 label("prompt_set", draft.class),
                 label("target_tokens", &draft.target_tokens.to_string()),
+                label("salt", self.config.salt.label_value()),
             ],
         }
     }
@@ -293,8 +305,13 @@ mod tests {
     use super::*;
     use sparkhost_workload::{Api, Template};
 
+    /// Unsalted unless the test says otherwise (`per-run` needs a host).
     fn params(pairs: &[(&str, &str)]) -> Result<Params> {
-        Params::from_pairs(&Synthetic::describe().params, pairs)
+        let mut all = pairs.to_vec();
+        if !pairs.iter().any(|(k, _)| *k == "salt") {
+            all.push(("salt", "off"));
+        }
+        Params::from_pairs(&Synthetic::describe().params, &all)
     }
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config> {
@@ -387,6 +404,28 @@ mod tests {
             warm.document.replace("warmup-00000", "main-00000"),
             main.document
         );
+    }
+
+    #[test]
+    fn a_salt_changes_every_prompt_and_is_labelled() {
+        let pairs = [("requests", "3"), ("warmup", "1")];
+        let salted = |s: &str| {
+            let mut p = pairs.to_vec();
+            p.push(("salt", s));
+            drafts(&p, 9)
+        };
+        assert_eq!(salted("off"), drafts(&pairs, 9));
+        assert_eq!(salted("r1"), salted("r1"));
+        let (a, b) = (salted("r1"), salted("r2"));
+        assert!(a.iter().zip(&b).all(|(x, y)| x.1.document != y.1.document));
+        assert!(
+            a[0].1
+                .document
+                .starts_with("Document ID: r1-warmup-00000\n")
+        );
+        let c = config(&[("salt", "r1")]).unwrap();
+        assert_eq!(c.salt.label_value(), "r1");
+        assert!(config(&[("salt", "bad salt")]).is_err());
     }
 
     #[test]
