@@ -12,8 +12,10 @@ use sparkhost_collectors::session::{
 use sparkhost_collectors::{Config, Policy, SourceId, procio::CgroupTarget, verdict};
 
 mod reports;
+mod share;
 mod stack;
 pub use reports::*;
+pub use share::*;
 pub use stack::*;
 
 #[derive(Debug, Parser)]
@@ -63,6 +65,10 @@ pub enum Command {
     Health(HealthArgs),
     /// Measure a disk's O_DIRECT read and write bandwidth into a device profile (the KV disk's physical ceiling).
     CalibrateDisk(CalibrateDiskArgs),
+    /// Push a workload or report generator to an OCI registry (oci://HOST[:PORT]/REPO:TAG) as a Wasm artifact.
+    Push(PushArgs),
+    /// Pull a component from an OCI registry into the cache (verified by digest), optionally copying it out.
+    Pull(PullArgs),
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +312,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(s)
         .map_err(|e| format!("{s:?} is not a duration like 30s, 500ms or 2m: {e}"))
+}
+
+/// A sha256 pin: 64 lowercase hex digits, `sha256:` optional; kept bare.
+pub(crate) fn parse_sha256(s: &str) -> Result<String, String> {
+    let hex = s.strip_prefix("sha256:").unwrap_or(s);
+    if crate::share::reference::is_sha256_hex(hex) {
+        Ok(hex.to_owned())
+    } else {
+        Err(format!("{s:?} is not a sha256 digest (64 lowercase hex digits, `sha256:` optional)"))
+    }
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -645,6 +661,10 @@ pub struct RunArgs {
     /// Write no report.md / report.html.
     #[arg(long)]
     pub no_report: bool,
+    /// Refuse to run unless the workload's sha256 is this (64 hex digits,
+    /// `sha256:` optional): pins a path or a tag to one component.
+    #[arg(long, value_parser = parse_sha256)]
+    pub workload_sha256: Option<String>,
 }
 
 impl From<&SandboxArgs> for crate::sandbox::Limits {
@@ -667,6 +687,18 @@ pub struct SandboxArgs {
     /// Cache for compiled components (default: $SPARKHOST_CACHE_DIR, $XDG_CACHE_HOME/sparkhost or ~/.cache/sparkhost).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Fetch oci:// components over plain HTTP (loopback registries only).
+    #[arg(long)]
+    pub plain_http: bool,
+}
+
+impl SandboxArgs {
+    pub fn registry(&self) -> crate::share::RegistryOptions {
+        crate::share::RegistryOptions {
+            plain_http: self.plain_http,
+            cache_dir: self.cache_dir.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

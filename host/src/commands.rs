@@ -6,6 +6,8 @@ pub mod compare;
 pub mod health;
 pub mod inspect;
 pub mod matrix;
+pub mod pull;
+pub mod push;
 pub mod report;
 pub mod run;
 pub mod search;

@@ -32,6 +32,8 @@
 //!   device profile, and a run's disk bandwidth as a fraction of it.
 //! - [`hygiene`]: around a run: the KV reset before it, the warm-up that
 //!   primes the tiers, the server's build info, reuse_verify's identity verdict.
+//! - [`share`]: components through OCI registries: `push`, `pull`, and
+//!   `oci://` references resolved to verified, digest-cached files.
 
 pub mod analysis;
 pub mod cli;
@@ -51,6 +53,7 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod sandbox;
+pub mod share;
 pub mod signals;
 pub mod simulate;
 pub mod stack;

@@ -7,6 +7,7 @@
 //! - [`faults`]: against an in-test server that misbehaves on purpose.
 //! - [`sandbox`]: workload components that trap, hang, hog or lie.
 //! - [`reports`]: report generators, summarize, compare, matrix and search.
+//! - [`registry`]: push, pull, run and report from a real OCI registry (`docker-registry`), pinning.
 //! - [`workloads`]: the workload library against the real mocker.
 //! - [`sim`]: the evidence chain against the simulated engine, the disk tier on a loop device.
 //! - [`languages`]: JavaScript and Python workloads, byte-identical to Rust.
@@ -28,6 +29,7 @@ mod dynamo;
 mod endpoints;
 mod faults;
 mod languages;
+mod registry;
 mod reports;
 mod sandbox;
 mod signals;

@@ -204,7 +204,7 @@ pub async fn finish(plan: &RunPlan, rd: &RunDir, run: RunOutcome) -> anyhow::Res
         // one never invalidates a run, and `sparkhost report` can retry.
         match crate::report::generate_report(
             rd.path(),
-            report.generator.as_deref(),
+            report.generator.as_ref(),
             &report.options,
         ) {
             Ok(files) => tracing::info!("report files: {files:?}"),
