@@ -152,7 +152,7 @@ fn generate_on_this_thread(
     let rt = ReportRuntime::new(&sandbox, opts.limits)?;
     let g = rt
         .load(&path)
-        .with_context(|| format!("loading report generator {}", path.display()))?;
+        .with_context(|| format!("loading report generator {}", source.given))?;
     let info = rt.describe(&g)?;
     check_params(&info, &opts.params)?;
     let input = read_input(run_dir, &opts.params)?;

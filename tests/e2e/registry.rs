@@ -187,6 +187,13 @@ fn sim_run(wasm: &str, root: &Path, run_id: &str, cache: &Path, more: &[&str]) -
         "4",
         "--warmup",
         "0",
+        "--max-tokens",
+        "16",
+        "--param",
+        "set=short",
+        "--param",
+        "short-range=20:40",
+        "--no-telemetry",
         "--results-root",
         root.to_str().unwrap(),
         "--run-id",
@@ -495,7 +502,7 @@ fn matrix_files_pin_components_by_digest() {
         let mut file = std::fs::File::create(&f).unwrap();
         write!(
             file,
-            "name = \"{name}\"\nresults_root = \"{}\"\nargs = [\"--endpoint\", \"sim:tiny\", \"--tier-mode\", \"B0\", \"--requests\", \"2\", \"--warmup\", \"0\"]\n\n[[workload]]\npath = \"{path}\"\nsha256 = \"{pin}\"\n",
+            "name = \"{name}\"\nresults_root = \"{}\"\nargs = [\"--endpoint\", \"sim:tiny\", \"--tier-mode\", \"B0\", \"--requests\", \"2\", \"--warmup\", \"0\", \"--max-tokens\", \"16\", \"--param\", \"set=short\", \"--param\", \"short-range=20:40\", \"--no-telemetry\", \"--no-report\"]\n\n[[workload]]\npath = \"{path}\"\nsha256 = \"{pin}\"\n",
             dir.path().join(format!("{name}-results")).display()
         )
         .unwrap();
