@@ -320,7 +320,9 @@ pub(crate) fn parse_sha256(s: &str) -> Result<String, String> {
     if crate::share::reference::is_sha256_hex(hex) {
         Ok(hex.to_owned())
     } else {
-        Err(format!("{s:?} is not a sha256 digest (64 lowercase hex digits, `sha256:` optional)"))
+        Err(format!(
+            "{s:?} is not a sha256 digest (64 lowercase hex digits, `sha256:` optional)"
+        ))
     }
 }
 

@@ -448,8 +448,14 @@ impl Sandbox {
                 message,
             })?;
         let ty = component.component_type();
-        let imports = ty.imports(&self.engine).map(|(n, _)| n.to_owned()).collect();
-        let exports = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let imports = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let exports = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
         Ok((imports, exports))
     }
 

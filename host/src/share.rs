@@ -166,9 +166,15 @@ where
                 .enable_all()
                 .build()
                 .map(|rt| rt.block_on(f))
-                .map_err(|e| ShareError::Other(format!("cannot start the registry client's runtime: {e}")))
+                .map_err(|e| {
+                    ShareError::Other(format!("cannot start the registry client's runtime: {e}"))
+                })
         })
         .join()
-        .unwrap_or_else(|_| Err(ShareError::Other("the registry client thread panicked".into())))
+        .unwrap_or_else(|_| {
+            Err(ShareError::Other(
+                "the registry client thread panicked".into(),
+            ))
+        })
     })
 }

@@ -122,7 +122,9 @@ fn which(bin: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{bin} is missing: run scripts/install-test-deps.sh (Debian packages docker-registry, skopeo, apache2-utils)");
+    panic!(
+        "{bin} is missing: run scripts/install-test-deps.sh (Debian packages docker-registry, skopeo, apache2-utils)"
+    );
 }
 
 fn free_port() -> u16 {
@@ -235,16 +237,32 @@ fn push_pull_by_tag_and_digest_and_run_from_the_registry() {
     // What the registry stores, as another OCI tool sees it.
     let m = skopeo_raw(&tag_ref, false);
     assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-    assert_eq!(m["config"]["mediaType"], "application/vnd.wasm.config.v0+json");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
     let layers = m["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 1, "{m:#}");
     assert_eq!(layers[0]["mediaType"], "application/wasm");
     assert_eq!(layers[0]["digest"], format!("sha256:{sha}"));
     let a = &m["annotations"];
     assert_eq!(a["org.opencontainers.image.title"], "synthetic");
-    assert!(!a["org.opencontainers.image.version"].as_str().unwrap().is_empty());
-    assert!(!a["org.opencontainers.image.description"].as_str().unwrap().is_empty());
-    assert_eq!(a["org.opencontainers.image.source"], "https://example.com/sparkhost");
+    assert!(
+        !a["org.opencontainers.image.version"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !a["org.opencontainers.image.description"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        a["org.opencontainers.image.source"],
+        "https://example.com/sparkhost"
+    );
     assert_eq!(a["org.opencontainers.image.revision"], "abc123");
     assert_eq!(a["com.example.team"], "kv");
     assert_eq!(a["dev.sparkhost.wit.world"], "sparkhost:workload/workload");
@@ -253,7 +271,10 @@ fn push_pull_by_tag_and_digest_and_run_from_the_registry() {
     assert_eq!(c["architecture"], "wasm");
     assert_eq!(c["os"], "wasip2");
     assert_eq!(c["layerDigests"][0], format!("sha256:{sha}"));
-    assert_eq!(c["component"]["target"], "sparkhost:workload/workload@0.1.0");
+    assert_eq!(
+        c["component"]["target"],
+        "sparkhost:workload/workload@0.1.0"
+    );
     assert!(
         c["component"]["exports"]
             .as_array()
@@ -267,20 +288,38 @@ fn push_pull_by_tag_and_digest_and_run_from_the_registry() {
     let work = tempfile::tempdir().unwrap();
     let by_tag = work.path().join("by-tag.wasm");
     let out = ok(sparkhost(
-        &["pull", &tag_ref, "--plain-http", "-o", by_tag.to_str().unwrap()],
+        &[
+            "pull",
+            &tag_ref,
+            "--plain-http",
+            "-o",
+            by_tag.to_str().unwrap(),
+        ],
         cache.path(),
     ));
     assert_eq!(field(&out, "manifest"), manifest_digest);
-    assert_eq!(std::fs::read(&by_tag).unwrap(), std::fs::read(&wasm).unwrap());
+    assert_eq!(
+        std::fs::read(&by_tag).unwrap(),
+        std::fs::read(&wasm).unwrap()
+    );
     let other_cache = tempfile::tempdir().unwrap();
     let by_digest = work.path().join("by-digest.wasm");
     let out = ok(sparkhost(
-        &["pull", &pinned, "--plain-http", "-o", by_digest.to_str().unwrap()],
+        &[
+            "pull",
+            &pinned,
+            "--plain-http",
+            "-o",
+            by_digest.to_str().unwrap(),
+        ],
         other_cache.path(),
     ));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("from the cache"));
     assert_eq!(sha256_file(&by_digest), sha);
-    let out = ok(sparkhost(&["pull", &pinned, "--plain-http"], other_cache.path()));
+    let out = ok(sparkhost(
+        &["pull", &pinned, "--plain-http"],
+        other_cache.path(),
+    ));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("(from the cache)"),
         "{}",
@@ -290,12 +329,20 @@ fn push_pull_by_tag_and_digest_and_run_from_the_registry() {
     // inspect and run straight from the registry; the run records the
     // digest the tag resolved to, and its report generator came from the
     // registry too.
-    let out = ok(sparkhost(&["inspect", &tag_ref, "--plain-http", "--json"], cache.path()));
+    let out = ok(sparkhost(
+        &["inspect", &tag_ref, "--plain-http", "--json"],
+        cache.path(),
+    ));
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["sha256"], sha);
     assert_eq!(info["oci"]["manifest_digest"], manifest_digest);
     let gen_ref = reg.reference("sparkhost/report-default:0.1.0");
-    let out = ok(push(&workload("report-default"), &gen_ref, cache.path(), &[]));
+    let out = ok(push(
+        &workload("report-default"),
+        &gen_ref,
+        cache.path(),
+        &[],
+    ));
     let gen_digest = field(&out, "manifest");
     let results = tempfile::tempdir().unwrap();
     let out = sim_run(
@@ -316,7 +363,10 @@ fn push_pull_by_tag_and_digest_and_run_from_the_registry() {
     assert_eq!(w["oci"]["manifest_digest"], manifest_digest);
     assert_eq!(w["oci"]["layer_digest"], format!("sha256:{sha}"));
     assert_eq!(w["oci"]["pinned"], pinned.as_str());
-    assert_eq!(manifest["report_generator_oci"]["manifest_digest"], gen_digest);
+    assert_eq!(
+        manifest["report_generator_oci"]["manifest_digest"],
+        gen_digest
+    );
     let rm: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report_manifest.json")).unwrap())
             .unwrap();
@@ -359,7 +409,13 @@ fn a_tampered_blob_is_refused() {
     let cached = fresh.path().join(format!("oci/blobs/sha256-{sha}.wasm"));
     assert!(!cached.exists(), "a refused blob must not be cached");
     let results = tempfile::tempdir().unwrap();
-    let err = fails(sim_run(&r, results.path(), "t", fresh.path(), &["--plain-http"]));
+    let err = fails(sim_run(
+        &r,
+        results.path(),
+        "t",
+        fresh.path(),
+        &["--plain-http"],
+    ));
     assert!(err.contains("not what its digest says"), "{err}");
 }
 
@@ -378,7 +434,10 @@ fn down_401_and_404_registries_get_clear_errors_and_credentials_work() {
         &["pull", "oci://registry.example.com/w:1", "--plain-http"],
         cache.path(),
     ));
-    assert!(err.contains("only allowed for a loopback registry"), "{err}");
+    assert!(
+        err.contains("only allowed for a loopback registry"),
+        "{err}"
+    );
     // --plain-http with no oci:// component is not silently ignored.
     let err = fails(sparkhost(
         &["inspect", synthetic().to_str().unwrap(), "--plain-http"],
@@ -405,7 +464,11 @@ fn down_401_and_404_registries_get_clear_errors_and_credentials_work() {
             .unwrap()
     };
     let wasm_s = wasm.to_str().unwrap();
-    ok(with_env(&["push", wasm_s, &r, "--plain-http"], USER, PASSWORD));
+    ok(with_env(
+        &["push", wasm_s, &r, "--plain-http"],
+        USER,
+        PASSWORD,
+    ));
     // A wrong password: 401, and the secret is not repeated.
     let wrong = "wrong-Secret-0815";
     let out = with_env(&["pull", &r, "--plain-http"], USER, wrong);
@@ -439,13 +502,24 @@ fn down_401_and_404_registries_get_clear_errors_and_credentials_work() {
 
     // 404: a tag and a repository that do not exist.
     let err = fails(with_env(
-        &["pull", &reg.reference("sparkhost/synthetic:nope"), "--plain-http"],
+        &[
+            "pull",
+            &reg.reference("sparkhost/synthetic:nope"),
+            "--plain-http",
+        ],
         USER,
         PASSWORD,
     ));
-    assert!(err.contains("404") || err.contains("ManifestUnknown"), "{err}");
+    assert!(
+        err.contains("404") || err.contains("ManifestUnknown"),
+        "{err}"
+    );
     let err = fails(with_env(
-        &["pull", &reg.reference("sparkhost/missing:1"), "--plain-http"],
+        &[
+            "pull",
+            &reg.reference("sparkhost/missing:1"),
+            "--plain-http",
+        ],
         USER,
         PASSWORD,
     ));
@@ -459,7 +533,12 @@ fn a_shared_report_generator_regenerates_a_report_offline() {
     let reg = Registry::start();
     let cache = tempfile::tempdir().unwrap();
     let gen_ref = reg.reference("sparkhost/report-default:0.1.0");
-    let out = ok(push(&workload("report-default"), &gen_ref, cache.path(), &[]));
+    let out = ok(push(
+        &workload("report-default"),
+        &gen_ref,
+        cache.path(),
+        &[],
+    ));
     let pinned = field(&out, "pinned");
     let digest = field(&out, "manifest");
     ok(sparkhost(&["pull", &pinned, "--plain-http"], cache.path()));
@@ -468,20 +547,38 @@ fn a_shared_report_generator_regenerates_a_report_offline() {
     let run = tempfile::tempdir().unwrap();
     copy_dir(&repo().join("tests/fixtures/run-basic"), run.path());
     let out = ok(sparkhost(
-        &["report", run.path().to_str().unwrap(), "--generator", &pinned],
+        &[
+            "report",
+            run.path().to_str().unwrap(),
+            "--generator",
+            &pinned,
+        ],
         cache.path(),
     ));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("report.md"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("report.md"),
+        "{}",
+        text(&out)
+    );
     let rm: Value = serde_json::from_str(
         &std::fs::read_to_string(run.path().join("report_manifest.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(rm["generator"]["path"], pinned.as_str());
     assert_eq!(rm["generator"]["oci"]["manifest_digest"], digest);
-    assert_eq!(rm["generator"]["sha256"], sha256_file(&workload("report-default")));
+    assert_eq!(
+        rm["generator"]["sha256"],
+        sha256_file(&workload("report-default"))
+    );
     // A tag needs the registry to resolve: said so, not served stale.
     let err = fails(sparkhost(
-        &["report", run.path().to_str().unwrap(), "--generator", &gen_ref, "--plain-http"],
+        &[
+            "report",
+            run.path().to_str().unwrap(),
+            "--generator",
+            &gen_ref,
+            "--plain-http",
+        ],
         cache.path(),
     ));
     assert!(err.contains("cannot reach registry"), "{err}");
@@ -522,7 +619,10 @@ fn matrix_files_pin_components_by_digest() {
     }
     // The right pin on a tag: the cell runs the digest the tag resolved to.
     let f = write("oci-right", &r, &format!("sha256:{sha}"));
-    let out = sparkhost(&["matrix", f.to_str().unwrap(), "--plain-http"], cache.path());
+    let out = sparkhost(
+        &["matrix", f.to_str().unwrap(), "--plain-http"],
+        cache.path(),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let index = read_json(&dir.path().join("oci-right-results/matrix_index.json"));
     let run_dir = PathBuf::from(index["cells"][0]["run_dir"].as_str().unwrap());

@@ -169,9 +169,10 @@ impl MatrixFile {
         let mut m = m;
         for w in &mut m.workloads {
             if let Some(pin) = &w.sha256 {
-                w.sha256 = Some(crate::cli::parse_sha256(pin).map_err(|e| {
-                    anyhow::anyhow!("workload {}: sha256 = {e}", w.path.display())
-                })?);
+                w.sha256 =
+                    Some(crate::cli::parse_sha256(pin).map_err(|e| {
+                        anyhow::anyhow!("workload {}: sha256 = {e}", w.path.display())
+                    })?);
             }
             if let Some(text) = w.path.to_str().filter(|t| crate::share::is_oci(t)) {
                 crate::share::OciRef::parse(text)?;

@@ -93,7 +93,10 @@ pub async fn matrix(args: MatrixArgs) -> anyhow::Result<Exit> {
             cell_args.push("--plain-http".into());
         }
         let l = RunLaunch {
-            workload: pinned.get(&c.workload).cloned().unwrap_or_else(|| c.workload.clone()),
+            workload: pinned
+                .get(&c.workload)
+                .cloned()
+                .unwrap_or_else(|| c.workload.clone()),
             results_root: root.clone(),
             run_id: c.id.clone(),
             args: cell_args,

@@ -28,7 +28,11 @@ pub fn pull(args: PullArgs) -> anyhow::Result<Exit> {
     }
     println!(
         "pulled {reference}{}",
-        if pulled.from_cache { " (from the cache)" } else { "" }
+        if pulled.from_cache {
+            " (from the cache)"
+        } else {
+            ""
+        }
     );
     println!("manifest {}", pulled.manifest_digest);
     println!("component {}", pulled.layer_digest);

@@ -133,7 +133,13 @@ impl ComponentFacts {
         let safe: String = self
             .name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         format!("{safe}.wasm")
     }
@@ -180,8 +186,14 @@ mod tests {
         assert_eq!(v["architecture"], "wasm");
         assert_eq!(v["os"], "wasip2");
         assert_eq!(v["layerDigests"][0], "sha256:ab");
-        assert_eq!(v["component"]["target"], "sparkhost:workload/workload@0.1.0");
-        assert_eq!(v["component"]["exports"][0], "sparkhost:workload/planner@0.1.0");
+        assert_eq!(
+            v["component"]["target"],
+            "sparkhost:workload/workload@0.1.0"
+        );
+        assert_eq!(
+            v["component"]["exports"][0],
+            "sparkhost:workload/planner@0.1.0"
+        );
         assert_eq!(serde_json::from_value::<WasmConfig>(v).unwrap(), c);
     }
 

@@ -175,7 +175,9 @@ fn from_docker_config(registry: &str, path: &Path) -> Result<Credentials, AuthEr
         path: path.to_owned(),
         message,
     };
-    let len = std::fs::metadata(path).map_err(|e| cfg_err(e.to_string()))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(|e| cfg_err(e.to_string()))?
+        .len();
     if len > MAX_DOCKER_CONFIG_BYTES {
         return Err(cfg_err(format!(
             "{len} bytes is more than the {MAX_DOCKER_CONFIG_BYTES} a Docker config may have"
@@ -198,7 +200,11 @@ fn from_docker_config(registry: &str, path: &Path) -> Result<Credentials, AuthEr
         let k = k
             .trim_start_matches("https://")
             .trim_start_matches("http://");
-        k == registry || k.strip_suffix("/v1/").or(k.strip_suffix("/v2/")).or(k.strip_suffix('/')) == Some(registry)
+        k == registry
+            || k.strip_suffix("/v1/")
+                .or(k.strip_suffix("/v2/"))
+                .or(k.strip_suffix('/'))
+                == Some(registry)
     });
     match entry {
         Some((_, a)) => {
@@ -209,7 +215,9 @@ fn from_docker_config(registry: &str, path: &Path) -> Result<Credentials, AuthEr
                 let raw = String::from_utf8(raw)
                     .map_err(|_| cfg_err(format!("the `auth` of {registry} is not UTF-8")))?;
                 let (u, p) = raw.split_once(':').ok_or_else(|| {
-                    cfg_err(format!("the `auth` of {registry} is not base64 of user:password"))
+                    cfg_err(format!(
+                        "the `auth` of {registry} is not base64 of user:password"
+                    ))
                 })?;
                 return Ok(Credentials {
                     source: Source::DockerConfig(path.to_owned()),
@@ -261,7 +269,10 @@ mod tests {
         assert!(e.to_string().contains(PASSWORD_ENV), "{e}");
         let e = from_sources("h:1", None, Some("p".into()), None).unwrap_err();
         assert!(e.to_string().contains(USERNAME_ENV), "{e}");
-        assert_eq!(from_sources("h:1", None, None, None).unwrap().source, Source::Anonymous);
+        assert_eq!(
+            from_sources("h:1", None, None, None).unwrap().source,
+            Source::Anonymous
+        );
     }
 
     #[test]
@@ -274,29 +285,51 @@ mod tests {
         let c = from_sources("127.0.0.1:5000", None, None, Some(f.path())).unwrap();
         assert_eq!(c.source, Source::DockerConfig(f.path().to_owned()));
         match c.to_auth() {
-            oci_client::secrets::RegistryAuth::Basic(u, p) => assert_eq!((u.as_str(), p.as_str()), ("alice", "pa:ss")),
+            oci_client::secrets::RegistryAuth::Basic(u, p) => {
+                assert_eq!((u.as_str(), p.as_str()), ("alice", "pa:ss"))
+            }
             _ => panic!("basic auth expected"),
         }
         let c = from_sources("other.io", None, None, Some(f.path())).unwrap();
-        assert!(matches!(c.to_auth(), oci_client::secrets::RegistryAuth::Basic(u, _) if u == "bob"));
+        assert!(
+            matches!(c.to_auth(), oci_client::secrets::RegistryAuth::Basic(u, _) if u == "bob")
+        );
         let c = from_sources("unlisted:1", None, None, Some(f.path())).unwrap();
         assert_eq!(c.source, Source::Anonymous);
     }
 
     #[test]
     fn helpers_and_broken_entries_are_refused_clearly() {
-        let f = config(r#"{"credHelpers": {"ghcr.io": "gh"}, "credsStore": "desktop", "auths": {"quay.io": {}}}"#);
-        let e = from_sources("ghcr.io", None, None, Some(f.path())).unwrap_err().to_string();
-        assert!(e.contains("docker-credential-gh") && e.contains(USERNAME_ENV), "{e}");
-        let e = from_sources("quay.io", None, None, Some(f.path())).unwrap_err().to_string();
+        let f = config(
+            r#"{"credHelpers": {"ghcr.io": "gh"}, "credsStore": "desktop", "auths": {"quay.io": {}}}"#,
+        );
+        let e = from_sources("ghcr.io", None, None, Some(f.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("docker-credential-gh") && e.contains(USERNAME_ENV),
+            "{e}"
+        );
+        let e = from_sources("quay.io", None, None, Some(f.path()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("docker-credential-desktop"), "{e}");
-        assert_eq!(from_sources("docker.io", None, None, Some(f.path())).unwrap().source, Source::Anonymous);
+        assert_eq!(
+            from_sources("docker.io", None, None, Some(f.path()))
+                .unwrap()
+                .source,
+            Source::Anonymous
+        );
 
         let f = config(r#"{"auths": {"h": {"auth": "!!!"}}}"#);
-        let e = from_sources("h", None, None, Some(f.path())).unwrap_err().to_string();
+        let e = from_sources("h", None, None, Some(f.path()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not base64"), "{e}");
         let f = config("not json");
-        let e = from_sources("h", None, None, Some(f.path())).unwrap_err().to_string();
+        let e = from_sources("h", None, None, Some(f.path()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a Docker config"), "{e}");
     }
 }

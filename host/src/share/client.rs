@@ -84,7 +84,11 @@ impl Registry {
                 format!(
                     "{doing} {at}: the registry says {}{}",
                     codes.join("; "),
-                    if unauthorized { creds_hint.as_str() } else { "" }
+                    if unauthorized {
+                        creds_hint.as_str()
+                    } else {
+                        ""
+                    }
                 )
             }
             E::ServerError { code, message, .. } => {
@@ -100,7 +104,11 @@ impl Registry {
                 format!(
                     "{doing} {at}: the registry answered {what} (HTTP {code}): {}{}",
                     crate::terminal::safe(m.trim()),
-                    if *code == 401 { creds_hint.as_str() } else { "" }
+                    if *code == 401 {
+                        creds_hint.as_str()
+                    } else {
+                        ""
+                    }
                 )
             }
             E::RequestError(re) => {

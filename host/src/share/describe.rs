@@ -30,8 +30,8 @@ pub fn facts(path: &Path, cache_dir: Option<PathBuf>) -> Result<ComponentFacts, 
             cache_dir,
             ..Default::default()
         };
-        let (_, _, info) =
-            describe_generator(Some(path), &opts).map_err(|e| ShareError::Other(format!("{e:#}")))?;
+        let (_, _, info) = describe_generator(Some(path), &opts)
+            .map_err(|e| ShareError::Other(format!("{e:#}")))?;
         return Ok(ComponentFacts {
             kind: Kind::ReportGenerator,
             name: info.name,

@@ -135,7 +135,12 @@ pub async fn pull(reference: &OciRef, opts: &RegistryOptions) -> Result<Pulled, 
         .pull_manifest_raw(&image, &reg.auth, &[artifact::MANIFEST_MEDIA_TYPE])
         .await
         .map_err(|e| reg.explain("pulling the manifest of", e))?;
-    check_size(reference, "the manifest", bytes.len() as u64, OCI_MANIFEST_MAX_BYTES)?;
+    check_size(
+        reference,
+        "the manifest",
+        bytes.len() as u64,
+        OCI_MANIFEST_MAX_BYTES,
+    )?;
     verify(reference, "the manifest", &digest, &bytes)?;
     let manifest = parse_manifest(reference, &bytes)?;
     let config_bytes = match cache.read(
@@ -144,12 +149,24 @@ pub async fn pull(reference: &OciRef, opts: &RegistryOptions) -> Result<Pulled, 
         OCI_CONFIG_MAX_BYTES,
     ) {
         Some(b) => b,
-        None => fetch_blob(&reg, &image, &manifest.config, "the config", OCI_CONFIG_MAX_BYTES).await?,
+        None => {
+            fetch_blob(
+                &reg,
+                &image,
+                &manifest.config,
+                "the config",
+                OCI_CONFIG_MAX_BYTES,
+            )
+            .await?
+        }
     };
     let config = parse_config(reference, &config_bytes)?;
     let layer = &manifest.layers[0];
     let layer_path = cache.blob(&layer.digest, "wasm");
-    if cache.read(&layer_path, &layer.digest, OCI_LAYER_MAX_BYTES).is_none() {
+    if cache
+        .read(&layer_path, &layer.digest, OCI_LAYER_MAX_BYTES)
+        .is_none()
+    {
         let wasm = fetch_blob(&reg, &image, layer, "the component", OCI_LAYER_MAX_BYTES).await?;
         cache.write(&layer_path, &wasm)?;
     }
@@ -166,20 +183,30 @@ pub async fn pull(reference: &OciRef, opts: &RegistryOptions) -> Result<Pulled, 
     })
 }
 
-fn from_cache(cache: &Cache, reference: &OciRef, digest: &str) -> Result<Option<Pulled>, ShareError> {
+fn from_cache(
+    cache: &Cache,
+    reference: &OciRef,
+    digest: &str,
+) -> Result<Option<Pulled>, ShareError> {
     let Some(bytes) = cache.read(&cache.manifest(digest), digest, OCI_MANIFEST_MAX_BYTES) else {
         return Ok(None);
     };
     let manifest = parse_manifest(reference, &bytes)?;
     let c = &manifest.config;
-    let Some(config) = cache.read(&cache.blob(&c.digest, "json"), &c.digest, OCI_CONFIG_MAX_BYTES)
-    else {
+    let Some(config) = cache.read(
+        &cache.blob(&c.digest, "json"),
+        &c.digest,
+        OCI_CONFIG_MAX_BYTES,
+    ) else {
         return Ok(None);
     };
     let config = parse_config(reference, &config)?;
     let layer = &manifest.layers[0];
     let path = cache.blob(&layer.digest, "wasm");
-    if cache.read(&path, &layer.digest, OCI_LAYER_MAX_BYTES).is_none() {
+    if cache
+        .read(&path, &layer.digest, OCI_LAYER_MAX_BYTES)
+        .is_none()
+    {
         return Ok(None);
     }
     Ok(Some(Pulled {
@@ -233,8 +260,8 @@ fn parse_config(reference: &OciRef, bytes: &[u8]) -> Result<WasmConfig, ShareErr
         reference: reference.to_string(),
         why,
     };
-    let c: WasmConfig =
-        serde_json::from_slice(bytes).map_err(|e| not(format!("its Wasm config does not parse ({e})")))?;
+    let c: WasmConfig = serde_json::from_slice(bytes)
+        .map_err(|e| not(format!("its Wasm config does not parse ({e})")))?;
     if c.architecture != "wasm" || c.os != "wasip2" {
         return Err(not(format!(
             "its config says architecture {:?}, os {:?}; a component is wasm, wasip2",

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use oci_client::client::ImageLayer;
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 
+use super::ShareError;
 use super::artifact::{self, ComponentFacts};
 use super::client::Registry;
 use super::reference::OciRef;
-use super::ShareError;
 
 /// What to push, besides the component.
 #[derive(Debug, Clone, Default)]
@@ -172,12 +172,21 @@ mod tests {
         assert_eq!(layers.len(), 1);
         assert_eq!(layers[0]["mediaType"], artifact::LAYER_MEDIA_TYPE);
         assert_eq!(layers[0]["digest"], digest_of(&wasm));
-        assert_eq!(layers[0]["annotations"][artifact::TITLE], "report-default.wasm");
+        assert_eq!(
+            layers[0]["annotations"][artifact::TITLE],
+            "report-default.wasm"
+        );
         assert_eq!(m["annotations"][artifact::SOURCE], "https://example.com/r");
         assert_eq!(m["annotations"][artifact::REVISION], "abc123");
         assert_eq!(m["annotations"]["com.example.k"], "v");
-        assert_eq!(m["annotations"][artifact::WIT_WORLD], "sparkhost:report/report-generator");
-        assert!(!ann.contains_key(artifact::DESCRIPTION), "an empty description is left out");
+        assert_eq!(
+            m["annotations"][artifact::WIT_WORLD],
+            "sparkhost:report/report-generator"
+        );
+        assert!(
+            !ann.contains_key(artifact::DESCRIPTION),
+            "an empty description is left out"
+        );
         let c: serde_json::Value = serde_json::from_slice(&config).unwrap();
         assert_eq!(c["layerDigests"][0], digest_of(&wasm));
         let bad = PushOptions {

@@ -270,7 +270,10 @@ mod tests {
         assert_eq!(r.digest, None);
         assert_eq!(r.host(), "127.0.0.1");
         assert!(r.is_loopback());
-        assert_eq!(r.to_string(), "oci://127.0.0.1:5000/sparkhost/synthetic:0.1.0");
+        assert_eq!(
+            r.to_string(),
+            "oci://127.0.0.1:5000/sparkhost/synthetic:0.1.0"
+        );
 
         let r = OciRef::parse(&format!("oci://[::1]:5000/w@{D}")).unwrap();
         assert_eq!(r.host(), "::1");
@@ -284,7 +287,10 @@ mod tests {
         assert_eq!(r.pinned(D).to_string(), format!("oci://ghcr.io/org/w@{D}"));
 
         let r = OciRef::parse(&format!("oci://localhost:5000/a/b:v1@{D}")).unwrap();
-        assert_eq!((r.tag.as_deref(), r.digest.as_deref()), (Some("v1"), Some(D)));
+        assert_eq!(
+            (r.tag.as_deref(), r.digest.as_deref()),
+            (Some("v1"), Some(D))
+        );
         assert!(r.is_loopback());
     }
 
@@ -308,12 +314,22 @@ mod tests {
             assert!(e.contains(says), "{given}: {e}");
         }
         let long = format!("oci://h/{}", "a".repeat(600));
-        assert!(OciRef::parse(&long).unwrap_err().to_string().contains("longer"));
+        assert!(
+            OciRef::parse(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("longer")
+        );
     }
 
     #[test]
     fn plain_http_is_for_loopback_only() {
-        for ok in ["oci://127.0.0.1:5000/w:1", "oci://localhost/w:1", "oci://[::1]:1/w:1", "oci://127.1.2.3/w:1"] {
+        for ok in [
+            "oci://127.0.0.1:5000/w:1",
+            "oci://localhost/w:1",
+            "oci://[::1]:1/w:1",
+            "oci://127.1.2.3/w:1",
+        ] {
             check_plain_http(&OciRef::parse(ok).unwrap(), true).unwrap();
         }
         let remote = OciRef::parse("oci://registry.example.com:5000/w:1").unwrap();
