@@ -490,6 +490,30 @@ label = "o"
     }
 
     #[test]
+    fn workloads_may_be_registry_references_pinned_by_sha256() {
+        let pin = "ab".repeat(32);
+        let m = MatrixFile::parse(&format!(
+            "[[workload]]\npath = \"oci://127.0.0.1:5000/team/synthetic:1\"\nsha256 = \"sha256:{pin}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(m.workloads[0].sha256.as_deref(), Some(pin.as_str()));
+        let cells = m.cells("m");
+        assert_eq!(cells[0].label, "synthetic", "the repository's last part");
+        let at = cells[0].args.iter().position(|a| a == "--workload-sha256");
+        assert_eq!(
+            at.map(|i| cells[0].args[i + 1].as_str()),
+            Some(pin.as_str())
+        );
+        let err = |t: &str| MatrixFile::parse(t).unwrap_err().to_string();
+        assert!(err("[[workload]]\npath = \"w.wasm\"\nsha256 = \"xyz\"\n").contains("sha256"));
+        assert!(err("[[workload]]\npath = \"oci://h/Bad:1\"\n").contains("lowercase"));
+        assert!(
+            err("args = [\"--workload-sha256\", \"x\"]\n[[workload]]\npath = \"w.wasm\"\n")
+                .contains("set by the matrix")
+        );
+    }
+
+    #[test]
     fn absurd_or_duplicate_axes_are_refused() {
         let w = "[[workload]]\npath = \"w.wasm\"\n";
         let err = |t: &str| {
