@@ -199,24 +199,6 @@ pub const STACK_AUTO_PORTS: std::ops::RangeInclusive<u16> = 20000..=32767;
 /// Log lines `stack logs` and start-up failures show per process.
 pub const STACK_LOG_TAIL_LINES: usize = 40;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cli::parse_duration;
-
-    #[test]
-    fn flag_spellings_parse_to_the_typed_values() {
-        assert_eq!(
-            parse_duration(WORKLOAD_CALL_TIMEOUT_FLAG),
-            Ok(WORKLOAD_CALL_TIMEOUT)
-        );
-        assert_eq!(
-            parse_duration(REPORT_CALL_TIMEOUT_FLAG),
-            Ok(REPORT_CALL_TIMEOUT)
-        );
-    }
-}
-
 // --- Sharing: OCI registries ---------------------------------------------
 
 /// Largest manifest pulled: a Wasm artifact's manifest is about a kilobyte;
@@ -234,3 +216,21 @@ pub const REGISTRY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Between two reads of a registry response (not the whole transfer, so a
 /// large component on a slow link still arrives).
 pub const REGISTRY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::parse_duration;
+
+    #[test]
+    fn flag_spellings_parse_to_the_typed_values() {
+        assert_eq!(
+            parse_duration(WORKLOAD_CALL_TIMEOUT_FLAG),
+            Ok(WORKLOAD_CALL_TIMEOUT)
+        );
+        assert_eq!(
+            parse_duration(REPORT_CALL_TIMEOUT_FLAG),
+            Ok(REPORT_CALL_TIMEOUT)
+        );
+    }
+}

@@ -36,6 +36,13 @@ pub struct Pushed {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// An artifact ready to upload, besides the component itself.
+pub struct Built {
+    pub manifest: Vec<u8>,
+    pub config: Vec<u8>,
+    pub annotations: BTreeMap<String, String>,
+}
+
 /// The manifest and config bytes of `wasm` as an artifact. The manifest is
 /// serialized here, once, so that its digest is known without asking the
 /// registry.
@@ -44,7 +51,7 @@ pub fn build(
     facts: &ComponentFacts,
     opts: &PushOptions,
     created: &str,
-) -> Result<(Vec<u8>, Vec<u8>, BTreeMap<String, String>), ShareError> {
+) -> Result<Built, ShareError> {
     let mut extra = BTreeMap::new();
     if let Some(s) = &opts.source {
         extra.insert(artifact::SOURCE.to_owned(), s.clone());
@@ -84,7 +91,11 @@ pub fn build(
     };
     let manifest = serde_json::to_vec(&manifest)
         .map_err(|e| ShareError::Other(format!("cannot encode the manifest: {e}")))?;
-    Ok((manifest, config, annotations))
+    Ok(Built {
+        manifest,
+        config,
+        annotations,
+    })
 }
 
 /// Uploads `wasm` (whose facts are `facts`) to `reference`.
@@ -100,7 +111,11 @@ pub async fn push(
         )));
     }
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let (manifest, config, annotations) = build(&wasm, facts, opts, &created)?;
+    let Built {
+        manifest,
+        config,
+        annotations,
+    } = build(&wasm, facts, opts, &created)?;
     let reg = Registry::new(reference, opts.plain_http)?;
     let image = reference.client_ref();
     reg.client
@@ -162,7 +177,11 @@ mod tests {
             annotations: vec![("com.example.k".into(), "v".into())],
             ..Default::default()
         };
-        let (manifest, config, ann) = build(&wasm, &facts, &opts, "2026-12-01T00:00:00Z").unwrap();
+        let Built {
+            manifest,
+            config,
+            annotations: ann,
+        } = build(&wasm, &facts, &opts, "2026-12-01T00:00:00Z").unwrap();
         let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
         assert_eq!(m["mediaType"], artifact::MANIFEST_MEDIA_TYPE);
         assert_eq!(m["config"]["mediaType"], artifact::CONFIG_MEDIA_TYPE);
