@@ -15,11 +15,13 @@ pub mod heading;
 mod new;
 mod reports;
 mod seed;
+mod share;
 mod shell;
 mod stack;
 pub use new::*;
 pub use reports::*;
 pub use seed::*;
+pub use share::*;
 pub use shell::*;
 pub use stack::*;
 
@@ -85,6 +87,10 @@ pub enum Command {
     Man(ManArgs),
     /// Rebuild summary.json, histograms, verdict and report of a killed run from its rows, labelled interrupted.
     Recover(RecoverArgs),
+    /// Push a workload or report generator to an OCI registry (oci://HOST[:PORT]/REPO:TAG) as a Wasm artifact.
+    Push(PushArgs),
+    /// Pull a component from an OCI registry into the cache (verified by digest), optionally copying it out.
+    Pull(PullArgs),
 }
 
 /// `sparkhost --version`: the package version and the git commit it was
@@ -371,6 +377,18 @@ fn parse_run_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?}: a run's duration must be 1s..=7d"));
     }
     Ok(d)
+}
+
+/// A sha256 pin: 64 lowercase hex digits, `sha256:` optional; kept bare.
+pub(crate) fn parse_sha256(s: &str) -> Result<String, String> {
+    let hex = s.strip_prefix("sha256:").unwrap_or(s);
+    if crate::share::reference::is_sha256_hex(hex) {
+        Ok(hex.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a sha256 digest (64 lowercase hex digits, `sha256:` optional)"
+        ))
+    }
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -744,6 +762,10 @@ pub struct RunArgs {
     /// The seed harness's flags: refused, naming what to use instead.
     #[command(flatten)]
     pub seed_flags: SeedFlags,
+    /// Refuse to run unless the workload's sha256 is this (64 hex digits,
+    /// `sha256:` optional): pins a path or a tag to one component.
+    #[arg(help_heading = heading::SANDBOX, long, value_parser = parse_sha256)]
+    pub workload_sha256: Option<String>,
 }
 
 impl From<&SandboxArgs> for crate::sandbox::Limits {
@@ -766,6 +788,18 @@ pub struct SandboxArgs {
     /// Cache for compiled components (default: $SPARKHOST_CACHE_DIR, $XDG_CACHE_HOME/sparkhost or ~/.cache/sparkhost).
     #[arg(help_heading = heading::SANDBOX, long)]
     pub cache_dir: Option<PathBuf>,
+    /// Fetch oci:// components over plain HTTP (loopback registries only).
+    #[arg(help_heading = heading::SANDBOX, long)]
+    pub plain_http: bool,
+}
+
+impl SandboxArgs {
+    pub fn registry(&self) -> crate::share::RegistryOptions {
+        crate::share::RegistryOptions {
+            plain_http: self.plain_http,
+            cache_dir: self.cache_dir.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

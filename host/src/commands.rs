@@ -7,6 +7,8 @@ pub mod health;
 pub mod inspect;
 pub mod matrix;
 pub mod new;
+pub mod pull;
+pub mod push;
 pub mod recover;
 pub mod report;
 pub mod run;

@@ -34,6 +34,8 @@
 //!   primes the tiers, the server's build info, reuse_verify's identity verdict.
 //! - [`scaffold`]: `sparkhost new workload`: projects in Rust, JavaScript or
 //!   Python from the embedded SDKs, WIT and templates (`templates/workload/`).
+//! - [`share`]: components through OCI registries: `push`, `pull`, and
+//!   `oci://` references resolved to verified, digest-cached files.
 
 pub mod analysis;
 pub mod cli;
@@ -54,6 +56,7 @@ pub mod results;
 pub mod run;
 pub mod sandbox;
 pub mod scaffold;
+pub mod share;
 pub mod signals;
 pub mod simulate;
 pub mod stack;

@@ -251,6 +251,24 @@ pub const RESPONSES_MAX_FILES: u64 = 1_000_000;
 /// package, a directory and a `.wasm` file.
 pub const NEW_WORKLOAD_NAME_MAX: usize = 64;
 
+// --- Sharing: OCI registries ---------------------------------------------
+
+/// Largest manifest pulled: a Wasm artifact's manifest is about a kilobyte;
+/// distribution's own limit is 4 MiB.
+pub const OCI_MANIFEST_MAX_BYTES: u64 = 4 << 20;
+/// Largest Wasm config pulled: it lists the component's imports and
+/// exports, a few kilobytes.
+pub const OCI_CONFIG_MAX_BYTES: u64 = 1 << 20;
+/// Largest component pulled: interpreter-based JavaScript and Python
+/// workloads are 12–18 MB; ten times that is not a workload.
+pub const OCI_LAYER_MAX_BYTES: u64 = 256 << 20;
+/// Connecting to a registry: a loopback or LAN registry answers in
+/// milliseconds; a silent one must not hang a run before it starts.
+pub const REGISTRY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Between two reads of a registry response (not the whole transfer, so a
+/// large component on a slow link still arrives).
+pub const REGISTRY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,10 @@ fn main() -> std::process::ExitCode {
         restore_sigpipe();
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+        // oci-client logs registry token responses at debug level: never
+        // let a log carry a credential.
+        .add_directive("oci_client=info".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -48,6 +51,8 @@ fn main() -> std::process::ExitCode {
             Command::Completions(args) => commands::shell::completions(args),
             Command::Man(args) => commands::shell::man(args),
             Command::Recover(args) => commands::recover::recover(args),
+            Command::Push(args) => commands::push::push(args),
+            Command::Pull(args) => commands::pull::pull(args),
         }
     });
     let exit = match result {

@@ -20,6 +20,7 @@ use crate::sandbox::report::{
     Document, GeneratorInfo, OutputFile, ReportInput, ReportLimits, ReportRuntime,
 };
 use crate::sandbox::{Limits, Sandbox};
+use crate::share::ComponentSource;
 
 /// File name of the default generator, next to the binary or in `workloads/`.
 pub const DEFAULT_GENERATOR: &str = "report-default.wasm";
@@ -96,11 +97,15 @@ pub struct ReportManifest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GeneratorRecord {
+    /// The generator as given: a path or an `oci://` reference.
     pub path: String,
     pub sha256: String,
     pub wit: String,
     pub name: String,
     pub version: String,
+    /// Where an `oci://` generator was pulled from, and its digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<crate::results::documents::OciSourceDoc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,7 +122,7 @@ pub struct WrittenFile {
 /// run` calls at the end and `sparkhost report` calls offline.
 pub fn generate_report(
     run_dir: &Path,
-    generator: Option<&Path>,
+    generator: Option<&ComponentSource>,
     opts: &ReportOptions,
 ) -> anyhow::Result<Vec<PathBuf>> {
     // WASI's synchronous filesystem calls drive their own small runtime and
@@ -132,31 +137,33 @@ pub fn generate_report(
 
 fn generate_on_this_thread(
     run_dir: &Path,
-    generator: Option<&Path>,
+    generator: Option<&ComponentSource>,
     opts: &ReportOptions,
 ) -> anyhow::Result<Vec<PathBuf>> {
     if !run_dir.is_dir() {
         bail!("{} is not a run directory", run_dir.display());
     }
-    let path = match generator {
-        Some(p) => p.to_owned(),
-        None => default_generator()?,
+    let source = match generator {
+        Some(g) => g.clone(),
+        None => ComponentSource::local(&default_generator()?),
     };
+    let path = source.path.clone();
     let sandbox = Sandbox::new(opts.cache_dir.clone(), Limits::default())?;
     let rt = ReportRuntime::new(&sandbox, opts.limits)?;
     let g = rt
         .load(&path)
-        .with_context(|| format!("loading report generator {}", path.display()))?;
+        .with_context(|| format!("loading report generator {}", source.given))?;
     let info = rt.describe(&g)?;
     check_params(&info, &opts.params)?;
     let input = read_input(run_dir, &opts.params)?;
     let files = rt.generate(&g, run_dir, &input)?;
     let record = GeneratorRecord {
-        path: path.display().to_string(),
+        path: source.given.clone(),
         sha256: g.digest.clone(),
         wit: format!("sparkhost:report@{}", g.wit_version),
         name: info.name,
         version: info.version,
+        oci: source.oci.clone(),
     };
     write_outputs(run_dir, files, record, &opts.params)
 }
@@ -497,6 +504,7 @@ mod tests {
             wit: "sparkhost:report@0.1.0".into(),
             name: "g".into(),
             version: "1".into(),
+            oci: None,
         }
     }
 

@@ -435,6 +435,30 @@ impl Sandbox {
         })
     }
 
+    /// The interfaces the component at `path` imports and exports, by
+    /// their WIT names (`wasi:cli/environment@0.2.0`), from its type.
+    pub fn interfaces(&self, path: &Path) -> Result<(Vec<String>, Vec<String>), SandboxError> {
+        let bytes = read_component(path)?;
+        let digest = sha256_hex(&bytes);
+        let (component, _) = self
+            .cache
+            .load_or_compile(&self.engine, &bytes, &digest)
+            .map_err(|message| SandboxError::Compile {
+                path: path.to_owned(),
+                message,
+            })?;
+        let ty = component.component_type();
+        let imports = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let exports = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        Ok((imports, exports))
+    }
+
     /// A fresh instance of `w` (its own store, memory and limits).
     pub fn instantiate(
         &self,

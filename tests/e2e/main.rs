@@ -8,6 +8,7 @@
 //! - [`bounded`]: endless and giant answers end within caps, in memory and time.
 //! - [`sandbox`]: workload components that trap, hang, hog or lie.
 //! - [`reports`]: report generators, summarize, compare, matrix and search.
+//! - [`registry`]: push, pull, run and report from a real OCI registry (`docker-registry`), pinning.
 //! - [`workloads`]: the workload library against the real mocker.
 //! - [`sim`]: the evidence chain against the simulated engine, the disk tier on a loop device.
 //! - [`languages`]: JavaScript and Python workloads, byte-identical to Rust.
@@ -38,6 +39,7 @@ mod faults;
 mod languages;
 mod loads;
 mod new_workload;
+mod registry;
 mod reports;
 mod sandbox;
 mod signals;

@@ -13,8 +13,9 @@
 //! max-tokens = [32, 128]
 //!
 //! [[workload]]
-//! path = "workloads/synthetic.wasm"     # relative to the current directory
-//! label = "synthetic"                   # default: the file stem
+//! path = "workloads/synthetic.wasm"     # relative to the current directory, or oci://HOST/REPO:TAG|@sha256:…
+//! sha256 = "…"                          # optional pin: the component's sha256; a mismatch runs nothing
+//! label = "synthetic"                   # default: the file stem (the repository's last part for oci://)
 //! params = { set = "short" }            # fixed (a list here sweeps too)
 //! args = ["--tokenizer", "tok.json"]   # this workload's runs only
 //! ```
@@ -24,6 +25,10 @@
 //! the last ones. A cell's run directory is `<results_root>/<cell id>`; a
 //! cell whose directory has a `summary.json` (other than an interrupted one)
 //! is done and skipped when the matrix is started again.
+//!
+//! An `oci://` workload's tag is resolved once, before the first cell, and
+//! every cell runs that digest: a tag moved mid-matrix cannot mix two
+//! components into one comparison.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,6 +66,8 @@ fn one() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct MatrixWorkload {
     pub path: PathBuf,
+    /// The component's sha256 (64 hex digits, `sha256:` optional).
+    pub sha256: Option<String>,
     pub label: Option<String>,
     #[serde(default)]
     pub params: BTreeMap<String, toml::Value>,
@@ -145,13 +152,31 @@ fn product(axes: &BTreeMap<String, Vec<String>>) -> Vec<BTreeMap<String, String>
     out
 }
 
-const RESERVED_ARGS: [&str; 4] = ["--results-root", "--run-id", "--concurrency", "--rate"];
+const RESERVED_ARGS: [&str; 5] = [
+    "--results-root",
+    "--run-id",
+    "--concurrency",
+    "--rate",
+    "--workload-sha256",
+];
 
 impl MatrixFile {
     pub fn parse(text: &str) -> anyhow::Result<MatrixFile> {
         let m: MatrixFile = toml::from_str(text)?;
         if m.workloads.is_empty() {
             bail!("the matrix has no [[workload]]");
+        }
+        let mut m = m;
+        for w in &mut m.workloads {
+            if let Some(pin) = &w.sha256 {
+                w.sha256 =
+                    Some(crate::cli::parse_sha256(pin).map_err(|e| {
+                        anyhow::anyhow!("workload {}: sha256 = {e}", w.path.display())
+                    })?);
+            }
+            if let Some(text) = w.path.to_str().filter(|t| crate::share::is_oci(t)) {
+                crate::share::OciRef::parse(text)?;
+            }
         }
         if m.repeats == 0 {
             bail!("repeats must be at least 1");
@@ -172,7 +197,7 @@ impl MatrixFile {
                 .any(|r| a == r || a.starts_with(&format!("{r}=")))
             {
                 bail!(
-                    "{a} is set by the matrix itself; use results_root, concurrency or rate instead"
+                    "{a} is set by the matrix itself; use results_root, concurrency, rate or a workload's sha256 instead"
                 );
             }
         }
@@ -259,12 +284,7 @@ impl MatrixFile {
         let mut cells = Vec::new();
         for repeat in 1..=self.repeats {
             for w in &self.workloads {
-                let label = w.label.clone().unwrap_or_else(|| {
-                    w.path
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| "workload".into())
-                });
+                let label = w.label.clone().unwrap_or_else(|| default_label(&w.path));
                 let mut axes: BTreeMap<String, Vec<String>> = self
                     .params
                     .iter()
@@ -302,6 +322,10 @@ impl MatrixFile {
                         args.extend(load.args());
                         args.extend(self.args.iter().cloned());
                         args.extend(w.args.iter().cloned());
+                        if let Some(pin) = &w.sha256 {
+                            args.push("--workload-sha256".into());
+                            args.push(pin.clone());
+                        }
                         for t in [
                             format!("matrix={name}"),
                             format!("cell={id}"),
@@ -325,6 +349,24 @@ impl MatrixFile {
         }
         cells
     }
+}
+
+/// The file stem, or an `oci://` reference's last repository part.
+fn default_label(path: &Path) -> String {
+    if let Some(r) = path
+        .to_str()
+        .and_then(|t| crate::share::OciRef::parse(t).ok())
+    {
+        return r
+            .repository
+            .rsplit('/')
+            .next()
+            .unwrap_or("workload")
+            .to_owned();
+    }
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "workload".into())
 }
 
 /// One cell's state in `matrix_index.json`.
@@ -457,6 +499,30 @@ label = "o"
     #[test]
     fn bad_matrices_are_refused() {
         assert!(MatrixFile::parse("repeats = 1").is_err());
+    }
+
+    #[test]
+    fn workloads_may_be_registry_references_pinned_by_sha256() {
+        let pin = "ab".repeat(32);
+        let m = MatrixFile::parse(&format!(
+            "[[workload]]\npath = \"oci://127.0.0.1:5000/team/synthetic:1\"\nsha256 = \"sha256:{pin}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(m.workloads[0].sha256.as_deref(), Some(pin.as_str()));
+        let cells = m.cells("m");
+        assert_eq!(cells[0].label, "synthetic", "the repository's last part");
+        let at = cells[0].args.iter().position(|a| a == "--workload-sha256");
+        assert_eq!(
+            at.map(|i| cells[0].args[i + 1].as_str()),
+            Some(pin.as_str())
+        );
+        let err = |t: &str| MatrixFile::parse(t).unwrap_err().to_string();
+        assert!(err("[[workload]]\npath = \"w.wasm\"\nsha256 = \"xyz\"\n").contains("sha256"));
+        assert!(err("[[workload]]\npath = \"oci://h/Bad:1\"\n").contains("lowercase"));
+        assert!(
+            err("args = [\"--workload-sha256\", \"x\"]\n[[workload]]\npath = \"w.wasm\"\n")
+                .contains("set by the matrix")
+        );
     }
 
     #[test]

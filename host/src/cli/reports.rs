@@ -40,6 +40,9 @@ pub struct ReportArgs {
     /// Cache for compiled components (as for `run`).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Fetch an oci:// generator over plain HTTP (loopback registries only).
+    #[arg(long)]
+    pub plain_http: bool,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +135,10 @@ pub struct MatrixArgs {
     /// Add goodput for these SLOs to the final summary.
     #[arg(long, value_parser = Slo::parse)]
     pub slo: Option<Slo>,
+    /// Fetch oci:// workloads over plain HTTP (loopback registries only);
+    /// passed on to every run.
+    #[arg(long)]
+    pub plain_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

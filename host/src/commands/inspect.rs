@@ -17,13 +17,20 @@ struct Inspection<'a> {
     size_bytes: usize,
     wit: String,
     compiled_from_cache: bool,
+    /// Where an `oci://` workload came from, and its digests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oci: Option<crate::results::documents::OciSourceDoc>,
     #[serde(flatten)]
     info: &'a WorkloadInfo,
 }
 
 pub fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
     let sandbox = Sandbox::new(args.sandbox.cache_dir.clone(), Limits::from(&args.sandbox))?;
-    let loaded = sandbox.load(&args.workload)?;
+    let registry = args.sandbox.registry();
+    crate::share::check_plain_http_used(registry.plain_http, &[Some(args.workload.as_path())])?;
+    let source = crate::share::resolve(&args.workload, &registry)
+        .with_context(|| format!("workload {}", args.workload.display()))?;
+    let loaded = sandbox.load(&source.path)?;
     let inst = sandbox
         .instantiate(
             &loaded,
@@ -40,6 +47,7 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
         size_bytes: loaded.size_bytes,
         wit: format!("sparkhost:workload@{}", loaded.wit_version),
         compiled_from_cache: loaded.from_cache,
+        oci: source.oci.clone(),
         info: &info,
     };
     if args.json {
@@ -55,6 +63,10 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
     println!("wit:         {}", out.wit);
     println!("sha256:      {}", loaded.digest);
     println!("size:        {} bytes", loaded.size_bytes);
+    if let Some(o) = &out.oci {
+        println!("manifest:    {}", o.manifest_digest);
+        println!("pinned:      {}", o.pinned);
+    }
     if info.params.is_empty() {
         println!("params:      none");
     } else {

@@ -4,6 +4,7 @@
 //! Exit status: 0 when every cell produced a valid run, 2 when some cell is
 //! invalid, failed or was not reached (interrupted), 1 for a bad matrix.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -53,15 +54,7 @@ pub async fn matrix(args: MatrixArgs) -> anyhow::Result<Exit> {
         println!("{} cells into {}", cells.len(), root.display());
         return Ok(Exit::Ok);
     }
-    for w in &m.workloads {
-        if !w.path.is_file() {
-            bail!(
-                "workload {} (in {}) does not exist",
-                w.path.display(),
-                args.file.display()
-            );
-        }
-    }
+    let pinned = resolve_workloads(&m, &args)?;
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let exe = sparkhost_exe()?;
     let interrupted = interrupt_flag();
@@ -95,11 +88,18 @@ pub async fn matrix(args: MatrixArgs) -> anyhow::Result<Exit> {
         if interrupted.load(Ordering::SeqCst) {
             break;
         }
+        let mut cell_args = c.args.clone();
+        if args.plain_http {
+            cell_args.push("--plain-http".into());
+        }
         let l = RunLaunch {
-            workload: c.workload.clone(),
+            workload: pinned
+                .get(&c.workload)
+                .cloned()
+                .unwrap_or_else(|| c.workload.clone()),
             results_root: root.clone(),
             run_id: c.id.clone(),
-            args: c.args.clone(),
+            args: cell_args,
         };
         let dir = l.run_dir();
         let rec = &mut index.cells[i];
@@ -207,4 +207,47 @@ pub async fn matrix(args: MatrixArgs) -> anyhow::Result<Exit> {
     } else {
         Exit::Invalid
     })
+}
+
+/// Checks every workload before any cell runs: a file exists, an
+/// `oci://` reference resolves (and is pulled), and a `sha256` pin matches.
+/// Returns each `oci://` reference's pinned form (`@sha256:` of the
+/// manifest it resolved to), which every cell then runs.
+fn resolve_workloads(
+    m: &MatrixFile,
+    args: &MatrixArgs,
+) -> anyhow::Result<BTreeMap<PathBuf, PathBuf>> {
+    let paths: Vec<Option<&Path>> = m.workloads.iter().map(|w| Some(w.path.as_path())).collect();
+    crate::share::check_plain_http_used(args.plain_http, &paths)?;
+    let registry = crate::share::RegistryOptions {
+        plain_http: args.plain_http,
+        cache_dir: None,
+    };
+    let mut pinned = BTreeMap::new();
+    for w in &m.workloads {
+        let in_file = || format!("workload {} (in {})", w.path.display(), args.file.display());
+        let is_oci = w.path.to_str().is_some_and(crate::share::is_oci);
+        if !is_oci && !w.path.is_file() {
+            bail!("{} does not exist", in_file());
+        }
+        let source = crate::share::resolve(&w.path, &registry).with_context(in_file)?;
+        if let Some(o) = &source.oci {
+            pinned.insert(w.path.clone(), PathBuf::from(&o.pinned));
+        }
+        if let Some(pin) = &w.sha256 {
+            let actual = match &source.oci {
+                Some(o) => o.layer_digest.trim_start_matches("sha256:").to_owned(),
+                None => sha256_hex(
+                    &std::fs::read(&w.path).with_context(|| format!("reading {}", in_file()))?,
+                ),
+            };
+            if &actual != pin {
+                bail!(
+                    "{} has sha256 {actual}, but the matrix pins sha256 {pin}; refusing to run any cell",
+                    in_file()
+                );
+            }
+        }
+    }
+    Ok(pinned)
 }

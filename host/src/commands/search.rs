@@ -71,7 +71,9 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<Exit> {
             }
         }
     }
-    if !args.workload.is_file() {
+    // An oci:// workload is resolved by each run (give `--plain-http` after `--`).
+    let is_oci = args.workload.to_str().is_some_and(crate::share::is_oci);
+    if !is_oci && !args.workload.is_file() {
         bail!("workload {} does not exist", args.workload.display());
     }
     let axis = match args.axis {

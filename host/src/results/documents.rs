@@ -216,6 +216,29 @@ pub struct WorkloadDoc {
     pub sha256: String,
     /// `sparkhost:workload@<version>`.
     pub wit: String,
+    /// Present when the workload was given as an `oci://` reference: the
+    /// digest its tag resolved to, and the reference that pulls exactly it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciSourceDoc>,
+}
+
+/// A component pulled from an OCI registry, as it was resolved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct OciSourceDoc {
+    /// The reference as given (`oci://host/repo:tag`).
+    pub reference: String,
+    /// `host[:port]`.
+    pub registry: String,
+    pub repository: String,
+    /// The tag that was resolved, `None` when a digest was given alone.
+    pub tag: Option<String>,
+    /// `sha256:…` of the manifest the reference resolved to.
+    pub manifest_digest: String,
+    /// `sha256:…` of the component layer: the component's own sha256.
+    pub layer_digest: String,
+    /// `oci://host/repo@sha256:…`: pulls exactly this component again.
+    pub pinned: String,
 }
 
 /// `manifest.json`: what ran, for reproducing it. Written once, with
@@ -241,6 +264,9 @@ pub struct ManifestDoc {
     /// bandwidth with.
     pub device_profile_sha256: Option<String>,
     pub workload: WorkloadDoc,
+    /// Present when the run's `--report-generator` was an `oci://` reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_generator_oci: Option<OciSourceDoc>,
     pub scenario: String,
     pub params: BTreeMap<String, String>,
     pub seed: u64,

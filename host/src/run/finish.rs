@@ -296,11 +296,8 @@ pub fn conclude(plan: &RunFacts, rd: &RunDir, run: Concluded) -> anyhow::Result<
     if let Some(report) = &plan.report {
         // A report is a view of the results, not a result: failing to render
         // one never invalidates a run, and `sparkhost report` can retry.
-        match crate::report::generate_report(
-            rd.path(),
-            report.generator.as_deref(),
-            &report.options,
-        ) {
+        match crate::report::generate_report(rd.path(), report.generator.as_ref(), &report.options)
+        {
             Ok(files) => tracing::info!("report files: {files:?}"),
             Err(e) => eprintln!(
                 "warning: report not generated (retry with `sparkhost report {}`): {e:#}",

@@ -134,7 +134,8 @@ pub struct ModelPlan {
 /// The report made at the end, if any.
 #[derive(Debug, Clone)]
 pub struct ReportPlan {
-    pub generator: Option<PathBuf>,
+    /// `--report-generator`, resolved (an `oci://` one is pulled before the run).
+    pub generator: Option<crate::share::ComponentSource>,
     pub options: ReportOptions,
 }
 
@@ -293,7 +294,29 @@ impl RunPlan {
         });
         let sandbox_limits = Limits::from(&args.sandbox);
         let sandbox = Sandbox::new(args.sandbox.cache_dir.clone(), sandbox_limits)?;
-        let loaded = sandbox.load(&args.workload)?;
+        // An oci:// workload or generator is pulled and verified here,
+        // before the run directory exists: a registry error is a user error.
+        let registry = args.sandbox.registry();
+        crate::share::check_plain_http_used(
+            registry.plain_http,
+            &[
+                Some(args.workload.as_path()),
+                args.report_generator.as_deref(),
+            ],
+        )?;
+        let source = crate::share::resolve(&args.workload, &registry)
+            .with_context(|| format!("workload {}", args.workload.display()))?;
+        let loaded = sandbox.load(&source.path)?;
+        if let Some(pin) = &args.workload_sha256 {
+            source.check_pin(&loaded.digest, pin)?;
+        }
+        let report_generator = match (&args.report_generator, args.no_report) {
+            (Some(g), false) => Some(
+                crate::share::resolve(g, &registry)
+                    .with_context(|| format!("report generator {}", g.display()))?,
+            ),
+            _ => None,
+        };
         let mut grants = DataGrants::default();
         for f in &args.data {
             grants.add(f)?;
@@ -371,7 +394,7 @@ impl RunPlan {
             .prewarm_connections
             .unwrap_or_else(|| default_prewarm(&phase_runs));
         let report = (!args.no_report).then(|| ReportPlan {
-            generator: args.report_generator.clone(),
+            generator: report_generator,
             options: ReportOptions::for_run(args.sandbox.cache_dir.clone(), sandbox_limits),
         });
         let plan = RunPlan {
@@ -397,6 +420,7 @@ impl RunPlan {
                     version: info.version.clone(),
                     sha256: loaded.digest.clone(),
                     wit: format!("sparkhost:workload@{}", loaded.wit_version),
+                    oci: source.oci.clone(),
                 },
                 from_cache: loaded.from_cache,
             },
@@ -527,6 +551,11 @@ impl RunPlan {
             stack_config_sha256: self.stack_config_sha256.clone(),
             device_profile_sha256: self.device_profile.as_ref().map(|d| d.sha256.clone()),
             workload: self.workload.doc.clone(),
+            report_generator_oci: self
+                .report
+                .as_ref()
+                .and_then(|r| r.generator.as_ref())
+                .and_then(|g| g.oci.clone()),
             scenario: self.workload.doc.name.clone(),
             params: self.params_map(),
             seed: self.seed,

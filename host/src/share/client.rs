@@ -1,0 +1,146 @@
+//! The OCI registry client (`oci-client`) set up for one reference:
+//! protocol, timeouts and credentials, and its errors said in words that
+//! name the registry, what was being done, and what to try.
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+
+use super::ShareError;
+use super::auth::{self, Credentials, Source};
+use super::reference::{OciRef, check_plain_http};
+use crate::limits::{REGISTRY_CONNECT_TIMEOUT, REGISTRY_READ_TIMEOUT};
+
+/// One registry, one repository, one set of credentials.
+pub struct Registry {
+    pub client: oci_client::Client,
+    pub reference: OciRef,
+    pub auth: oci_client::secrets::RegistryAuth,
+    creds: Credentials,
+    plain_http: bool,
+}
+
+impl Registry {
+    pub fn new(reference: &OciRef, plain_http: bool) -> Result<Self, ShareError> {
+        check_plain_http(reference, plain_http)?;
+        let creds = auth::for_registry(&reference.registry)?;
+        let config = ClientConfig {
+            protocol: if plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            connect_timeout: Some(REGISTRY_CONNECT_TIMEOUT),
+            read_timeout: Some(REGISTRY_READ_TIMEOUT),
+            // A Wasm artifact is one manifest: there is no platform to pick.
+            platform_resolver: None,
+            ..Default::default()
+        };
+        Ok(Registry {
+            client: oci_client::Client::new(config),
+            reference: reference.clone(),
+            auth: creds.to_auth(),
+            creds,
+            plain_http,
+        })
+    }
+
+    /// `e`, from `doing` (e.g. "pulling the manifest of"), in words; any
+    /// echo of the secret is removed.
+    pub fn explain(&self, doing: &str, e: OciDistributionError) -> ShareError {
+        use OciDistributionError as E;
+        let at = &self.reference;
+        let creds_hint = match self.creds.source {
+            Source::Anonymous => format!(
+                "; sparkhost sent no credentials: set {} and {}, or add the registry to your Docker config",
+                auth::USERNAME_ENV,
+                auth::PASSWORD_ENV
+            ),
+            _ => format!(" (it refused the {})", self.creds.source),
+        };
+        let msg = match &e {
+            E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => {
+                format!("{doing} {at}: the registry answered 401 Unauthorized{creds_hint}")
+            }
+            E::RegistryError { envelope, .. } => {
+                let codes: Vec<String> = envelope
+                    .errors
+                    .iter()
+                    .map(|err| {
+                        let what = match err.code {
+                            OciErrorCode::ManifestUnknown => "no such tag or manifest (404)",
+                            OciErrorCode::NameUnknown => "no such repository (404)",
+                            OciErrorCode::BlobUnknown => "no such blob (404)",
+                            OciErrorCode::Unauthorized => "401 Unauthorized",
+                            OciErrorCode::Denied => "access denied",
+                            _ => "refused",
+                        };
+                        format!("{what}: {:?} {}", err.code, err.message)
+                    })
+                    .collect();
+                let unauthorized = envelope
+                    .errors
+                    .iter()
+                    .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied));
+                format!(
+                    "{doing} {at}: the registry says {}{}",
+                    codes.join("; "),
+                    if unauthorized {
+                        creds_hint.as_str()
+                    } else {
+                        ""
+                    }
+                )
+            }
+            E::ServerError { code, message, .. } => {
+                let mut m: String = message.chars().take(300).collect();
+                if m.trim().is_empty() {
+                    m = "no message".into();
+                }
+                let what = match code {
+                    404 => "404 Not Found",
+                    401 => "401 Unauthorized",
+                    _ => "an error",
+                };
+                format!(
+                    "{doing} {at}: the registry answered {what} (HTTP {code}): {}{}",
+                    crate::terminal::safe(m.trim()),
+                    if *code == 401 {
+                        creds_hint.as_str()
+                    } else {
+                        ""
+                    }
+                )
+            }
+            E::RequestError(re) => {
+                let mut chain = re.to_string();
+                let mut src = std::error::Error::source(re);
+                while let Some(s) = src {
+                    chain.push_str(": ");
+                    chain.push_str(&s.to_string());
+                    src = s.source();
+                }
+                let hint = if re.is_connect() {
+                    "; is the registry running and listening there?"
+                } else if re.is_timeout() {
+                    "; the registry did not answer in time"
+                } else {
+                    ""
+                };
+                let plain = if !self.plain_http && self.reference.is_loopback() {
+                    " (a plain-HTTP loopback registry needs --plain-http)"
+                } else {
+                    ""
+                };
+                format!(
+                    "{doing} {at}: cannot reach registry {}: {chain}{hint}{plain}",
+                    self.reference.registry
+                )
+            }
+            E::DigestError(d) => {
+                format!("{doing} {at}: what the registry sent does not match its digest: {d}")
+            }
+            other => format!("{doing} {at}: {other}"),
+        };
+        ShareError::Registry(self.creds.redact(&msg))
+    }
+}
