@@ -287,8 +287,21 @@ pub fn recover(dir: &Path, opts: &RecoverOptions) -> anyhow::Result<(Finished, R
     }
     validity.invalidate(InvalidReason::Interrupted, detail);
 
+    // The generator the run named, resolved again (an `oci://` one from the
+    // digest cache when the registry is gone).
+    let generator = match args
+        .as_ref()
+        .filter(|_| !opts.no_report)
+        .and_then(|a| a.report_generator.as_ref().map(|g| (g, a.sandbox.registry())))
+    {
+        Some((g, registry)) => Some(
+            crate::share::resolve(g, &registry)
+                .with_context(|| format!("the run's report generator {}", g.display()))?,
+        ),
+        None => None,
+    };
     let report = (!opts.no_report).then(|| ReportPlan {
-        generator: args.as_ref().and_then(|a| a.report_generator.clone()),
+        generator,
         options: ReportOptions {
             cache_dir: opts.cache_dir.clone(),
             ..ReportOptions::default()
