@@ -289,11 +289,11 @@ pub fn recover(dir: &Path, opts: &RecoverOptions) -> anyhow::Result<(Finished, R
 
     // The generator the run named, resolved again (an `oci://` one from the
     // digest cache when the registry is gone).
-    let generator = match args
-        .as_ref()
-        .filter(|_| !opts.no_report)
-        .and_then(|a| a.report_generator.as_ref().map(|g| (g, a.sandbox.registry())))
-    {
+    let generator = match args.as_ref().filter(|_| !opts.no_report).and_then(|a| {
+        a.report_generator
+            .as_ref()
+            .map(|g| (g, a.sandbox.registry()))
+    }) {
         Some((g, registry)) => Some(
             crate::share::resolve(g, &registry)
                 .with_context(|| format!("the run's report generator {}", g.display()))?,
