@@ -45,6 +45,10 @@ pub const RUST_SDK: &[(&str, &str)] = &[
         include_str!("../../../workloads/sdk/src/rng.rs"),
     ),
     (
+        "sdk/src/salt.rs",
+        include_str!("../../../workloads/sdk/src/salt.rs"),
+    ),
+    (
         "sdk/src/text.rs",
         include_str!("../../../workloads/sdk/src/text.rs"),
     ),
