@@ -658,7 +658,7 @@ pub struct RunArgs {
     /// Most body bytes one response may bring (as sent, chunk framing
     /// included; K/M/G, KiB/MiB/GiB); past it the request fails as
     /// `response_too_large` and the run goes on.
-    #[arg(long, default_value = crate::limits::MAX_RESPONSE_BYTES_FLAG, value_parser = parse_response_bytes)]
+    #[arg(help_heading = heading::ENDPOINT, long, default_value = crate::limits::MAX_RESPONSE_BYTES_FLAG, value_parser = parse_response_bytes)]
     pub max_response_bytes: u64,
     /// Where chunk arrival times come from: `kernel` receive timestamps
     /// (SO_TIMESTAMPNS; the parser's own delay is then reported as the

@@ -737,10 +737,13 @@ fn planning(args: &BenchArgs) -> anyhow::Result<Value> {
                 .into_iter()
                 .map(|p| p.name)
                 .collect();
+            // `salt=off`: the seed's prompts; a per-run salt is drawn only by
+            // `run`, and planning speed does not depend on it.
             let wanted = [
                 ("requests", n.as_str()),
                 ("warmup", "0"),
                 ("short-range", "16:16"),
+                ("salt", "off"),
             ];
             let mut params: Vec<(String, String)> = wanted
                 .iter()
