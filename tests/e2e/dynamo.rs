@@ -545,17 +545,15 @@ fn too_many_errors_invalidate_the_run_and_a_kv_tier_needs_kvbm_metrics() {
             .any(|c| c == "ERROR_RATE_ABOVE_THRESHOLD")
     );
 
-    // The seed's rule: a KV tier (B2) with no KVBM metrics is not a valid run.
+    // Two tiny runs that differ only in the mode they name (none for `None`).
     let tok = tokenizer();
     let workload = synthetic();
-    let out = sparkhost(
-        &[
+    let labelled = |run_id: &str, tier: Option<&str>| {
+        let mut args = vec![
             "run",
             workload.to_str().unwrap(),
             "--endpoint",
             &stack.endpoint,
-            "--tier-mode",
-            "B2",
             "--requests",
             "2",
             "--warmup",
@@ -569,11 +567,17 @@ fn too_many_errors_invalidate_the_run_and_a_kv_tier_needs_kvbm_metrics() {
             "--results-root",
             d.results.path().to_str().unwrap(),
             "--run-id",
-            "b2",
+            run_id,
             "--quiet",
-        ],
-        d.cache.path(),
-    );
+        ];
+        if let Some(t) = tier {
+            args.extend(["--tier-mode", t]);
+        }
+        sparkhost(&args, d.cache.path())
+    };
+
+    // The seed's rule: a KV tier (B2) with no KVBM metrics is not a valid run.
+    let out = labelled("b2", Some("B2"));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let summary = read_json(&d.results.path().join("b2/summary.json"));
     assert_eq!(
@@ -584,30 +588,7 @@ fn too_many_errors_invalidate_the_run_and_a_kv_tier_needs_kvbm_metrics() {
 
     // No mode given: the first run against a server without KVBM (the
     // mocker) is valid, labelled `unspecified`, and claims no tier.
-    let out = sparkhost(
-        &[
-            "run",
-            workload.to_str().unwrap(),
-            "--endpoint",
-            &stack.endpoint,
-            "--requests",
-            "2",
-            "--warmup",
-            "0",
-            "--max-tokens",
-            "4",
-            "--param",
-            "short-range=64:64",
-            "--tokenizer",
-            tok.to_str().unwrap(),
-            "--results-root",
-            d.results.path().to_str().unwrap(),
-            "--run-id",
-            "unspecified",
-            "--quiet",
-        ],
-        d.cache.path(),
-    );
+    let out = labelled("unspecified", None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let dir = d.results.path().join("unspecified");
     let summary = read_json(&dir.join("summary.json"));
