@@ -8,23 +8,10 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::faults::{Behaviour, Dirs, FakeConfig, FakeServer, expected_kind, rows_of};
+use super::faults::{
+    Behaviour, Dirs, FakeConfig, FakeServer, PEAK_RSS_BOUND, expected_kind, peak_rss, rows_of,
+};
 use super::{read_json, sparkhost, synthetic, text};
-
-/// Peak RSS a run of these small requests may reach. Unbounded, one endless
-/// stream of 2 s took the client past 360 MB and a giant body past its size.
-const PEAK_RSS_BOUND: u64 = 150 << 20;
-
-/// The run's peak RSS: its own `VmHWM`, read as it writes `summary.json`
-/// after every request ended. (A child's `ru_maxrss` is no use here: it
-/// starts from the test process's own peak, inherited through vfork.)
-fn peak_rss(dir: &Path) -> u64 {
-    let s = summary(dir);
-    s["harness"]["peak_rss_kib"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no peak RSS in {:#}", s["harness"]))
-        << 10
-}
 
 /// `sparkhost run` of `script` (one request per behaviour, in order) with
 /// request timeout `timeout`; returns the server, the run directory's

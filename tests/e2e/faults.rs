@@ -645,6 +645,22 @@ pub(crate) fn rows_of(run_dir: &Path) -> Vec<Value> {
     read_jsonl(&run_dir.join("requests.jsonl"))
 }
 
+/// Peak RSS a run of the fault tests' small requests may reach. Unbounded,
+/// one endless stream of 2 s took the client past 360 MB and a giant body
+/// past its size (`bounded.rs`).
+pub const PEAK_RSS_BOUND: u64 = 150 << 20;
+
+/// The run's peak RSS: its own `VmHWM`, read as it writes `summary.json`
+/// after every request ended. (A child's `ru_maxrss` is no use here: it
+/// starts from the test process's own peak, inherited through vfork.)
+pub fn peak_rss(dir: &Path) -> u64 {
+    let s = read_json(&dir.join("summary.json"));
+    s["harness"]["peak_rss_kib"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no peak RSS in {:#}", s["harness"]))
+        << 10
+}
+
 fn main_phase(summary: &Value) -> &Value {
     summary["phase_summaries"]
         .as_array()
@@ -817,6 +833,8 @@ fn each_fault_gets_its_own_error_kind_and_the_run_stays_valid() {
     assert_eq!(main["total_requests"], n);
     assert_eq!(main["error_requests"], errors);
     assert_eq!(main["ok_requests"], n as u64 - errors);
+    let rss = peak_rss(&dirs.run_dir());
+    assert!(rss < PEAK_RSS_BOUND, "peak RSS {} MiB", rss >> 20);
 }
 
 #[test]
