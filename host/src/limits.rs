@@ -268,6 +268,9 @@ pub const REGISTRY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Between two reads of a registry response (not the whole transfer, so a
 /// large component on a slow link still arrives).
 pub const REGISTRY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest `SPARKHOST_REGISTRY_CA_CERT` file: a CA bundle is kilobytes; the
+/// whole Mozilla set is about 200 KB.
+pub const REGISTRY_CA_MAX_BYTES: u64 = 1 << 20;
 
 #[cfg(test)]
 mod tests {

@@ -40,6 +40,11 @@ impl Registry {
         Self::start_with("htpasswd")
     }
 
+    /// Over TLS with a self-signed certificate, at `<dir>/ca.pem`.
+    fn start_with_tls() -> Registry {
+        Self::start_with("tls")
+    }
+
     fn start_with(auth: &str) -> Registry {
         let bin = which("docker-registry");
         let dir = tempfile::tempdir().unwrap();
@@ -61,6 +66,18 @@ impl Registry {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: sparkhost-test\n    path: {}\n",
                 htpasswd.display()
+            ));
+        }
+        if auth == "tls" {
+            // A private CA's certificate (self-signed here) for 127.0.0.1.
+            let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+            let (cert, key) = (dir.path().join("ca.pem"), dir.path().join("key.pem"));
+            std::fs::write(&cert, ck.cert.pem()).unwrap();
+            std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
             ));
         }
         let cfg = dir.path().join("config.yml");
@@ -648,4 +665,42 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), dest).unwrap();
         }
     }
+}
+
+/// A registry whose certificate comes from a private CA: refused with a
+/// hint naming SPARKHOST_REGISTRY_CA_CERT, trusted once it points at the CA,
+/// and a CA file that holds no certificate is named as such.
+#[test]
+fn a_private_ca_registry_is_trusted_through_the_ca_variable() {
+    let cache = tempfile::tempdir().unwrap();
+    let reg = Registry::start_with_tls();
+    let ca = reg.dir.path().join("ca.pem");
+    let wasm = synthetic();
+    let r = reg.reference("sparkhost/synthetic:tls");
+    let with_ca = |args: &[&str], ca: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sparkhost"));
+        cmd.args(args)
+            .env("SPARKHOST_CACHE_DIR", cache.path())
+            .env("DOCKER_CONFIG", cache.path().join("no-docker"));
+        if let Some(ca) = ca {
+            cmd.env("SPARKHOST_REGISTRY_CA_CERT", ca);
+        }
+        cmd.output().unwrap()
+    };
+    let wasm_s = wasm.to_str().unwrap();
+    let err = fails(with_ca(&["push", wasm_s, &r], None));
+    assert!(err.contains("SPARKHOST_REGISTRY_CA_CERT"), "{err}");
+    let out = ok(with_ca(&["push", wasm_s, &r], Some(&ca)));
+    let digest = field(&out, "manifest");
+    let pulled = cache.path().join("pulled.wasm");
+    ok(with_ca(
+        &["pull", &r, "-o", pulled.to_str().unwrap()],
+        Some(&ca),
+    ));
+    assert_eq!(sha256_file(&pulled), sha256_file(&wasm));
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let junk = cache.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let err = fails(with_ca(&["pull", &r], Some(&junk)));
+    assert!(err.contains("holds no PEM certificate"), "{err}");
 }

@@ -2,13 +2,50 @@
 //! protocol, timeouts and credentials, and its errors said in words that
 //! name the registry, what was being done, and what to try.
 
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 
 use super::ShareError;
 use super::auth::{self, Credentials, Source};
 use super::reference::{OciRef, check_plain_http};
-use crate::limits::{REGISTRY_CONNECT_TIMEOUT, REGISTRY_READ_TIMEOUT};
+use crate::limits::{REGISTRY_CA_MAX_BYTES, REGISTRY_CONNECT_TIMEOUT, REGISTRY_READ_TIMEOUT};
+
+/// A PEM file of extra roots a registry's TLS certificate may chain to (a
+/// private registry's own CA), for every command that talks to registries.
+/// The bundled Mozilla roots are trusted as well.
+pub const CA_CERT_ENV: &str = "SPARKHOST_REGISTRY_CA_CERT";
+
+/// The certificates of [`CA_CERT_ENV`], one per PEM block; none when unset.
+fn extra_roots() -> Result<Vec<Certificate>, ShareError> {
+    let Some(path) = std::env::var_os(CA_CERT_ENV) else {
+        return Ok(Vec::new());
+    };
+    let path = std::path::PathBuf::from(path);
+    let bad =
+        |why: String| ShareError::Registry(format!("{CA_CERT_ENV}={}: {why}", path.display()));
+    let len = std::fs::metadata(&path)
+        .map_err(|e| bad(e.to_string()))?
+        .len();
+    if len > REGISTRY_CA_MAX_BYTES {
+        return Err(bad(format!(
+            "{len} bytes, more than the {REGISTRY_CA_MAX_BYTES} a CA bundle may have"
+        )));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+    const END: &str = "-----END CERTIFICATE-----";
+    let certs: Vec<Certificate> = text
+        .split_inclusive(END)
+        .filter(|b| b.contains("-----BEGIN CERTIFICATE-----") && b.ends_with(END))
+        .map(|b| Certificate {
+            encoding: CertificateEncoding::Pem,
+            data: format!("{}\n", b.trim()).into_bytes(),
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(bad("holds no PEM certificate".into()));
+    }
+    Ok(certs)
+}
 
 /// One registry, one repository, one set of credentials.
 pub struct Registry {
@@ -33,6 +70,7 @@ impl Registry {
             read_timeout: Some(REGISTRY_READ_TIMEOUT),
             // A Wasm artifact is one manifest: there is no platform to pick.
             platform_resolver: None,
+            extra_root_certificates: extra_roots()?,
             ..Default::default()
         };
         Ok(Registry {
@@ -119,7 +157,10 @@ impl Registry {
                     chain.push_str(&s.to_string());
                     src = s.source();
                 }
-                let hint = if re.is_connect() {
+                let tls = chain.to_ascii_lowercase().contains("certificate");
+                let hint = if tls {
+                    "; if the registry's certificate comes from a private CA, set SPARKHOST_REGISTRY_CA_CERT to that CA's PEM file"
+                } else if re.is_connect() {
                     "; is the registry running and listening there?"
                 } else if re.is_timeout() {
                     "; the registry did not answer in time"
