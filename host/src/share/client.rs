@@ -159,13 +159,15 @@ impl Registry {
                 }
                 let tls = chain.to_ascii_lowercase().contains("certificate");
                 let hint = if tls {
-                    "; if the registry's certificate comes from a private CA, set SPARKHOST_REGISTRY_CA_CERT to that CA's PEM file"
+                    format!(
+                        "; if the registry's certificate comes from a private CA, set {CA_CERT_ENV} to that CA's PEM file"
+                    )
                 } else if re.is_connect() {
-                    "; is the registry running and listening there?"
+                    "; is the registry running and listening there?".into()
                 } else if re.is_timeout() {
-                    "; the registry did not answer in time"
+                    "; the registry did not answer in time".into()
                 } else {
-                    ""
+                    String::new()
                 };
                 let plain = if !self.plain_http && self.reference.is_loopback() {
                     " (a plain-HTTP loopback registry needs --plain-http)"

@@ -14,6 +14,15 @@ pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(fixture_path(name)).unwrap()
 }
 
+/// The message of an `InvalidConfig` error, which the format readers'
+/// refusals must be.
+pub fn invalid_config<T: std::fmt::Debug>(r: sparkhost_workload::Result<T>) -> String {
+    match r {
+        Err(sparkhost_workload::WorkloadError::InvalidConfig(m)) => m,
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
+
 fn params(pairs: &[(&str, &str)]) -> Params {
     let mut all = pairs.to_vec();
     if !pairs.iter().any(|(k, _)| *k == "salt") {

@@ -45,13 +45,9 @@ pub fn parse(text: &str) -> Result<Trace> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sparkhost_workload::WorkloadError;
 
     fn message(text: &str) -> String {
-        match parse(text) {
-            Err(WorkloadError::InvalidConfig(m)) => m,
-            other => panic!("expected InvalidConfig, got {other:?}"),
-        }
+        crate::tests::invalid_config(parse(text))
     }
 
     #[test]

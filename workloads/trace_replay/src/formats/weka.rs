@@ -125,13 +125,9 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sparkhost_workload::WorkloadError;
 
     fn message(text: &str) -> String {
-        match parse(text) {
-            Err(WorkloadError::InvalidConfig(m)) => m,
-            other => panic!("expected InvalidConfig, got {other:?}"),
-        }
+        crate::tests::invalid_config(parse(text))
     }
 
     #[test]
