@@ -49,6 +49,7 @@ async fn smoke_at(base: &str, args: &SmokeArgs) -> anyhow::Result<Exit> {
             Duration::from_secs(5),
             Duration::from_millis(500),
             1,
+            false,
         )
         .await
         {

@@ -17,6 +17,7 @@ pub async fn wait_ready(args: WaitReadyArgs) -> anyhow::Result<Exit> {
         args.timeout,
         args.poll,
         args.consecutive.max(1),
+        false,
     )
     .await
     {

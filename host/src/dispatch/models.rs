@@ -106,25 +106,17 @@ pub async fn list(client: &Client) -> Result<Vec<String>, ListError> {
     Ok(list.data.into_iter().map(|m| m.id).collect())
 }
 
-/// One look at `/v1/models`: the error when nothing listens there (the
-/// connection is refused), `None` for any other outcome, which polling
-/// handles.
-pub async fn refused(client: &Client) -> Option<String> {
-    match list(client).await {
-        Err(ListError::Unreachable(e @ UntimedError::Refused { .. })) => Some(e.to_string()),
-        _ => None,
-    }
-}
-
 /// Polls until a model is listed (the first one, or `wanted` when given).
 /// Needs `consecutive` successful polls in a row, because a registering
-/// worker can appear and vanish again.
+/// worker can appear and vanish again. `stop_if_refused`: a refused
+/// connection (nothing listens there) ends the wait at once.
 pub async fn wait_for_model(
     client: &Client,
     wanted: Option<&str>,
     timeout: Duration,
     poll: Duration,
     consecutive: u32,
+    stop_if_refused: bool,
 ) -> Result<String, String> {
     let start = Instant::now();
     let mut streak = 0;
@@ -149,7 +141,13 @@ pub async fn wait_for_model(
                     }
                 }
             }
-            Err(e) if e.is_final() => return Err(e.to_string()),
+            Err(e)
+                if e.is_final()
+                    || (stop_if_refused
+                        && matches!(e, ListError::Unreachable(UntimedError::Refused { .. }))) =>
+            {
+                return Err(e.to_string());
+            }
             Err(e) => {
                 streak = 0;
                 last = e.to_string();

@@ -13,7 +13,6 @@ use anyhow::Context;
 use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 
-use super::loads::LoadSource;
 use super::plan::RunPlan;
 use crate::dispatch::client::Client;
 use crate::dispatch::models;
@@ -141,49 +140,21 @@ pub async fn execute(
             ),
         }
         // A load that is not the flag's is said once, where the user looks.
-        let own: Vec<String> = plan
-            .dispatch
-            .phases
-            .iter()
-            .zip(&plan.load_sources)
-            .filter(|(_, s)| !matches!(s, LoadSource::CommandLine | LoadSource::Default))
-            .map(|(p, s)| {
-                format!(
-                    "{} {} ({})",
-                    crate::terminal::safe(&p.name),
-                    super::loads::describe(&p.load),
-                    match s {
-                        LoadSource::Workload => "the workload's own",
-                        LoadSource::WorkloadParam => "from its concurrency param",
-                        _ => "--override-phase-loads",
-                    }
-                )
-            })
-            .collect();
-        if !own.is_empty() {
-            eprintln!("sparkhost: phase loads: {}", own.join("; "));
+        if let Some(line) = super::loads::announcement(&plan.dispatch.phases, &plan.load_sources) {
+            eprintln!("sparkhost: phase loads: {line}");
         }
     }
 
     let mut validity = Validity::default();
-    let refused = if sim.is_none() && !plan.model.wait_if_refused {
-        models::refused(&client).await
-    } else {
-        None
-    };
-    let resolved = match refused {
-        Some(e) => Err(e),
-        None => {
-            models::wait_for_model(
-                &client,
-                plan.model.wanted.as_deref(),
-                plan.model.timeout,
-                plan.model.poll,
-                1,
-            )
-            .await
-        }
-    };
+    let resolved = models::wait_for_model(
+        &client,
+        plan.model.wanted.as_deref(),
+        plan.model.timeout,
+        plan.model.poll,
+        1,
+        sim.is_none() && !plan.model.wait_if_refused,
+    )
+    .await;
     let model = match resolved {
         Ok(m) => m,
         Err(e) => {

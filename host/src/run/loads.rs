@@ -12,6 +12,7 @@
 //!
 //! Pure, so the rule is unit-tested without a workload.
 
+use crate::dispatch::runner::PhaseRun;
 use crate::plan::{LoadModel, PhasePlan};
 pub use crate::results::documents::LoadSource;
 
@@ -95,7 +96,30 @@ fn flag_name(l: &LoadModel) -> String {
     }
 }
 
-/// `closed(4)`, `poisson(5/s)`.
+/// The phases whose load is not the flag's (nor the default), with where
+/// it came from, for the one line `run` prints; `None` when there are none.
+pub fn announcement(phases: &[PhaseRun], sources: &[LoadSource]) -> Option<String> {
+    let own: Vec<String> = phases
+        .iter()
+        .zip(sources)
+        .filter(|(_, s)| !matches!(s, LoadSource::CommandLine | LoadSource::Default))
+        .map(|(p, s)| {
+            format!(
+                "{} {} ({})",
+                crate::terminal::safe(&p.name),
+                describe(&p.load),
+                match s {
+                    LoadSource::Workload => "the workload's own",
+                    LoadSource::WorkloadParam => "from its concurrency param",
+                    _ => "--override-phase-loads",
+                }
+            )
+        })
+        .collect();
+    (!own.is_empty()).then(|| own.join("; "))
+}
+
+/// `closed loop, concurrency 4`, `poisson 5/s`.
 pub fn describe(l: &LoadModel) -> String {
     match l {
         LoadModel::Closed { concurrency } => format!("closed loop, concurrency {concurrency}"),
